@@ -1,0 +1,207 @@
+"""Augmentation: albumentations policies, dermoscopy-specific transforms, and batch-level cutmix / mixup.
+
+Augmentation was one of the few things that clearly moved the 2020 leaderboard, so the policies are named and fixed
+(``none``, ``light``, ``medium``, ``heavy``; ``heavy`` is the set of the winning solution) and the
+dermoscopy-specific extras are separate knobs the search can turn:
+
+* ``hair``: dark strands drawn across the image, or real hair overlays pasted from a folder of RGBA PNGs;
+* ``microscope``: the black circular vignette of a dermatoscope's field of view;
+* ``color_constancy``: shades-of-grey colour constancy, a normalisation, so it also applies at validation and test;
+* ``cutout``: coarse dropout of one large square.
+
+Per-sample transforms run in the loader workers on uint8 HWC arrays; cutmix and mixup run on the batch, on the
+training device, and return the two target sets with their weight so any loss can be mixed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "POLICIES",
+    "ColorConstancy",
+    "HairAugment",
+    "Microscope",
+    "build_eval_transform",
+    "build_train_transform",
+    "cutmix",
+    "mixup",
+]
+
+POLICIES: tuple[str, ...] = ("none", "light", "medium", "heavy")
+Policy = Literal["none", "light", "medium", "heavy"]
+
+
+class ColorConstancy(A.ImageOnlyTransform):
+    """Shades-of-grey colour constancy (Minkowski p-norm): removes the colour cast of different cameras and lights."""
+
+    def __init__(self, power: float = 6.0, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.power = power
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        pixels = img.astype(np.float32)
+        norm = np.power(np.mean(np.power(pixels, self.power), axis=(0, 1)), 1.0 / self.power)
+        gain = np.sqrt(np.sum(norm**2)) / (norm * np.sqrt(3.0) + 1e-6)
+        return np.clip(pixels * gain, 0, 255).astype(np.uint8)
+
+
+class HairAugment(A.ImageOnlyTransform):
+    """Add hair: paste RGBA overlays from ``hair_dir`` when given (the 2020 "advanced hair"), else draw strands."""
+
+    def __init__(self, hair_dir: str | os.PathLike[str] | None = None, max_hairs: int = 4, p: float = 0.5) -> None:
+        super().__init__(p=p)
+        self.max_hairs = max_hairs
+        self.hair_dir = str(hair_dir) if hair_dir else None
+        self._overlays: list[np.ndarray] | None = None
+
+    def _load_overlays(self) -> list[np.ndarray]:
+        if self._overlays is None:
+            overlays: list[np.ndarray] = []
+            if self.hair_dir:
+                folder = Path(self.hair_dir)
+                if not folder.is_dir():
+                    raise FileNotFoundError(f"hair overlay folder not found: {folder}")
+                for path in sorted(folder.glob("*.png")):
+                    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                    if image is None or image.ndim != 3 or image.shape[2] != 4:
+                        raise ValueError(f"hair overlay {path} must be an RGBA PNG")
+                    overlays.append(cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA))
+                if not overlays:
+                    raise FileNotFoundError(f"no *.png hair overlays in {folder}")
+            self._overlays = overlays
+        return self._overlays
+
+    def get_params(self) -> dict[str, Any]:
+        return {"n_hairs": int(self.random_generator.integers(1, self.max_hairs + 1)),
+                "seed": int(self.random_generator.integers(2**31))}
+
+    def apply(self, img: np.ndarray, n_hairs: int = 1, seed: int = 0, **params: Any) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = img.copy()
+        overlays = self._load_overlays()
+        height, width = out.shape[:2]
+        for _ in range(n_hairs):
+            if overlays:
+                hair = overlays[int(rng.integers(len(overlays)))]
+                scale = rng.uniform(0.3, 0.8) * min(height, width) / max(hair.shape[:2])
+                hair = cv2.resize(hair, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                hair = np.rot90(hair, int(rng.integers(4))).copy()
+                h, w = min(hair.shape[0], height), min(hair.shape[1], width)
+                y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                alpha = hair[:h, :w, 3:4].astype(np.float32) / 255.0
+                region = out[y : y + h, x : x + w].astype(np.float32)
+                out[y : y + h, x : x + w] = (region * (1 - alpha) + hair[:h, :w, :3] * alpha).astype(np.uint8)
+            else:
+                p0, p1, p2 = rng.uniform(0, 1, (3, 2)) * (width, height)
+                t = np.linspace(0, 1, 30)[:, None]
+                curve = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.int32)
+                shade = float(rng.uniform(10, 50))
+                cv2.polylines(out, [curve], False, (shade * 1.2, shade, shade * 0.8),
+                              thickness=max(1, min(height, width) // 160), lineType=cv2.LINE_AA)
+        return out
+
+
+class Microscope(A.ImageOnlyTransform):
+    """Black out everything outside a circle, as a dermatoscope's round field of view does."""
+
+    def get_params(self) -> dict[str, Any]:
+        return {"radius": float(self.random_generator.uniform(0.42, 0.6))}
+
+    def apply(self, img: np.ndarray, radius: float = 0.5, **params: Any) -> np.ndarray:
+        height, width = img.shape[:2]
+        mask = np.zeros((height, width), np.uint8)
+        cv2.circle(mask, (width // 2, height // 2), int(radius * max(height, width)), 1, -1)
+        return img * mask[..., None]
+
+
+def _policy(name: str, size: int) -> list[A.BasicTransform]:
+    dihedral = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Transpose(p=0.5)]
+    if name == "none":
+        return []
+    if name == "light":
+        return [*dihedral, A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
+    if name == "medium":
+        return [
+            *dihedral,
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-30, 30), border_mode=cv2.BORDER_REFLECT_101, p=0.7),
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.6),
+            A.HueSaturationValue(10, 20, 10, p=0.5),
+        ]
+    if name == "heavy":  # the winning 2020 solution's training set of transforms
+        return [
+            *dihedral,
+            A.RandomBrightnessContrast(0.2, 0.2, p=0.75),
+            A.OneOf([A.MotionBlur(blur_limit=5), A.MedianBlur(blur_limit=5), A.GaussianBlur(blur_limit=(3, 5)),
+                     A.GaussNoise(std_range=(0.02, 0.08))], p=0.7),
+            A.OneOf([A.OpticalDistortion(distort_limit=0.5), A.GridDistortion(num_steps=5, distort_limit=0.3),
+                     A.ElasticTransform(alpha=3)], p=0.7),
+            A.CLAHE(clip_limit=4.0, p=0.7),
+            A.HueSaturationValue(10, 20, 10, p=0.5),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-15, 15), border_mode=cv2.BORDER_CONSTANT, p=0.85),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.375, 0.375), hole_width_range=(0.375, 0.375), p=0.7),
+        ]
+    raise ValueError(f"unknown augmentation policy {name!r}; allowed: {', '.join(POLICIES)}")
+
+
+def build_train_transform(
+    *,
+    policy: str = "medium",
+    size: int,
+    hair: float = 0.0,
+    hair_dir: str | None = None,
+    microscope: float = 0.0,
+    color_constancy: bool = False,
+    cutout: float = 0.0,
+    seed: int | None = None,
+) -> A.Compose:
+    """The per-sample training pipeline: colour constancy, hair, the named policy, microscope, cutout."""
+    steps: list[A.BasicTransform] = []
+    if color_constancy:
+        steps.append(ColorConstancy())
+    if hair > 0:
+        steps.append(HairAugment(hair_dir=hair_dir, p=hair))
+    steps.extend(_policy(policy, size))
+    if microscope > 0:
+        steps.append(Microscope(p=microscope))
+    if cutout > 0:
+        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.3, 0.4),
+                                     hole_width_range=(0.3, 0.4), p=cutout))
+    return A.Compose(steps, seed=seed)
+
+
+def build_eval_transform(*, color_constancy: bool = False) -> A.Compose:
+    """Validation / test pipeline: only normalisations that training applied to every image."""
+    return A.Compose([ColorConstancy()] if color_constancy else [])
+
+
+def mixup(images: torch.Tensor, *, alpha: float, generator: torch.Generator | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend each image with a shuffled partner; return the mixed batch, the partner order and the weight ``lam``."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
+    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    mixed = images.float() * lam + images[order].float() * (1 - lam)
+    return mixed.to(images.dtype), order, lam
+
+
+def cutmix(images: torch.Tensor, *, alpha: float, generator: torch.Generator | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Paste a box from a shuffled partner; ``lam`` is the share of each image that stays its own."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
+    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    height, width = images.shape[-2:]
+    cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
+    cy, cx = int(torch.randint(height, (1,), generator=generator)), int(torch.randint(width, (1,), generator=generator))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    mixed = images.clone()
+    mixed[..., y0:y1, x0:x1] = images[order][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (height * width)
+    return mixed, order, lam

@@ -1,0 +1,98 @@
+"""From a data config to one table ready for training: rows, folds, derived columns, class indices.
+
+This is the one place that decides which rows a run sees, so that every fold, trial and worker agrees on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma_search.data.cache import load_or_build_cache
+from melanoma_search.data.folds import assign_folds, drop_duplicates, read_duplicate_list
+from melanoma_search.data.meta import add_derived_columns
+from melanoma_search.data.synthetic import ensure_synthetic_dataset
+from melanoma_search.data.tables import load_table
+from melanoma_search.errors import DataError
+
+__all__ = ["MELANOMA", "PreparedData", "prepare_data"]
+
+_log = logging.getLogger(__name__)
+
+MELANOMA = "melanoma"
+_DUPLICATE_LIST = "ISIC_2020_Training_Duplicates.csv"
+
+
+@dataclass
+class PreparedData:
+    """The run's table (train and test rows) and what training needs to know about it.
+
+    ``table`` has the normalised columns plus ``fold`` (NaN for test rows, -1 for external rows), ``n_images``,
+    ``file_size``, ``cache_row`` (the row's index in the image cache, stable when bad rows are dropped) and
+    ``class_index`` (the diagnosis class, for a multi-class target).
+    """
+
+    table: pd.DataFrame
+    paths: list[str]
+    classes: tuple[str, ...]
+    n_folds: int
+    origin: str
+
+    @property
+    def melanoma_index(self) -> int:
+        return self.classes.index(MELANOMA)
+
+    def cached_images(self, *, size: int, cache_dir: str, workers: int = 0, bad_images: str = "error") -> np.ndarray:
+        """The image cache at ``size`` (built on first use); rows it could not decode are dropped from the table."""
+        cached = load_or_build_cache(self.paths, size=size, cache_dir=cache_dir, workers=workers,
+                                     bad_images=bad_images)  # type: ignore[arg-type]
+        if cached.bad:
+            keep = ~self.table["cache_row"].isin(list(cached.bad))
+            self.table = self.table.loc[keep].reset_index(drop=True)
+        return cached.array
+
+
+def prepare_data(
+    *,
+    root: str | None,
+    layout: str = "auto",
+    external: tuple[str, ...] = (),
+    duplicates: str | None = None,
+    n_folds: int = 5,
+    fold_seed: int = 42,
+    missing_images: str = "error",
+    synthetic_dir: str = "storage/cache",
+    synthetic_params: dict[str, int] | None = None,
+) -> PreparedData:
+    """Read the dataset at ``root`` (the synthetic set when ``None``) plus external sets, and assign folds."""
+    if root is None:
+        folder = ensure_synthetic_dataset(synthetic_dir, **(synthetic_params or {}))
+    else:
+        folder = Path(root).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"data folder not found: {folder} (set data.dir, or --data-dir)")
+    table = load_table(folder, layout=layout, missing_images=missing_images)  # type: ignore[arg-type]
+    extra = [load_table(p, external=True, missing_images=missing_images) for p in external]  # type: ignore[arg-type]
+    if extra:
+        table = pd.concat([table, *extra], ignore_index=True)
+    dup_path = Path(duplicates) if duplicates else folder / _DUPLICATE_LIST
+    names = read_duplicate_list(dup_path) if (duplicates or dup_path.is_file()) else None
+    table = drop_duplicates(table, duplicates=names)
+    table = add_derived_columns(table)
+    table["fold"] = assign_folds(table, n_folds=n_folds, seed=fold_seed)
+    table["cache_row"] = np.arange(len(table))
+    diagnosis = table["diagnosis"].where(table["diagnosis"].notna(), np.nan)
+    diagnosis = diagnosis.where(table["target"].ne(1), MELANOMA)
+    diagnosis = diagnosis.fillna("other").astype(str)
+    train = table["split"].eq("train")
+    classes = tuple(sorted(set(diagnosis[train]) | {MELANOMA}))
+    table["class_index"] = np.where(train, diagnosis.map({c: i for i, c in enumerate(classes)}), -1).astype(int)
+    positives = int(table.loc[train, "target"].sum())
+    _log.info("%s: %d training rows (%d melanoma, %d external), %d test rows, %d folds",
+              folder, int(train.sum()), positives, int(table["is_external"].sum()), int((~train).sum()), n_folds)
+    return PreparedData(table=table, paths=table["image_path"].tolist(), classes=classes, n_folds=n_folds,
+                        origin=str(folder))

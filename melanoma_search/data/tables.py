@@ -1,0 +1,402 @@
+"""Readers for the dataset layouts users point the toolkit at, all normalised to one table.
+
+Every reader returns a :class:`pandas.DataFrame` with the columns in :data:`COLUMNS`, so folds, metadata features,
+the image cache and training never need to know where a row came from. :func:`load_table` detects the layout from
+the files in a folder; a layout can also be forced by name.
+
+Layouts (see ``DESIGN.md``):
+
+``kaggle2020``
+    SIIM-ISIC 2020 Kaggle: ``train.csv``, ``test.csv``, ``jpeg/train/*.jpg``, ``jpeg/test/*.jpg``.
+``tfrecord``
+    JPEG sets resized from the competition TFRecords: ``train.csv`` with a ``tfrecord`` fold key (``-1`` marks a
+    duplicate), images in ``train/`` and ``test/``.
+``marking``
+    The merged external set: ``marking.csv`` (``image_id``, ``source``, ...), images in one folder.
+``isic2019``
+    ISIC 2019 ``ISIC_2019_Training_GroundTruth.csv`` (one-hot) + ``ISIC_2019_Training_Metadata.csv``.
+``labels``
+    Any folder with ``labels.csv`` (``image_name``, ``target``, optional ``patient_id``/``sex``/``age_approx``/
+    site/``diagnosis``) and ``images/``; an optional ``test.csv`` lists test images (also looked up in ``images/``
+    or ``test_images/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from melanoma_search.errors import DataError
+
+__all__ = [
+    "COLUMNS",
+    "IMAGE_SUFFIXES",
+    "LAYOUTS",
+    "SITES",
+    "detect_layout",
+    "load_table",
+    "normalise_site",
+]
+
+_log = logging.getLogger(__name__)
+
+#: The normalised table's columns, in order.
+COLUMNS: tuple[str, ...] = (
+    "image_name",  # file stem, unique within a split
+    "image_path",  # absolute path, "" when images are not required
+    "split",  # "train" or "test"
+    "target",  # 1.0 melanoma, 0.0 not, NaN for unlabelled test rows
+    "patient_id",  # grouping key for folds (lesion or image name where no patient is known)
+    "sex",  # "male", "female" or NaN
+    "age_approx",  # float years or NaN
+    "site",  # one of SITES or NaN
+    "source",  # dataset name, e.g. "ISIC20", "ISIC19", "HAM10000", "synthetic"
+    "is_external",  # external rows only ever go into training folds
+    "diagnosis",  # lower-case diagnosis where known, else NaN
+    "fold_key",  # a dataset's own fold key (tfrecord), NaN where none; -1 marks a known duplicate
+)
+
+#: Anatomical sites in the SIIM-ISIC 2020 vocabulary.
+SITES: tuple[str, ...] = (
+    "head/neck",
+    "upper extremity",
+    "lower extremity",
+    "torso",
+    "palms/soles",
+    "oral/genital",
+)
+
+_SITE_ALIASES: dict[str, str] = {
+    "anterior torso": "torso",
+    "posterior torso": "torso",
+    "lateral torso": "torso",
+    "head neck": "head/neck",
+    "head_neck": "head/neck",
+    "upper_extremity": "upper extremity",
+    "lower_extremity": "lower extremity",
+    "palms_soles": "palms/soles",
+    "oral_genital": "oral/genital",
+}
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+Layout = Literal["kaggle2020", "tfrecord", "marking", "isic2019", "labels"]
+LAYOUTS: tuple[str, ...] = ("kaggle2020", "tfrecord", "marking", "isic2019", "labels")
+
+_ISIC2019_CLASSES: dict[str, str] = {
+    "MEL": "melanoma",
+    "NV": "nevus",
+    "BCC": "basal cell carcinoma",
+    "AK": "actinic keratosis",
+    "BKL": "benign keratosis",
+    "DF": "dermatofibroma",
+    "VASC": "vascular lesion",
+    "SCC": "squamous cell carcinoma",
+    "UNK": "unknown",
+}
+
+
+def detect_layout(root: Path) -> Layout:
+    """Name the layout of ``root`` from the files it holds."""
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    if (root / "marking.csv").is_file():
+        return "marking"
+    if (root / "ISIC_2019_Training_GroundTruth.csv").is_file():
+        return "isic2019"
+    if (root / "labels.csv").is_file():
+        return "labels"
+    if (root / "train.csv").is_file():
+        header = pd.read_csv(root / "train.csv", nrows=0).columns
+        return "tfrecord" if "tfrecord" in header else "kaggle2020"
+    raise DataError(
+        f"cannot tell the dataset layout of {root}: expected one of labels.csv (+ images/), train.csv "
+        "(Kaggle 2020 or TFRecord-derived), marking.csv or ISIC_2019_Training_GroundTruth.csv"
+    )
+
+
+def load_table(
+    root: str | os.PathLike[str],
+    *,
+    layout: str = "auto",
+    external: bool = False,
+    require_images: bool = True,
+    missing_images: Literal["error", "skip"] = "error",
+) -> pd.DataFrame:
+    """Read the dataset in ``root`` into the normalised table (:data:`COLUMNS`).
+
+    Args:
+        root: The dataset folder.
+        layout: One of :data:`LAYOUTS`, or ``"auto"`` to detect it.
+        external: Mark every row as external data (training folds only) and drop its test split.
+        require_images: Resolve every row to an image file. ``False`` reads metadata alone (fold and metadata code
+            on the real 2020 CSV without its 100 GB of JPEGs).
+        missing_images: ``"error"`` raises naming the missing files; ``"skip"`` drops those rows with a warning
+            that counts them.
+    """
+    root = Path(root).expanduser().resolve()
+    name = detect_layout(root) if layout == "auto" else layout
+    if name not in LAYOUTS:
+        raise DataError(f"unknown dataset layout {layout!r}; allowed: auto, {', '.join(LAYOUTS)}")
+    reader = _READERS[name]
+    parts = reader(root)
+    frames: list[pd.DataFrame] = []
+    for split, frame, folders in parts:
+        if external and split == "test":
+            continue
+        frame = frame.copy()
+        frame["split"] = split
+        if require_images:
+            frame["image_path"] = _resolve_images(frame["image_name"], folders, missing=missing_images)
+            frame = frame[frame["image_path"] != ""]
+        else:
+            frame["image_path"] = ""
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+    if external:
+        table["is_external"] = True
+    return _finalise(table, origin=root)
+
+
+# --------------------------------------------------------------------------------------------------------- readers
+Part = tuple[str, pd.DataFrame, list[Path]]
+
+
+def _read_csv(path: Path, *, required: Sequence[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"missing file: {path}")
+    try:
+        frame = pd.read_csv(path, dtype={"image_name": str, "image_id": str, "image": str, "patient_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot parse {path}: {exc}") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks required column(s) {', '.join(missing)}; it has: {', '.join(map(str, frame.columns))}"
+        )
+    return frame
+
+
+def _base(
+    frame: pd.DataFrame,
+    *,
+    path: Path,
+    name_col: str,
+    source: str,
+    site_col: str | None,
+    labelled: bool,
+) -> pd.DataFrame:
+    """Map the columns every layout shares onto the normalised names."""
+    out = pd.DataFrame({"image_name": frame[name_col].astype(str).str.strip()})
+    if labelled:
+        out["target"] = _numeric(frame["target"], path=path, column="target")
+        bad = out["target"].dropna()
+        bad = bad[~bad.isin([0.0, 1.0])]
+        if len(bad):
+            raise DataError(f"{path}: column 'target' must be 0 or 1; found {sorted(set(bad.tolist()))[:5]}")
+        if out["target"].isna().any():
+            rows = out.loc[out["target"].isna(), "image_name"].head(3).tolist()
+            raise DataError(f"{path}: column 'target' is empty for {out['target'].isna().sum()} row(s), e.g. {rows}")
+    else:
+        out["target"] = np.nan
+    out["patient_id"] = frame["patient_id"].astype("string") if "patient_id" in frame else pd.NA
+    out["sex"] = _sex(frame["sex"], path=path) if "sex" in frame else np.nan
+    out["age_approx"] = _numeric(frame["age_approx"], path=path, column="age_approx") if "age_approx" in frame else np.nan
+    if site_col is not None and site_col in frame:
+        out["site"] = _sites(frame[site_col], path=path, column=site_col)
+    else:
+        out["site"] = np.nan
+    out["source"] = frame["source"].astype(str) if "source" in frame else source
+    out["is_external"] = False
+    out["diagnosis"] = frame["diagnosis"].astype("string").str.strip().str.lower() if "diagnosis" in frame else pd.NA
+    out["fold_key"] = np.nan
+    return out
+
+
+def _read_kaggle2020(root: Path) -> list[Part]:
+    required = ("image_name", "target")
+    train_csv = root / "train.csv"
+    train = _read_csv(train_csv, required=required)
+    site = "anatom_site_general_challenge"
+    parts: list[Part] = [
+        ("train", _base(train, path=train_csv, name_col="image_name", source="ISIC20", site_col=site, labelled=True),
+         [root / "jpeg" / "train", root / "train"]),
+    ]
+    test_csv = root / "test.csv"
+    if test_csv.is_file():
+        test = _read_csv(test_csv, required=("image_name",))
+        parts.append(
+            ("test", _base(test, path=test_csv, name_col="image_name", source="ISIC20", site_col=site, labelled=False),
+             [root / "jpeg" / "test", root / "test"])
+        )
+    return parts
+
+
+def _read_tfrecord(root: Path) -> list[Part]:
+    parts = _read_kaggle2020(root)
+    train_csv = root / "train.csv"
+    raw = _read_csv(train_csv, required=("image_name", "target", "tfrecord"))
+    split, train, _ = parts[0]
+    train["fold_key"] = _numeric(raw["tfrecord"], path=train_csv, column="tfrecord")
+    parts[0] = (split, train, [root / "train", root / "jpeg" / "train"])
+    if len(parts) > 1:
+        parts[1] = (parts[1][0], parts[1][1], [root / "test", root / "jpeg" / "test"])
+    return parts
+
+
+def _read_marking(root: Path) -> list[Part]:
+    path = root / "marking.csv"
+    frame = _read_csv(path, required=("image_id", "target"))
+    base = _base(frame, path=path, name_col="image_id", source="marking",
+                 site_col="anatom_site_general_challenge", labelled=True)
+    folders = [root / "train", root / "train_512", root / "512x512-dataset-melanoma", root / "images", root]
+    folders += sorted(p for p in root.iterdir() if p.is_dir() and "test" not in p.name.lower())
+    parts: list[Part] = [("train", base, folders)]
+    test_csv = root / "test.csv"
+    if test_csv.is_file():
+        test = _read_csv(test_csv, required=("image_name",))
+        parts.append(("test", _base(test, path=test_csv, name_col="image_name", source="ISIC20",
+                                    site_col="anatom_site_general_challenge", labelled=False),
+                      [root / "test", root / "test_512", root / "512x512-test"]))
+    return parts
+
+
+def _read_isic2019(root: Path) -> list[Part]:
+    truth_csv = root / "ISIC_2019_Training_GroundTruth.csv"
+    truth = _read_csv(truth_csv, required=("image", "MEL"))
+    classes = [c for c in _ISIC2019_CLASSES if c in truth.columns]
+    onehot = truth[classes].to_numpy(dtype=float)
+    frame = pd.DataFrame({"image": truth["image"].astype(str)})
+    frame["target"] = onehot[:, classes.index("MEL")]
+    frame["diagnosis"] = [_ISIC2019_CLASSES[classes[i]] for i in onehot.argmax(axis=1)]
+    meta_csv = root / "ISIC_2019_Training_Metadata.csv"
+    if meta_csv.is_file():
+        meta = _read_csv(meta_csv, required=("image",)).drop(columns=["target", "diagnosis"], errors="ignore")
+        frame = frame.merge(meta, on="image", how="left")
+    if "lesion_id" in frame:
+        frame["patient_id"] = frame["lesion_id"].where(frame["lesion_id"].notna(), frame["image"])
+    base = _base(frame, path=truth_csv, name_col="image", source="ISIC19",
+                 site_col="anatom_site_general", labelled=True)
+    return [("train", base, [root / "ISIC_2019_Training_Input", root / "images", root / "train", root])]
+
+
+def _read_labels(root: Path) -> list[Part]:
+    path = root / "labels.csv"
+    frame = _read_csv(path, required=("image_name", "target"))
+    site = _first_present(frame.columns, ("anatom_site_general_challenge", "site", "anatom_site_general"))
+    parts: list[Part] = [
+        ("train", _base(frame, path=path, name_col="image_name", source=root.name, site_col=site, labelled=True),
+         [root / "images"]),
+    ]
+    test_csv = root / "test.csv"
+    if test_csv.is_file():
+        test = _read_csv(test_csv, required=("image_name",))
+        test_site = _first_present(test.columns, ("anatom_site_general_challenge", "site", "anatom_site_general"))
+        parts.append(("test", _base(test, path=test_csv, name_col="image_name", source=root.name,
+                                    site_col=test_site, labelled=False),
+                      [root / "test_images", root / "images"]))
+    return parts
+
+
+_READERS: dict[str, Callable[[Path], list[Part]]] = {
+    "kaggle2020": _read_kaggle2020,
+    "tfrecord": _read_tfrecord,
+    "marking": _read_marking,
+    "isic2019": _read_isic2019,
+    "labels": _read_labels,
+}
+
+
+# --------------------------------------------------------------------------------------------------------- columns
+def _first_present(columns: Iterable[str], names: Sequence[str]) -> str | None:
+    have = set(columns)
+    return next((n for n in names if n in have), None)
+
+
+def _numeric(values: pd.Series, *, path: Path, column: str) -> pd.Series:
+    blank = values.isna() | (values.astype(str).str.strip() == "")
+    converted = pd.to_numeric(values.where(~blank), errors="coerce")
+    bad = converted.isna() & ~blank
+    if bad.any():
+        examples = sorted(set(values[bad].astype(str)))[:5]
+        raise DataError(f"{path}: column {column!r} must be numeric; found {examples} in {int(bad.sum())} row(s)")
+    return converted.astype(float)
+
+
+def _sex(values: pd.Series, *, path: Path) -> pd.Series:
+    text = values.astype("string").str.strip().str.lower()
+    text = text.replace({"m": "male", "f": "female", "": pd.NA, "unknown": pd.NA})
+    bad = text.notna() & ~text.isin(["male", "female"])
+    if bad.any():
+        raise DataError(f"{path}: column 'sex' must be male/female or blank; found {sorted(set(text[bad]))[:5]}")
+    return text.astype(object).where(text.notna(), np.nan)
+
+
+def normalise_site(value: object) -> str | float:
+    """Map one site value to the 2020 vocabulary (``NaN`` for blank); unknown values raise ``KeyError``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return np.nan
+    text = str(value).strip().lower()
+    if text in ("", "unknown", "nan"):
+        return np.nan
+    if text in SITES:
+        return text
+    return _SITE_ALIASES[text]
+
+
+def _sites(values: pd.Series, *, path: Path, column: str) -> pd.Series:
+    out: list[str | float] = []
+    unknown: set[str] = set()
+    for value in values.tolist():
+        try:
+            out.append(normalise_site(value))
+        except KeyError:
+            unknown.add(str(value))
+            out.append(np.nan)
+    if unknown:
+        raise DataError(
+            f"{path}: column {column!r} has unknown site value(s) {sorted(unknown)[:5]}; allowed: "
+            f"{', '.join(SITES)} (ISIC 2019 anterior/posterior/lateral torso are mapped to torso), or blank"
+        )
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) -> list[str]:
+    """Find each image by stem in the first folder holding it (one directory listing per folder, not a stat each)."""
+    index: dict[str, str] = {}
+    for folder in reversed([f for f in folders if f.is_dir()]):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix in IMAGE_SUFFIXES:
+                    index[stem] = entry.path
+    paths = [index.get(name, "") for name in names]
+    absent = [name for name, found in zip(names, paths) if not found]
+    if absent:
+        where = ", ".join(str(f) for f in folders)
+        message = f"{len(absent)} image file(s) not found in {where}, e.g. {absent[:5]}"
+        if missing == "error":
+            raise DataError(message + " (set data.missing_images=skip to drop those rows)")
+        _log.warning("skipping %s", message)
+    return paths
+
+
+def _finalise(table: pd.DataFrame, *, origin: Path) -> pd.DataFrame:
+    if table.empty:
+        raise DataError(f"no rows read from {origin}")
+    dupes = table.duplicated(subset=["split", "image_name"])
+    if dupes.any():
+        raise DataError(f"{origin}: image name(s) listed twice: {table.loc[dupes, 'image_name'].head(5).tolist()}")
+    missing_patient = table["patient_id"].isna()
+    table["patient_id"] = table["patient_id"].astype(object).where(~missing_patient, table["image_name"])
+    table["patient_id"] = table["patient_id"].astype(str)
+    table["is_external"] = table["is_external"].astype(bool)
+    table["diagnosis"] = table["diagnosis"].astype(object).where(table["diagnosis"].notna(), np.nan)
+    table.attrs["origin"] = str(origin)
+    return table[list(COLUMNS)].reset_index(drop=True)

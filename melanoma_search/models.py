@@ -1,0 +1,217 @@
+"""Models: any timm backbone, an optional metadata MLP fused with the pooled image features, and a head.
+
+A name on the command line is a timm registry lookup (``timm.create_model``), exactly as in timm. The backbone's own
+pretrained config carries its input normalisation, which the training loop applies on the device.
+
+Heads:
+
+* ``linear``: dropout + one linear layer;
+* ``msd``: multi-sample dropout, the mean of several dropout masks through one shared linear layer (faster
+  convergence, used by many 2020 solutions);
+* ``arcface``: cosine similarities to L2-normalised class centres; the margin lives in
+  :class:`~melanoma_search.losses.ArcFaceLoss`, the scale in both.
+
+``pool="gem"`` swaps the global average pool for generalised-mean pooling with a learnable power.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melanoma_search.errors import ConfigError
+
+__all__ = ["ArcFaceHead", "GeM", "LesionModel", "Normalisation", "build_model", "check_model_name"]
+
+_log = logging.getLogger(__name__)
+
+Head = Literal["linear", "msd", "arcface"]
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling: ``p = 1`` is average pooling, large ``p`` approaches max pooling; ``p`` is learnt."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_avg_pool2d(x.float().clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p)
+        return pooled.flatten(1).to(x.dtype)
+
+
+class ArcFaceHead(nn.Module):
+    """Cosine similarity between the normalised features and normalised class weights."""
+
+    def __init__(self, in_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_classes, in_features))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(features.float()), F.normalize(self.weight.float()))
+
+
+class _MultiSampleDropout(nn.Module):
+    def __init__(self, in_features: int, n_outputs: int, *, p: float, samples: int) -> None:
+        super().__init__()
+        self.dropouts = nn.ModuleList(nn.Dropout(p) for _ in range(samples))
+        self.fc = nn.Linear(in_features, n_outputs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.fc(features)
+        return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(0)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Input normalisation of a backbone (from its timm pretrained config), applied on the device."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class LesionModel(nn.Module):
+    """Backbone -> pooled features [+ metadata MLP] -> head. ``forward(image, meta=None)`` returns logits."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        n_outputs: int,
+        n_meta: int = 0,
+        head: Head = "linear",
+        pool: Literal["avg", "gem"] = "avg",
+        drop_rate: float = 0.3,
+        msd_samples: int = 5,
+        meta_hidden: tuple[int, int] = (128, 32),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pool = GeM() if pool == "gem" else None
+        # With the backbone's own pooling some nets (MobileNetV3) add a head conv: its width is head_hidden_size.
+        pooled_width = getattr(backbone, "head_hidden_size", None) if pool == "avg" else None
+        features = int(pooled_width or backbone.num_features)
+        self.meta_mlp: nn.Module | None = None
+        if n_meta:
+            self.meta_mlp = nn.Sequential(
+                nn.Linear(n_meta, meta_hidden[0]), nn.BatchNorm1d(meta_hidden[0]), nn.SiLU(), nn.Dropout(0.3),
+                nn.Linear(meta_hidden[0], meta_hidden[1]), nn.BatchNorm1d(meta_hidden[1]), nn.SiLU(),
+            )
+            features += meta_hidden[1]
+        self.n_meta = n_meta
+        self.head_kind = head
+        if head == "arcface":
+            self.head: nn.Module = ArcFaceHead(features, n_outputs)
+        elif head == "msd":
+            self.head = _MultiSampleDropout(features, n_outputs, p=drop_rate, samples=msd_samples)
+        else:
+            self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(features, n_outputs))
+
+    def features(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled image features, concatenated with the metadata embedding when the model uses metadata."""
+        if self.pool is not None:
+            feature_map = self.backbone.forward_features(image)
+            if feature_map.ndim != 4:
+                raise ConfigError("model.pool=gem needs a convolutional backbone (its features are not a 2-D map)")
+            pooled = self.pool(feature_map)
+        else:
+            pooled = self.backbone(image)
+        if self.meta_mlp is not None:
+            if meta is None:
+                raise ValueError("this model was built with metadata features; pass meta=")
+            pooled = torch.cat([pooled, self.meta_mlp(meta.to(pooled.dtype)).to(pooled.dtype)], dim=1)
+        return pooled
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(image, meta))
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) the backbone's weights; frozen BatchNorm layers also stop updating statistics."""
+        for param in self.backbone.parameters():
+            param.requires_grad_(not frozen)
+        self.backbone.train(self.training and not frozen)
+
+    def train(self, mode: bool = True) -> LesionModel:
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        return self
+
+    @property
+    def normalisation(self) -> Normalisation:
+        cfg = getattr(self.backbone, "pretrained_cfg", None) or {}
+        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        return Normalisation(mean=mean, std=std)  # type: ignore[arg-type]
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`ConfigError` with close matches when ``name`` is not a timm model."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+    raise ConfigError(f"unknown timm model {name!r}{hint}")
+
+
+def build_model(
+    name: str,
+    *,
+    n_outputs: int,
+    n_meta: int = 0,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    head: Head = "linear",
+    pool: Literal["avg", "gem"] = "avg",
+    drop_rate: float = 0.3,
+    drop_path_rate: float | None = None,
+    msd_samples: int = 5,
+) -> LesionModel:
+    """Create a :class:`LesionModel` around the timm backbone ``name``.
+
+    ``pretrained=True`` loads the backbone's pretrained weights through timm (Hugging Face hub or its offline cache,
+    ``HF_HUB_OFFLINE=1``); ``checkpoint`` loads them from a local file instead (timm's ``pretrained_cfg_overlay``),
+    for machines without a network. Nothing is downloaded when both are off.
+    """
+    import timm
+
+    check_model_name(name)
+    kwargs: dict[str, object] = {"num_classes": 0}
+    if pool == "gem":
+        kwargs["global_pool"] = ""
+    if drop_path_rate is not None:
+        kwargs["drop_path_rate"] = drop_path_rate
+    use_weights = pretrained or checkpoint is not None
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.checkpoint: file not found: {path}")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        backbone = timm.create_model(name, pretrained=use_weights, **kwargs)
+    except TypeError:
+        kwargs.pop("drop_path_rate", None)  # some architectures take no drop path
+        backbone = timm.create_model(name, pretrained=use_weights, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if not use_weights:
+            raise
+        where = f"the local file {checkpoint}" if checkpoint else "the Hugging Face hub or its offline cache"
+        raise ConfigError(
+            f"cannot load pretrained weights of {name!r} from {where}: {exc}. Set model.pretrained=false to train "
+            "from scratch, or model.checkpoint=PATH to a local weights file"
+        ) from exc
+    return LesionModel(backbone, n_outputs=n_outputs, n_meta=n_meta, head=head, pool=pool,
+                       drop_rate=drop_rate, msd_samples=msd_samples)

@@ -1,0 +1,222 @@
+"""The inner loops: one training epoch and one prediction pass.
+
+Kept apart from the fold logic so that the LR finder, the benchmarks and the tests drive the very code a trial runs.
+
+Gradient accumulation is exact: micro-batches are grouped ``accum_steps`` at a time and each micro-batch's mean loss
+is weighted by one over its group's size, so the summed gradient equals the gradient of the mean loss over the
+group's images (the training loader drops the last incomplete micro-batch, so all micro-batches are the same size).
+Models with BatchNorm still see micro-batch statistics, which no accumulation can change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from melanoma_search.augment import cutmix, mixup
+from melanoma_search.errors import NonFiniteLossError
+from melanoma_search.models import Normalisation
+from melanoma_search.train.tta import dihedral_views
+
+__all__ = ["BatchInputs", "EpochOutput", "Precision", "predict", "run_epoch"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Mixed precision: ``dtype`` is ``torch.bfloat16``, ``torch.float16`` (with a grad scaler) or ``None`` (off)."""
+
+    device_type: str
+    dtype: torch.dtype | None
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler | None:
+        if self.dtype == torch.float16:
+            return torch.amp.GradScaler(self.device_type)
+        return None
+
+    @staticmethod
+    def resolve(mode: str, device: torch.device) -> Precision:
+        """``auto``: bf16 on a GPU that supports it, fp16 on an older GPU, off on the CPU."""
+        if mode == "off" or (mode == "auto" and device.type != "cuda"):
+            return Precision(device.type, None)
+        if mode == "fp16":
+            return Precision(device.type, torch.float16)
+        if mode == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+            return Precision(device.type, torch.bfloat16)
+        return Precision(device.type, torch.float16)
+
+
+class BatchInputs:
+    """Move a loader batch to the device and turn uint8 pixels into normalised floats there."""
+
+    def __init__(self, device: torch.device, normalisation: Normalisation, *, channels_last: bool) -> None:
+        self.device = device
+        std = torch.tensor(normalisation.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(normalisation.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = mean / std
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        images = batch["image"].to(self.device, non_blocking=non_blocking)
+        images = (images.float() * self.scale - self.shift).contiguous(memory_format=self.memory_format)
+        meta = batch.get("meta")
+        if meta is not None:
+            meta = meta.to(self.device, non_blocking=non_blocking)
+        return images, meta, batch["target"].to(self.device, non_blocking=non_blocking)
+
+
+@dataclass(frozen=True)
+class EpochOutput:
+    loss: float
+    images: int
+    seconds: float
+    optimizer_steps: int
+
+
+def run_epoch(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    n_batches: int,
+    inputs: BatchInputs,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    precision: Precision,
+    scaler: torch.amp.GradScaler | None = None,
+    accum_steps: int = 1,
+    clip_grad: float | None = None,
+    cutmix_p: float = 0.0,
+    mixup_p: float = 0.0,
+    mix_alpha: float = 1.0,
+    rng: np.random.Generator | None = None,
+    max_batches: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> EpochOutput:
+    """Train ``model`` over ``batches`` (``n_batches`` of them, ``len(loader)``) and return the mean loss.
+
+    ``max_batches`` stops early (LR finder, benchmarks); ``on_step(step, loss)`` is called after every optimiser
+    step with that step's loss (it forces a device sync, so only the LR finder uses it).
+    """
+    model.train()
+    rng = rng or np.random.default_rng(0)
+    limit = min(n_batches, max_batches) if max_batches else n_batches
+    group_sizes = [min(accum_steps, limit - start) for start in range(0, limit, accum_steps)]
+    running = torch.zeros((), device=inputs.device)
+    group_loss = torch.zeros((), device=inputs.device)
+    seen, steps, position = 0, 0, 0
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for index, batch in enumerate(batches):
+        if index >= limit:
+            break
+        images, meta, target = inputs(batch)
+        weight = 1.0 / group_sizes[index // accum_steps]
+        with precision.autocast():
+            mixed, order, lam = _mix(images, cutmix_p=cutmix_p, mixup_p=mixup_p, alpha=mix_alpha, rng=rng)
+            logits = model(mixed, meta)
+            loss = loss_fn(logits, target)
+            if order is not None:
+                loss = lam * loss + (1 - lam) * loss_fn(logits, target[order])
+        scaled = loss * weight
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        running += loss.detach() * images.shape[0]
+        group_loss += scaled.detach()
+        seen += images.shape[0]
+        position += 1
+        if position == group_sizes[index // accum_steps]:
+            _optimizer_step(model, optimizer, scaler=scaler, clip_grad=clip_grad)
+            if scheduler is not None:
+                scheduler.step()
+            steps += 1
+            position = 0
+            if on_step is not None or steps % 25 == 0:
+                value = float(group_loss)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"training loss became {value} at optimiser step {steps}")
+                if on_step is not None:
+                    on_step(steps, value)
+            group_loss = torch.zeros((), device=inputs.device)
+    mean = float(running) / max(seen, 1)
+    if not math.isfinite(mean):
+        raise NonFiniteLossError(f"training loss became {mean} during the epoch")
+    return EpochOutput(loss=mean, images=seen, seconds=time.perf_counter() - start, optimizer_steps=steps)
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradScaler | None,
+                    clip_grad: float | None) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _mix(images: torch.Tensor, *, cutmix_p: float, mixup_p: float, alpha: float, rng: np.random.Generator
+         ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    draw = rng.random() if (cutmix_p or mixup_p) else 1.0
+    if draw < cutmix_p:
+        return cutmix(images, alpha=alpha)
+    if draw < cutmix_p + mixup_p:
+        return mixup(images, alpha=alpha)
+    return images, None, 1.0
+
+
+def melanoma_probability(logits: torch.Tensor, *, melanoma_index: int, scale: float = 1.0) -> torch.Tensor:
+    """P(melanoma) from logits: a sigmoid of one output, else a softmax (of scaled cosines for ArcFace)."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return F.softmax(logits * scale, dim=1)[:, melanoma_index]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    inputs: BatchInputs,
+    precision: Precision,
+    melanoma_index: int,
+    scale: float = 1.0,
+    tta: int = 1,
+    loss_fn: LossFn | None = None,
+) -> tuple[np.ndarray, float]:
+    """P(melanoma) per row (mean over ``tta`` dihedral views) and, with ``loss_fn``, the mean loss of the plain view."""
+    model.eval()
+    probs: list[torch.Tensor] = []
+    total_loss, seen = torch.zeros((), device=inputs.device), 0
+    for batch in batches:
+        images, meta, target = inputs(batch)
+        view_probs = []
+        with precision.autocast():
+            for view_index, view in enumerate(dihedral_views(images, tta)):
+                logits = model(view, meta)
+                if view_index == 0 and loss_fn is not None:
+                    total_loss += loss_fn(logits, target).float() * images.shape[0]
+                view_probs.append(melanoma_probability(logits, melanoma_index=melanoma_index, scale=scale))
+        probs.append(torch.stack(view_probs).mean(0).float().cpu())
+        seen += images.shape[0]
+    values = torch.cat(probs).numpy() if probs else np.zeros(0, np.float32)
+    return values, float(total_loss) / max(seen, 1)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma_search.data.tables import COLUMNS, SITES, detect_layout, load_table
+from melanoma_search.errors import DataError
+
+
+def _copy_images(src: Path, names: list[str], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(src / f"{name}.jpg", dest / f"{name}.jpg")
+
+
+@pytest.fixture()
+def ham_rows(ham_dir: Path) -> pd.DataFrame:
+    labels = pd.read_csv(ham_dir / "labels.csv", dtype={"image_name": str})
+    return pd.concat([labels[labels.target == 1].head(6), labels[labels.target == 0].head(14)], ignore_index=True)
+
+
+def test_labels_layout_reads_real_ham_sample(ham_dir: Path) -> None:
+    table = load_table(ham_dir)
+    assert detect_layout(ham_dir) == "labels"
+    assert list(table.columns) == list(COLUMNS)
+    assert len(table) == 2238
+    assert int(table["target"].sum()) == 491
+    assert table["image_path"].map(lambda p: Path(p).is_file()).all()
+    assert set(table["site"].dropna()) <= set(SITES)
+    assert table["site"].isna().sum() == 40  # blank sites stay missing, as SOURCE.md counts them
+    assert not table["is_external"].any()
+
+
+def test_kaggle2020_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
+    train = ham_rows.head(15)[["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
+                               "diagnosis", "target"]]
+    test = ham_rows.tail(5)[["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge"]]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    _copy_images(ham_dir / "images", train["image_name"].tolist(), tmp_path / "jpeg" / "train")
+    _copy_images(ham_dir / "images", test["image_name"].tolist(), tmp_path / "jpeg" / "test")
+    table = load_table(tmp_path)
+    assert detect_layout(tmp_path) == "kaggle2020"
+    assert table["split"].value_counts().to_dict() == {"train": 15, "test": 5}
+    assert table.loc[table.split == "test", "target"].isna().all()
+    assert table.loc[table.split == "train", "image_path"].str.contains("jpeg/train").all()
+
+
+def test_tfrecord_layout_keeps_fold_key(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
+    train = ham_rows[["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "target"]].copy()
+    train["tfrecord"] = np.arange(len(train)) % 15
+    train.loc[0, "tfrecord"] = -1
+    train.to_csv(tmp_path / "train.csv", index=False)
+    _copy_images(ham_dir / "images", train["image_name"].tolist(), tmp_path / "train")
+    table = load_table(tmp_path)
+    assert detect_layout(tmp_path) == "tfrecord"
+    assert table["fold_key"].tolist() == train["tfrecord"].astype(float).tolist()
+
+
+def test_marking_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
+    marking = pd.DataFrame({
+        "image_id": ham_rows["image_name"], "patient_id": ham_rows["patient_id"], "sex": ham_rows["sex"],
+        "age_approx": ham_rows["age_approx"], "anatom_site_general_challenge": ham_rows["anatom_site_general_challenge"],
+        "source": "HAM10000", "target": ham_rows["target"],
+    })
+    marking.to_csv(tmp_path / "marking.csv", index=False)
+    _copy_images(ham_dir / "images", marking["image_id"].tolist(), tmp_path / "512x512-dataset-melanoma")
+    table = load_table(tmp_path)
+    assert detect_layout(tmp_path) == "marking"
+    assert len(table) == len(marking) and set(table["source"]) == {"HAM10000"}
+
+
+def test_isic2019_layout_from_real_metadata(tmp_path: Path, ham_dir: Path) -> None:
+    real = ham_dir.parent / "isic2019-meta"
+    if not real.is_dir():
+        pytest.skip("isic2019-meta not present")
+    table = load_table(real, require_images=False, external=True)
+    assert detect_layout(real) == "isic2019"
+    assert len(table) == 25331
+    assert int(table["target"].sum()) == 4522  # MEL count from SOURCE.md
+    assert table["is_external"].all()
+    assert set(table["site"].dropna()) <= set(SITES)  # 2019 anterior/posterior/lateral torso mapped to torso
+    assert (table.loc[table.target == 1, "diagnosis"] == "melanoma").all()
+
+
+def test_kaggle2020_metadata_alone(isic2020_csv: Path) -> None:
+    table = load_table(isic2020_csv.parent, require_images=False)
+    assert len(table) == 33126 and int(table["target"].sum()) == 584
+    assert table["patient_id"].nunique() == 2056
+    assert table["age_approx"].dtype == float
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    pd.DataFrame({"image_name": ["a"], "label": [1]}).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError, match=r"lacks required column\(s\) target"):
+        load_table(tmp_path)
+
+
+def test_unknown_site_value_is_named(tmp_path: Path) -> None:
+    pd.DataFrame({"image_name": ["a"], "target": [0], "site": ["elbow"]}).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError, match=r"unknown site value\(s\) \['elbow'\]"):
+        load_table(tmp_path, require_images=False)
+
+
+def test_non_numeric_age_is_named(tmp_path: Path) -> None:
+    pd.DataFrame({"image_name": ["a", "b"], "target": [0, 1], "age_approx": ["40", "forty"]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError, match=r"'age_approx' must be numeric; found \['forty'\]"):
+        load_table(tmp_path, require_images=False)
+
+
+def test_nan_metadata_is_kept_missing(tmp_path: Path) -> None:
+    pd.DataFrame({"image_name": ["a", "b"], "target": [0, 1], "age_approx": [None, 50], "sex": [None, "M"]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    table = load_table(tmp_path, require_images=False)
+    assert np.isnan(table.loc[0, "age_approx"]) and table.loc[1, "sex"] == "male"
+    assert pd.isna(table.loc[0, "sex"])
+
+
+def test_missing_image_files_error_or_skip(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
+    ham_rows.to_csv(tmp_path / "labels.csv", index=False)
+    _copy_images(ham_dir / "images", ham_rows["image_name"].tolist()[2:], tmp_path / "images")
+    missing = ham_rows["image_name"].tolist()[:2]
+    with pytest.raises(DataError, match=rf"2 image file\(s\) not found .*{missing[0]}"):
+        load_table(tmp_path)
+    table = load_table(tmp_path, missing_images="skip")
+    assert len(table) == len(ham_rows) - 2 and not set(missing) & set(table["image_name"])
+
+
+def test_unknown_layout_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot tell the dataset layout"):
+        load_table(tmp_path)
+    with pytest.raises(DataError, match="data folder not found"):
+        load_table(tmp_path / "nope")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from melanoma_search.augment import (
+    POLICIES,
+    ColorConstancy,
+    HairAugment,
+    Microscope,
+    build_eval_transform,
+    build_train_transform,
+    cutmix,
+    mixup,
+)
+from melanoma_search.data.images import decode_image
+
+
+@pytest.fixture(scope="module")
+def lesion(ham_dir: Path) -> np.ndarray:
+    return decode_image(next((ham_dir / "images").glob("*.jpg")), 128)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policies_keep_shape_and_dtype(lesion: np.ndarray, policy: str) -> None:
+    transform = build_train_transform(policy=policy, size=128, hair=0.5, microscope=0.5, cutout=0.5,
+                                      color_constancy=True, seed=0)
+    for _ in range(5):
+        out = transform(image=lesion)["image"]
+        assert out.shape == lesion.shape and out.dtype == np.uint8
+
+
+def test_heavy_policy_changes_the_image(lesion: np.ndarray) -> None:
+    transform = build_train_transform(policy="heavy", size=128, seed=1)
+    changed = [not np.array_equal(transform(image=lesion)["image"], lesion) for _ in range(5)]
+    assert all(changed)
+    assert np.array_equal(build_train_transform(policy="none", size=128)(image=lesion)["image"], lesion)
+
+
+def test_hair_overlays_from_a_folder(lesion: np.ndarray, hair_dir: Path) -> None:
+    hair = HairAugment(hair_dir=hair_dir, max_hairs=3, p=1.0)
+    out = hair(image=lesion)["image"]
+    assert out.shape == lesion.shape and not np.array_equal(out, lesion)
+    drawn = HairAugment(p=1.0)(image=lesion)["image"]
+    assert not np.array_equal(drawn, lesion)
+    with pytest.raises(FileNotFoundError, match="hair overlay folder not found"):
+        HairAugment(hair_dir="/nonexistent", p=1.0)(image=lesion)
+
+
+def test_microscope_blacks_out_corners(lesion: np.ndarray) -> None:
+    out = Microscope(p=1.0)(image=lesion)["image"]
+    assert out[0, 0].sum() == 0 and out[-1, -1].sum() == 0
+    np.testing.assert_array_equal(out[64, 64], lesion[64, 64])
+
+
+def test_color_constancy_removes_a_colour_cast(lesion: np.ndarray) -> None:
+    cast = np.clip(lesion.astype(float) * [1.0, 0.7, 0.5], 0, 255).astype(np.uint8)
+    fixed = ColorConstancy()(image=cast)["image"]
+    def imbalance(img: np.ndarray) -> float:
+        means = img.reshape(-1, 3).mean(0)
+        return float(means.max() / means.min())
+    assert imbalance(fixed) < imbalance(cast)
+    assert len(build_eval_transform(color_constancy=True).transforms) == 1
+
+
+def test_cutmix_and_mixup_on_a_batch() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 32, 32)
+    mixed, order, lam = mixup(images, alpha=1.0)
+    torch.testing.assert_close(mixed, images * lam + images[order] * (1 - lam))
+    cut, order, lam = cutmix(images, alpha=1.0)
+    assert cut.shape == images.shape and 0.0 <= lam <= 1.0
+    kept = (cut == images).all(dim=1).float().mean(dim=(1, 2))
+    same = order == torch.arange(8)
+    assert torch.allclose(kept[~same], torch.full_like(kept[~same], lam), atol=1e-6)

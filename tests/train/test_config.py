@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from melanoma_search.errors import ConfigError
+from melanoma_search.train.config import TrainConfig, apply_overrides, load_config, parse_config
+
+
+def test_defaults_round_trip_through_yaml(tmp_path: Path) -> None:
+    config = parse_config({"model": {"name": "efficientnet_b0"}, "data": {"folds": [0, 2]}})
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    assert load_config(path) == config
+    assert config.data.fold_list() == [0, 2]
+    with pytest.raises(Exception):
+        config.epochs = 3  # type: ignore[misc]  # frozen
+
+
+def test_typo_gets_key_path_and_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"model\.nmae: unknown key; did you mean 'name'\?"):
+        parse_config({"model": {"nmae": "resnet18"}})
+
+
+def test_bad_value_names_key_allowed_values_and_input() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"loss": {"name": "hinge"}, "tta": 3, "augment": {"hair": 1.5}})
+    message = str(info.value)
+    assert "loss.name: Input should be 'bce', 'focal'" in message and "(got 'hinge')" in message
+    assert "tta: Input should be 1, 2, 4 or 8 (got 3)" in message
+    assert "augment.hair: Input should be less than or equal to 1 (got 1.5)" in message
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="'arcface' and model.head 'arcface' go together"):
+        parse_config({"loss": {"name": "arcface"}})
+    with pytest.raises(ConfigError, match="needs target 'diagnosis'"):
+        parse_config({"loss": {"name": "ce"}})
+    with pytest.raises(ConfigError, match=r"folds \[7\] out of range for n_folds=5"):
+        parse_config({"data": {"folds": [7]}})
+    with pytest.raises(ConfigError, match="freeze_epochs"):
+        parse_config({"epochs": 2, "freeze_epochs": 2})
+
+
+def test_overrides_parse_yaml_values() -> None:
+    data = apply_overrides({"model": {"name": "resnet18"}}, ["model.name=efficientnet_b0", "lr=auto",
+                                                             "data.folds=[0, 1]", "augment.hair=0.3"])
+    config = parse_config(data)
+    assert config.model.name == "efficientnet_b0" and config.lr == "auto"
+    assert config.data.folds == (0, 1) and config.augment.hair == 0.3
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        apply_overrides({}, ["lr"])
+
+
+def test_missing_or_invalid_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(bad)
+    assert isinstance(load_config(None), TrainConfig)
