@@ -9,8 +9,10 @@ dermoscopy-specific extras are separate knobs the search can turn:
 * ``color_constancy``: shades-of-grey colour constancy, a normalisation, so it also applies at validation and test;
 * ``cutout``: coarse dropout of one large square.
 
-Per-sample transforms run in the loader workers on uint8 HWC arrays; cutmix and mixup run on the batch, on the
-training device, and return the two target sets with their weight so any loss can be mixed.
+Per-sample transforms run in the loader workers on uint8 HWC arrays. The cheap, common part of each policy (the
+eight flips and transposes, affine warps, colour jitter) runs instead on the batch on the training device
+(:mod:`melanoma_search.batch_augment`), where it costs next to nothing; pass ``batch_on_device=False`` to get the
+whole policy as albumentations transforms (for use outside the training loop).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from typing import Any, Literal
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 
 __all__ = [
     "POLICIES",
@@ -31,8 +32,6 @@ __all__ = [
     "Microscope",
     "build_eval_transform",
     "build_train_transform",
-    "cutmix",
-    "mixup",
 ]
 
 POLICIES: tuple[str, ...] = ("none", "light", "medium", "heavy")
@@ -122,16 +121,20 @@ class Microscope(A.ImageOnlyTransform):
         return img * mask[..., None]
 
 
-def _policy(name: str, size: int) -> list[A.BasicTransform]:
-    dihedral = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Transpose(p=0.5)]
+def _policy(name: str, size: int, *, batch_on_device: bool) -> list[A.BasicTransform]:
+    """The loader's share of a policy; with ``batch_on_device`` the part in ``batch_policy(name)`` is left out."""
+    dihedral: list[A.BasicTransform] = (
+        [] if batch_on_device else [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Transpose(p=0.5)]
+    )
     if name == "none":
         return []
     if name == "light":
-        return [*dihedral, A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
+        return [] if batch_on_device else [*dihedral, A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
     if name == "medium":
-        return [
+        return [] if batch_on_device else [
             *dihedral,
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-30, 30), border_mode=cv2.BORDER_REFLECT_101, p=0.7),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-30, 30),
+                     border_mode=cv2.BORDER_REFLECT_101, p=0.7),
             A.RandomBrightnessContrast(0.2, 0.2, p=0.6),
             A.HueSaturationValue(10, 20, 10, p=0.5),
         ]
@@ -145,8 +148,10 @@ def _policy(name: str, size: int) -> list[A.BasicTransform]:
                      A.ElasticTransform(alpha=3)], p=0.7),
             A.CLAHE(clip_limit=4.0, p=0.7),
             A.HueSaturationValue(10, 20, 10, p=0.5),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-15, 15), border_mode=cv2.BORDER_CONSTANT, p=0.85),
-            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.375, 0.375), hole_width_range=(0.375, 0.375), p=0.7),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-15, 15),
+                     border_mode=cv2.BORDER_CONSTANT, p=0.85),
+            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.375, 0.375),
+                            hole_width_range=(0.375, 0.375), p=0.7),
         ]
     raise ValueError(f"unknown augmentation policy {name!r}; allowed: {', '.join(POLICIES)}")
 
@@ -161,14 +166,19 @@ def build_train_transform(
     color_constancy: bool = False,
     cutout: float = 0.0,
     seed: int | None = None,
+    batch_on_device: bool = True,
 ) -> A.Compose:
-    """The per-sample training pipeline: colour constancy, hair, the named policy, microscope, cutout."""
+    """The per-sample training pipeline: colour constancy, hair, the named policy, microscope, cutout.
+
+    With ``batch_on_device`` (the default, what the training loop expects) the policy's flips, affine and colour
+    jitter are left to :func:`melanoma_search.batch_augment.batch_policy` on the batch; ``False`` keeps them here.
+    """
     steps: list[A.BasicTransform] = []
     if color_constancy:
         steps.append(ColorConstancy())
     if hair > 0:
         steps.append(HairAugment(hair_dir=hair_dir, p=hair))
-    steps.extend(_policy(policy, size))
+    steps.extend(_policy(policy, size, batch_on_device=batch_on_device))
     if microscope > 0:
         steps.append(Microscope(p=microscope))
     if cutout > 0:
@@ -180,28 +190,3 @@ def build_train_transform(
 def build_eval_transform(*, color_constancy: bool = False) -> A.Compose:
     """Validation / test pipeline: only normalisations that training applied to every image."""
     return A.Compose([ColorConstancy()] if color_constancy else [])
-
-
-def mixup(images: torch.Tensor, *, alpha: float, generator: torch.Generator | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Blend each image with a shuffled partner; return the mixed batch, the partner order and the weight ``lam``."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
-    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
-    mixed = images.float() * lam + images[order].float() * (1 - lam)
-    return mixed.to(images.dtype), order, lam
-
-
-def cutmix(images: torch.Tensor, *, alpha: float, generator: torch.Generator | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Paste a box from a shuffled partner; ``lam`` is the share of each image that stays its own."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
-    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
-    height, width = images.shape[-2:]
-    cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
-    cy, cx = int(torch.randint(height, (1,), generator=generator)), int(torch.randint(width, (1,), generator=generator))
-    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    mixed = images.clone()
-    mixed[..., y0:y1, x0:x1] = images[order][..., y0:y1, x0:x1]
-    lam = 1 - (y1 - y0) * (x1 - x0) / (height * width)
-    return mixed, order, lam

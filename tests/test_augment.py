@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from melanoma_search.augment import (
     POLICIES,
@@ -13,8 +12,6 @@ from melanoma_search.augment import (
     Microscope,
     build_eval_transform,
     build_train_transform,
-    cutmix,
-    mixup,
 )
 from melanoma_search.data.images import decode_image
 
@@ -31,6 +28,13 @@ def test_policies_keep_shape_and_dtype(lesion: np.ndarray, policy: str) -> None:
     for _ in range(5):
         out = transform(image=lesion)["image"]
         assert out.shape == lesion.shape and out.dtype == np.uint8
+
+
+def test_whole_policy_in_the_loader_when_asked(lesion: np.ndarray) -> None:
+    loader_only = build_train_transform(policy="medium", size=128, seed=0)
+    assert len(loader_only.transforms) == 0  # all of medium runs on the device batch
+    full = build_train_transform(policy="medium", size=128, seed=0, batch_on_device=False)
+    assert {type(t).__name__ for t in full.transforms} >= {"Affine", "HueSaturationValue", "Transpose"}
 
 
 def test_heavy_policy_changes_the_image(lesion: np.ndarray) -> None:
@@ -64,15 +68,3 @@ def test_color_constancy_removes_a_colour_cast(lesion: np.ndarray) -> None:
         return float(means.max() / means.min())
     assert imbalance(fixed) < imbalance(cast)
     assert len(build_eval_transform(color_constancy=True).transforms) == 1
-
-
-def test_cutmix_and_mixup_on_a_batch() -> None:
-    torch.manual_seed(0)
-    images = torch.rand(8, 3, 32, 32)
-    mixed, order, lam = mixup(images, alpha=1.0)
-    torch.testing.assert_close(mixed, images * lam + images[order] * (1 - lam))
-    cut, order, lam = cutmix(images, alpha=1.0)
-    assert cut.shape == images.shape and 0.0 <= lam <= 1.0
-    kept = (cut == images).all(dim=1).float().mean(dim=(1, 2))
-    same = order == torch.arange(8)
-    assert torch.allclose(kept[~same], torch.full_like(kept[~same], lam), atol=1e-6)

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from melanoma_search.augment import build_eval_transform, build_train_transform
+from melanoma_search.batch_augment import batch_policy
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder
 from melanoma_search.data.prepare import PreparedData, prepare_data
@@ -355,7 +356,7 @@ def fit_fold(
         out = run_epoch(model, loader, n_batches=len(loader), inputs=inputs, loss_fn=loss_fn, optimizer=optimizer,
                         scheduler=scheduler, precision=precision, scaler=scaler, accum_steps=config.accum_steps,
                         clip_grad=config.clip_grad, cutmix_p=augment.cutmix, mixup_p=augment.mixup,
-                        mix_alpha=augment.mix_alpha, rng=rng)
+                        mix_alpha=augment.mix_alpha, augment=batch_policy(augment.policy), rng=rng)
         images_seen += out.images
         train_seconds += out.seconds
         probs, val_loss = predict(model, val_loader, inputs=inputs, precision=precision,

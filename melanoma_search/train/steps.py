@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melanoma_search.augment import cutmix, mixup
+from melanoma_search.batch_augment import BatchPolicy, cutmix, mixup
 from melanoma_search.errors import NonFiniteLossError
 from melanoma_search.models import Normalisation
 from melanoma_search.train.tta import dihedral_views
@@ -61,20 +61,26 @@ class Precision:
 
 
 class BatchInputs:
-    """Move a loader batch to the device and turn uint8 pixels into normalised floats there."""
+    """Move a loader batch to the device and turn uint8 pixels into normalised floats there.
+
+    ``augment`` (a training call's :class:`~melanoma_search.batch_augment.BatchPolicy`) runs on [0, 1] pixels first.
+    """
 
     def __init__(self, device: torch.device, normalisation: Normalisation, *, channels_last: bool) -> None:
         self.device = device
         std = torch.tensor(normalisation.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         mean = torch.tensor(normalisation.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std)
+        self.std = std
         self.shift = mean / std
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def __call__(self, batch: dict[str, torch.Tensor], *, augment: BatchPolicy | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         non_blocking = self.device.type == "cuda"
-        images = batch["image"].to(self.device, non_blocking=non_blocking)
-        images = (images.float() * self.scale - self.shift).contiguous(memory_format=self.memory_format)
+        images = batch["image"].to(self.device, non_blocking=non_blocking).float().div_(255.0)
+        if augment is not None:
+            images = augment(images)
+        images = (images / self.std - self.shift).contiguous(memory_format=self.memory_format)
         meta = batch.get("meta")
         if meta is not None:
             meta = meta.to(self.device, non_blocking=non_blocking)
@@ -105,12 +111,14 @@ def run_epoch(
     cutmix_p: float = 0.0,
     mixup_p: float = 0.0,
     mix_alpha: float = 1.0,
+    augment: BatchPolicy | None = None,
     rng: np.random.Generator | None = None,
     max_batches: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> EpochOutput:
     """Train ``model`` over ``batches`` (``n_batches`` of them, ``len(loader)``) and return the mean loss.
 
+    ``augment`` is the device-side share of the augmentation policy, applied to every batch.
     ``max_batches`` stops early (LR finder, benchmarks); ``on_step(step, loss)`` is called after every optimiser
     step with that step's loss (it forces a device sync, so only the LR finder uses it).
     """
@@ -126,7 +134,7 @@ def run_epoch(
     for index, batch in enumerate(batches):
         if index >= limit:
             break
-        images, meta, target = inputs(batch)
+        images, meta, target = inputs(batch, augment=augment)
         weight = 1.0 / group_sizes[index // accum_steps]
         with precision.autocast():
             mixed, order, lam = _mix(images, cutmix_p=cutmix_p, mixup_p=mixup_p, alpha=mix_alpha, rng=rng)
