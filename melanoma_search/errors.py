@@ -13,6 +13,7 @@ __all__ = [
     "ImageError",
     "MelanomaSearchError",
     "NonFiniteLossError",
+    "StorageError",
 ]
 
 
@@ -34,3 +35,7 @@ class ImageError(DataError):
 
 class NonFiniteLossError(MelanomaSearchError, FloatingPointError):
     """The training loss became NaN or infinite; the search marks such a trial as failed."""
+
+
+class StorageError(MelanomaSearchError, RuntimeError):
+    """The study's storage cannot be opened or written (locked, unreachable, wrong credentials)."""

@@ -29,8 +29,8 @@ __all__ = [
     "build_loss",
 ]
 
-BINARY_LOSSES: tuple[str, ...] = ("bce", "focal", "margin_focal", "auc", "arcface")
-MULTICLASS_LOSSES: tuple[str, ...] = ("ce", "focal", "arcface")
+BINARY_LOSSES: tuple[str, ...] = ("bce", "ce", "focal", "margin_focal", "auc", "arcface")
+MULTICLASS_LOSSES: tuple[str, ...] = ("ce", "bce", "focal", "arcface")
 
 
 class BCELoss(nn.Module):
@@ -174,11 +174,15 @@ def build_loss(
     tau: float = 1.0,
     bce_weight: float = 0.5,
 ) -> nn.Module:
-    """Create the loss ``name`` for ``target`` with its parameters; parameters a loss does not use are ignored."""
+    """Create the loss ``name`` for ``target`` with its parameters; parameters a loss does not use are ignored.
+
+    ``bce`` and ``ce`` both name cross-entropy of the target's kind (sigmoid for binary, softmax for diagnosis), so a
+    search space can pair one loss list with either target.
+    """
     if name == "arcface":
         return ArcFaceLoss(scale=arc_scale, margin=arc_margin, smoothing=smoothing)
     if target == "binary":
-        if name == "bce":
+        if name in ("bce", "ce"):
             return BCELoss(smoothing=smoothing)
         if name == "focal":
             return FocalLoss(gamma=gamma, alpha=alpha, smoothing=smoothing)
@@ -187,7 +191,7 @@ def build_loss(
         if name == "auc":
             return AUCSurrogateLoss(tau=tau, bce_weight=bce_weight)
         raise ValueError(f"unknown loss {name!r} for a binary target; allowed: {', '.join(BINARY_LOSSES)}")
-    if name == "ce":
+    if name in ("ce", "bce"):
         return CrossEntropyLoss(smoothing=smoothing)
     if name == "focal":
         return MulticlassFocalLoss(gamma=gamma, smoothing=smoothing)

@@ -69,5 +69,6 @@ def test_multiclass_focal_gamma_zero_is_ce() -> None:
 
 def test_factory_checks_target() -> None:
     assert isinstance(build_loss("focal", target="diagnosis"), MulticlassFocalLoss)
-    with pytest.raises(ValueError, match="unknown loss 'ce' for a binary target"):
-        build_loss("ce", target="binary")
+    assert isinstance(build_loss("ce", target="binary"), BCELoss)
+    with pytest.raises(ValueError, match="unknown loss 'auc' for a diagnosis target"):
+        build_loss("auc", target="diagnosis")

@@ -90,7 +90,8 @@ class ModelConfig(_Frozen):
 
 
 class LossConfig(_Frozen):
-    name: Literal["bce", "focal", "margin_focal", "auc", "arcface", "ce"] = "bce"
+    name: Literal["bce", "ce", "focal", "margin_focal", "auc", "arcface"] = "bce"
+    """``bce`` and ``ce`` both mean cross-entropy: sigmoid for a binary target, softmax for diagnosis."""
     smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     gamma: float = Field(2.0, ge=0.0)
     alpha: float | None = Field(0.25, gt=0.0, lt=1.0)
@@ -125,6 +126,8 @@ class TrainConfig(_Frozen):
     image_size: int = Field(128, ge=16, le=2048)
     progressive_sizes: tuple[int, ...] = ()
     """Smaller sizes trained first; the epochs are split evenly over these and ``image_size``."""
+    progressive_resize: bool = False
+    """Shortcut (a search switch): train the first half of the epochs at half ``image_size``."""
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(32, ge=1)
     accum_steps: int = Field(1, ge=1)
@@ -148,11 +151,9 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.target == "binary" and self.loss.name == "ce":
-            raise ValueError("loss.name 'ce' needs target 'diagnosis'; for a binary target use bce, focal, "
-                             "margin_focal, auc or arcface")
-        if self.target == "diagnosis" and self.loss.name in ("bce", "margin_focal", "auc"):
-            raise ValueError(f"loss.name {self.loss.name!r} needs target 'binary'; for diagnosis use ce, focal or arcface")
+        if self.target == "diagnosis" and self.loss.name in ("margin_focal", "auc"):
+            raise ValueError(f"loss.name {self.loss.name!r} needs target 'binary'; for diagnosis use ce, focal "
+                             "or arcface")
         if (self.loss.name == "arcface") != (self.model.head == "arcface"):
             raise ValueError("loss.name 'arcface' and model.head 'arcface' go together (the head gives cosines, "
                              "the loss adds the margin)")
@@ -163,6 +164,11 @@ class TrainConfig(_Frozen):
         if len(self.progressive_sizes) >= self.epochs:
             raise ValueError("progressive_sizes needs fewer stages than epochs")
         return self
+
+    def stage_sizes(self) -> tuple[int, ...]:
+        """The image sizes trained, smallest first, ending with ``image_size``."""
+        stages = self.progressive_sizes or ((max(16, self.image_size // 2),) if self.progressive_resize else ())
+        return (*stages, self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -190,7 +196,7 @@ def format_validation_error(exc: ValidationError, *, source: str, model: type[Ba
             close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             message = f"unknown key{hint} allowed here: {', '.join(allowed)}"
-        elif "input" in error and error["type"] != "missing":
+        elif "input" in error and error["type"] != "missing" and error["loc"]:
             message += f" (got {error['input']!r})"
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)

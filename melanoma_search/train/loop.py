@@ -218,7 +218,7 @@ def seed_everything(seed: int) -> None:
 
 def _stage_sizes(config: TrainConfig) -> list[int]:
     """The image size of every epoch: progressive stages first, split evenly, then ``image_size``."""
-    stages = [*config.progressive_sizes, config.image_size]
+    stages = config.stage_sizes()
     return [stages[min(epoch * len(stages) // config.epochs, len(stages) - 1)] for epoch in range(config.epochs)]
 
 

@@ -35,8 +35,8 @@ def test_bad_value_names_key_allowed_values_and_input() -> None:
 def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="'arcface' and model.head 'arcface' go together"):
         parse_config({"loss": {"name": "arcface"}})
-    with pytest.raises(ConfigError, match="needs target 'diagnosis'"):
-        parse_config({"loss": {"name": "ce"}})
+    with pytest.raises(ConfigError, match="needs target 'binary'"):
+        parse_config({"target": "diagnosis", "loss": {"name": "auc"}})
     with pytest.raises(ConfigError, match=r"folds \[7\] out of range for n_folds=5"):
         parse_config({"data": {"folds": [7]}})
     with pytest.raises(ConfigError, match="freeze_epochs"):

@@ -1,0 +1,89 @@
+"""What a trial leaves behind in Optuna's artifact store, so optuna-dashboard and the export can find it.
+
+Every trial: ``config.yaml`` (the resolved training config). Finished trials also: ``oof.csv``, ``test.csv`` and
+``roc.svg`` (the out-of-fold ROC curve).
+
+Model weights (``fold<k>.safetensors``) are kept for the best ``top_k_weights`` trials only, in
+``storage/NAME/weights/trial-<number>/``: a trial entering the top k keeps its weights and the one pushed out loses
+them, so a long study does not fill the disk. They live beside the artifact store rather than in it because Optuna
+cannot change a finished trial's artifact list: evicted weights would stay listed in the dashboard, pointing at
+nothing. The study's user attribute ``weights`` maps each kept trial number to its folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from sklearn.metrics import roc_auc_score, roc_curve
+
+__all__ = ["ArtifactWriter", "roc_svg"]
+
+_WEIGHTS_ATTR = "weights"
+
+
+def roc_svg(target: Sequence[float], pred: Sequence[float], *, title: str, size: int = 320) -> str:
+    """A small self-contained SVG of the ROC curve (no plotting library, renders in any browser and the dashboard)."""
+    fpr, tpr, _ = roc_curve(np.asarray(target), np.asarray(pred))
+    auc = roc_auc_score(np.asarray(target), np.asarray(pred))
+    pad, side = 40, size - 60
+    points = " ".join(f"{pad + x * side:.1f},{pad + (1 - y) * side:.1f}" for x, y in zip(fpr, tpr))
+    ticks = "".join(
+        f'<text x="{pad + t * side:.0f}" y="{pad + side + 16}" font-size="10" text-anchor="middle">{t:.1f}</text>'
+        f'<text x="{pad - 6}" y="{pad + (1 - t) * side + 3:.0f}" font-size="10" text-anchor="end">{t:.1f}</text>'
+        for t in (0.0, 0.5, 1.0)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" font-family="sans-serif">'
+        f'<rect width="100%" height="100%" fill="white"/>'
+        f'<text x="{size / 2}" y="20" font-size="13" text-anchor="middle">{title} (AUC {auc:.4f})</text>'
+        f'<rect x="{pad}" y="{pad}" width="{side}" height="{side}" fill="none" stroke="#999"/>'
+        f'<line x1="{pad}" y1="{pad + side}" x2="{pad + side}" y2="{pad}" stroke="#bbb" stroke-dasharray="4"/>'
+        f'<polyline points="{points}" fill="none" stroke="#c0392b" stroke-width="2"/>{ticks}'
+        f'<text x="{size / 2}" y="{size - 4}" font-size="11" text-anchor="middle">false positive rate</text>'
+        f'<text x="12" y="{size / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {size / 2})">true positive rate</text></svg>'
+    )
+
+
+class ArtifactWriter:
+    """Uploads a trial's files to the study's artifact store and keeps weights for the top k trials only."""
+
+    def __init__(self, root: str | Path, *, weights_root: str | Path, top_k: int) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = FileSystemArtifactStore(str(self.root))
+        self.weights_root = Path(weights_root).resolve()
+        self.top_k = top_k
+
+    def upload(self, trial: optuna.Trial, path: Path, *, mimetype: str | None = None) -> str:
+        return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                               mimetype=mimetype)
+
+    def keep_weights(self, trial: optuna.Trial, value: float, weight_files: Sequence[Path]) -> Path | None:
+        """Keep ``weight_files`` if ``trial`` is among the top k by ``value``; drop weights pushed out of it."""
+        if self.top_k <= 0 or not weight_files:
+            return None
+        study = trial.study
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        scores = {t.number: t.values[0] for t in study.get_trials(deepcopy=False,
+                                                                  states=(optuna.trial.TrialState.COMPLETE,))
+                  if t.values}
+        scores[trial.number] = value
+        ranked = sorted(scores, key=lambda n: -scores[n] if maximize else scores[n])[: self.top_k]
+        kept: dict[str, str] = dict(study.user_attrs.get(_WEIGHTS_ATTR, {}))
+        folder = None
+        if trial.number in ranked:
+            folder = self.weights_root / f"trial-{trial.number:05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in weight_files:
+                shutil.copy2(path, folder / path.name)
+            kept[str(trial.number)] = str(folder)
+        for number in [n for n in kept if int(n) not in ranked]:
+            shutil.rmtree(kept.pop(number), ignore_errors=True)
+        study.set_user_attr(_WEIGHTS_ATTR, kept)
+        return folder

@@ -1,0 +1,326 @@
+"""Study specs: ``search_spaces/<name>.yaml`` parsed into a validated :class:`StudySpec`.
+
+A spec says what a study searches and how: the dataset, settings fixed for every trial, the search space (config key
+paths mapped to distributions, optionally conditional on other parameters), the sampler, the pruner, the budget, the
+objective, and configurations to evaluate first. Parameter names are the training config's key paths
+(``model.name``, ``loss.gamma``), so a trial's parameters read the same in the dashboard, in the YAML dump of its
+config and on the command line (``--set loss.gamma=2``).
+
+Every problem is reported with its key path and what is allowed, before any trial runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from melanoma_search.errors import ConfigError
+from melanoma_search.train.config import TrainConfig, apply_overrides, format_validation_error
+
+__all__ = [
+    "EFFICIENTNET_NATIVE_SIZES",
+    "BudgetSpec",
+    "Dimension",
+    "PrunerSpec",
+    "SamplerSpec",
+    "StudySpec",
+    "find_spec",
+    "load_spec",
+    "native_size",
+]
+
+#: Input resolution of EfficientNet B0-B7 (Tan & Le 2019), the "native size" a spec can pair with the architecture.
+EFFICIENTNET_NATIVE_SIZES: dict[int, int] = {0: 224, 1: 240, 2: 260, 3: 300, 4: 380, 5: 456, 6: 528, 7: 600}
+_EFFNET = re.compile(r"efficientnet_b(\d)")
+
+
+def native_size(model_name: str, *, scale: float = 1.0, multiple: int = 8) -> int:
+    """The EfficientNet B-variant's native input size for ``model_name`` times ``scale``, rounded to ``multiple``."""
+    match = _EFFNET.search(model_name)
+    if match is None or int(match.group(1)) not in EFFICIENTNET_NATIVE_SIZES:
+        raise ConfigError(f"image_size: native size is defined for EfficientNet B0-B7 only, not {model_name!r}")
+    size = EFFICIENTNET_NATIVE_SIZES[int(match.group(1))] * scale
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Dimension(_Strict):
+    """One searched parameter.
+
+    (YAML key ``int: true`` sets :attr:`integer`.)
+
+    ``choices`` makes it categorical; ``low``/``high`` (with ``int``, ``log``, ``step``) a number range;
+    ``native: true`` (``image_size`` only) derives the size from the sampled EfficientNet variant, times ``scale``.
+    ``when`` samples it only if other parameters (or fixed settings) have the given value(s).
+    """
+
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    integer: bool = Field(False, alias="int")
+    log: bool = False
+    step: float | None = None
+    native: bool = False
+    scale: float = Field(1.0, gt=0)
+    when: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        kinds = sum([self.choices is not None, self.low is not None or self.high is not None, self.native])
+        if kinds != 1:
+            raise ValueError("give exactly one of: choices: [...], low: and high:, or native: true")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices must not be empty")
+        if self.low is not None or self.high is not None:
+            if self.low is None or self.high is None:
+                raise ValueError("a range needs both low and high")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) is above high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def kind(self) -> Literal["categorical", "int", "float", "native"]:
+        if self.choices is not None:
+            return "categorical"
+        if self.native:
+            return "native"
+        return "int" if self.integer else "float"
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether the ``when`` condition holds for the values sampled (or fixed) so far."""
+        for key, wanted in self.when.items():
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            if values.get(key) not in allowed:
+                return False
+        return True
+
+
+class SamplerSpec(_Strict):
+    name: Literal["tpe", "random", "qmc", "gp"] = "tpe"
+    n_startup_trials: int = Field(10, ge=0)
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+    seed: int | None = None
+
+
+class PrunerSpec(_Strict):
+    name: Literal["hyperband", "successive_halving", "median", "threshold", "none"] = "hyperband"
+    min_resource: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    n_startup_trials: int = Field(3, ge=0)
+    n_warmup_steps: int = Field(1, ge=0)
+    lower: float = 0.5
+    """``threshold``: prune a trial whose validation AUC is below this after the warm-up epochs."""
+    patience: int | None = Field(None, ge=1)
+    """Wrap in Optuna's PatientPruner: only prune after this many epochs without improvement (AUC is noisy)."""
+
+
+class BudgetSpec(_Strict):
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    """Seconds for this run of the study."""
+
+
+class StudySpec(_Strict):
+    """A validated study spec (``search_spaces/<name>.yaml``)."""
+
+    name: str = ""
+    description: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Dimension] = Field(default_factory=dict)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    budget: BudgetSpec = BudgetSpec()
+    objective: str = "cv_auc"
+    top_k_weights: int = Field(3, ge=0)
+    """Keep model weights as artifacts for the best this-many trials only."""
+    enqueue: tuple[dict[str, Any], ...] = ()
+
+    def sampling_order(self) -> list[str]:
+        """Parameter names with every ``when`` condition after the parameters it reads (file order otherwise)."""
+        order: list[str] = []
+        pending = list(self.space)
+        while pending:
+            ready = [p for p in pending
+                     if all(k not in self.space or k in order for k in self.space[p].when)]
+            if not ready:
+                raise ConfigError(f"space: the 'when' conditions of {pending} depend on each other in a cycle")
+            order.extend(ready)
+            pending = [p for p in pending if p not in ready]
+        return order
+
+    def base_config(self, *, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The config every trial starts from: ``fixed``, then ``data``, then command-line ``--set`` overrides."""
+        base = apply_overrides({}, [f"{k}={_yaml(v)}" for k, v in _flatten(self.fixed).items()])
+        base = apply_overrides(base, [f"data.{k}={_yaml(v)}" for k, v in _flatten(self.data).items()])
+        return apply_overrides(base, overrides)
+
+
+def _yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and _is_section(path):
+            out.update(_flatten(value, prefix=f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _is_section(path: str) -> bool:
+    try:
+        return _field_info(path)[1]
+    except KeyError:
+        return False
+
+
+def _field_info(path: str) -> tuple[Any, bool]:
+    """The pydantic field at a config key path, and whether it is a section (a nested model)."""
+    model: Any = TrainConfig
+    field = None
+    for part in path.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            raise KeyError(path)
+        field = model.model_fields[part]
+        model = field.annotation
+    is_section = isinstance(model, type) and issubclass(model, BaseModel)
+    return field, is_section
+
+
+def _all_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(_all_paths(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def _check_value(path: str, value: Any) -> str | None:
+    field, _ = _field_info(path)
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation  # type: ignore[misc]
+    adapter = TypeAdapter(annotation)
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        return exc.errors()[0]["msg"]
+    return None
+
+
+def _validate(spec: StudySpec, *, source: str) -> None:
+    problems: list[str] = []
+    known = _all_paths()
+    for path, dim in spec.space.items():
+        try:
+            _, is_section = _field_info(path)
+        except KeyError:
+            close = difflib.get_close_matches(path, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"space.{path}: not a config key{hint}")
+            continue
+        if is_section:
+            problems.append(f"space.{path}: is a section; search its keys (e.g. {path}.<key>)")
+            continue
+        if dim.native and path != "image_size":
+            problems.append(f"space.{path}: native: true applies to image_size only")
+        for value in dim.choices or ():
+            error = _check_value(path, value)
+            if error:
+                problems.append(f"space.{path}: choice {value!r}: {error}")
+        for key in dim.when:
+            if key not in spec.space and key not in _flatten(spec.fixed):
+                problems.append(f"space.{path}.when: {key!r} is neither a searched parameter nor a fixed setting")
+    if "model.name" in spec.space or "model" in spec.fixed:
+        from melanoma_search.models import check_model_name
+
+        names = list(spec.space["model.name"].choices or ()) if "model.name" in spec.space else []
+        fixed_name = _flatten(spec.fixed).get("model.name")
+        for name in names + ([fixed_name] if fixed_name else []):
+            try:
+                check_model_name(str(name))
+            except ConfigError as exc:
+                problems.append(f"model.name: {exc}")
+    for index, entry in enumerate(spec.enqueue):
+        for key, value in entry.items():
+            dim = spec.space.get(key)
+            if dim is None:
+                problems.append(f"enqueue[{index}].{key}: not a searched parameter")
+            elif dim.choices is not None and value not in dim.choices:
+                problems.append(f"enqueue[{index}].{key}: {value!r} is not one of {list(dim.choices)}")
+            elif dim.low is not None and dim.high is not None and not dim.low <= float(value) <= dim.high:
+                problems.append(f"enqueue[{index}].{key}: {value!r} is outside [{dim.low}, {dim.high}]")
+    try:
+        from melanoma_search.train.config import parse_config
+
+        parse_config(spec.base_config(), source=f"{source}: fixed + data")
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        spec.sampling_order()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"invalid study spec {source}:\n  " + "\n  ".join(problems))
+
+
+def find_spec(name_or_path: str, *, search_dirs: tuple[Path, ...] | None = None) -> Path:
+    """Resolve ``--study NAME`` to ``search_spaces/NAME.yaml`` (here, then beside the package), or a file path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    dirs = search_dirs or spec_dirs()
+    for folder in dirs:
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{name_or_path}{suffix}"
+            if path.is_file():
+                return path
+    available = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
+    raise ConfigError(f"no study spec {name_or_path!r} in {', '.join(str(d) for d in dirs)}; "
+                      f"available: {', '.join(available) or 'none'}")
+
+
+def spec_dirs() -> tuple[Path, ...]:
+    """Where specs are looked up: ``./search_spaces``, then the one in the source checkout."""
+    here = Path.cwd() / "search_spaces"
+    checkout = Path(__file__).resolve().parents[2] / "search_spaces"
+    return (here,) if here.resolve() == checkout else (here, checkout)
+
+
+def load_spec(name_or_path: str | os.PathLike[str]) -> StudySpec:
+    """Read and validate a study spec; every problem is reported at once, each with its key path."""
+    path = find_spec(str(name_or_path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study spec must be a mapping")
+    raw.setdefault("name", path.stem)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=f"study spec {path}", model=StudySpec)) from None
+    _validate(spec, source=str(path))
+    return spec

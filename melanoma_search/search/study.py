@@ -1,0 +1,167 @@
+"""Opening a study: storage, sampler, pruner, artifact store — all from the spec and the command line.
+
+Storage URLs:
+
+* ``sqlite:///storage/NAME.db`` (the default): one writer; waits up to ``lock_timeout`` seconds for a lock;
+* ``postgresql+psycopg://user:pass@host/db`` (or ``postgresql://``): many workers and hosts;
+* ``journal:storage/NAME.log`` (or any path ending in ``.log``): Optuna's journal file, safe for many processes on
+  one host without a database server.
+
+RDB storages get a heartbeat, so a trial whose process died is failed when the next worker starts and re-queued once
+with the same parameters (``RetryHeartbeatStaleTrialCallback``). Credentials in a URL are never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from melanoma_search.errors import ConfigError, StorageError
+from melanoma_search.search.objective import Objective
+from melanoma_search.search.spec import PrunerSpec, SamplerSpec, StudySpec
+
+__all__ = [
+    "build_pruner",
+    "build_sampler",
+    "default_storage_url",
+    "open_storage",
+    "open_study",
+    "redact",
+]
+
+_log = logging.getLogger(__name__)
+
+
+def default_storage_url(name: str, *, storage_dir: Path) -> str:
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{storage_dir / name}.db"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    if url.startswith("journal:") or "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy parses: hide everything between :// and @
+        head, _, rest = url.partition("://")
+        return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: int | None = 60) -> BaseStorage:
+    """Open (creating if needed) the storage at ``url``; any failure is a :class:`StorageError` naming the URL."""
+    shown = redact(url)
+    if url.startswith("journal:") or url.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise StorageError(f"cannot open journal storage {shown}: {exc}") from None
+    if "://" not in url:
+        raise ConfigError(f"--storage {shown}: expected a database URL (sqlite:///..., postgresql+psycopg://...) "
+                          "or journal:PATH")
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": lock_timeout}
+        Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    elif url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": max(1, int(lock_timeout))}
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat_interval else None
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=heartbeat_interval * 3 if heartbeat_interval else None,
+                heartbeat_stale_trial_callback=retry,
+            )
+    except Exception as exc:  # sqlalchemy raises many kinds; they all mean "cannot use this storage"
+        raise StorageError(_storage_message(shown, exc)) from None
+
+
+def _storage_message(shown: str, exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "locked" in text:
+        return (f"storage {shown} is locked by another process ({text}). SQLite allows one writer: stop the other "
+                "process, or use --storage journal:storage/NAME.log or a PostgreSQL URL for several workers")
+    return f"cannot open storage {shown}: {text}"
+
+
+def build_sampler(spec: SamplerSpec, *, seed: int | None) -> optuna.samplers.BaseSampler:
+    seed = spec.seed if seed is None else seed
+    if spec.name == "tpe":
+        with warnings.catch_warnings():  # `group` is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(n_startup_trials=spec.n_startup_trials,
+                                              multivariate=spec.multivariate, group=spec.group and spec.multivariate,
+                                              constant_liar=spec.constant_liar, seed=seed)
+    if spec.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.n_startup_trials)
+
+
+def build_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
+    pruner: optuna.pruners.BasePruner
+    if spec.name == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=spec.min_resource,
+                                                reduction_factor=spec.reduction_factor)
+    elif spec.name == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.min_resource,
+                                                        reduction_factor=spec.reduction_factor)
+    elif spec.name == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials,
+                                             n_warmup_steps=spec.n_warmup_steps)
+    elif spec.name == "threshold":
+        pruner = optuna.pruners.ThresholdPruner(lower=spec.lower, n_warmup_steps=spec.n_warmup_steps)
+    else:
+        return optuna.pruners.NopPruner()
+    if spec.patience:
+        pruner = optuna.pruners.PatientPruner(pruner, patience=spec.patience)
+    return pruner
+
+
+def open_study(
+    spec: StudySpec,
+    objective: Objective,
+    *,
+    storage: BaseStorage,
+    study_name: str,
+    seed: int | None = None,
+) -> optuna.Study:
+    """Create the study, or load it to resume; a resumed study must have the objective's directions."""
+    directions = list(objective.directions)
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=build_sampler(spec.sampler, seed=seed),
+            pruner=build_pruner(spec.pruner),
+            directions=directions,
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"study {study_name!r}: {exc}") from None
+    except Exception as exc:
+        raise StorageError(_storage_message(study_name, exc)) from None
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        raise ConfigError(f"study {study_name!r} exists with directions {existing}, but objective "
+                          f"{objective.name!r} needs {directions}; use another --study-name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objective.metric_names))
+    return study

@@ -1,0 +1,211 @@
+"""One trial: sample a config, train it, report and prune per epoch, record everything in the study.
+
+A trial's inputs are plain data — the spec's base config and the sampled parameters — and its outputs go to the
+study's storage and artifact store, so a trial runs the same in this process, another process or another machine.
+Failures end the trial, never the study: an impossible config, a NaN loss or a second out-of-memory ends it as FAIL
+with the reason in its ``fail_reason`` user attribute; out-of-memory is first retried once at half the batch with
+double gradient accumulation (the same effective batch).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+
+from melanoma_search.data.prepare import PreparedData
+from melanoma_search.errors import ConfigError, MelanomaSearchError
+from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
+from melanoma_search.search.objective import Objective
+from melanoma_search.search.spec import StudySpec, native_size
+from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
+from melanoma_search.train.loop import EpochStats, RunResult, fit, prepare_for
+
+__all__ = ["TrialRunner", "sample_params", "trial_config"]
+
+Log = Callable[[str], None]
+
+
+def _encode(value: Any) -> Any:
+    """Optuna categoricals hold scalars: lists (e.g. progressive sizes) travel as their YAML text."""
+    return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, dict)) else value
+
+
+def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any]) -> dict[str, Any]:
+    """Draw every applicable dimension of ``spec.space``; a ``when`` condition is read after what it depends on."""
+    values: dict[str, Any] = _flat(base)
+    params: dict[str, Any] = {}
+    for path in spec.sampling_order():
+        dim = spec.space[path]
+        if not dim.applies(values):
+            continue
+        if dim.kind == "categorical":
+            choices = [_encode(c) for c in dim.choices or ()]
+            value = trial.suggest_categorical(path, choices)
+            value = yaml.safe_load(value) if isinstance(value, str) and value[:1] in "[{" else value
+        elif dim.kind == "int":
+            assert dim.low is not None and dim.high is not None
+            value = trial.suggest_int(path, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+        elif dim.kind == "float":
+            assert dim.low is not None and dim.high is not None
+            value = trial.suggest_float(path, dim.low, dim.high, step=dim.step, log=dim.log)
+        else:  # native: derived from the architecture, recorded but not sampled
+            value = native_size(str(values.get("model.name", "")), scale=dim.scale)
+            trial.set_user_attr(path, value)
+        values[path] = value
+        params[path] = value
+    return params
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], objective: Objective) -> TrainConfig:
+    """The trial's full config: base, then sampled parameters, then the objective's folds."""
+    data = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in params.items()])
+    n_folds = int(data.get("data", {}).get("n_folds", 5))
+    data = apply_overrides(data, [f"data.folds={json.dumps(list(objective.folds(n_folds)))}"])
+    return parse_config(data, source="trial config")
+
+
+class TrialRunner:
+    """The objective function handed to ``study.optimize``."""
+
+    def __init__(
+        self,
+        *,
+        spec: StudySpec,
+        objective: Objective,
+        base: Mapping[str, Any],
+        artifacts: ArtifactWriter,
+        work_dir: Path,
+        log: Log = print,
+        data: PreparedData | None = None,
+    ) -> None:
+        self.spec, self.objective, self.base = spec, objective, dict(base)
+        self.artifacts, self.work_dir, self.log = artifacts, work_dir, log
+        self._data: dict[str, PreparedData] = {}
+        if data is not None:
+            self._data[self._data_key(parse_config(self.base))] = data
+
+    @staticmethod
+    def _data_key(config: TrainConfig) -> str:
+        return json.dumps(config.data.model_dump(mode="json", exclude={"folds", "num_workers"}), sort_keys=True)
+
+    def data_for(self, config: TrainConfig) -> PreparedData:
+        """Read each distinct dataset once per process, however many trials use it."""
+        key = self._data_key(config)
+        if key not in self._data:
+            self._data[key] = prepare_for(config)
+        return self._data[key]
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        start = time.perf_counter()
+        params = sample_params(trial, self.spec, self.base)
+        try:
+            config = trial_config(self.base, params, self.objective)
+        except ConfigError as exc:
+            _fail(trial, f"impossible config: {exc}")
+            raise
+        folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
+        try:
+            (folder / "config.yaml").write_text(config.to_yaml())
+            self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
+            result, config = self._fit_with_oom_retry(trial, config, folder)
+            values = self.objective.score(result)
+            self._record(trial, result, config, start)
+            self._save_outputs(trial, result, config, folder, values[0])
+            return values if len(values) > 1 else values[0]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _ensure(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path
+                            ) -> tuple[RunResult, TrainConfig]:
+        for attempt in range(2):
+            history: list[EpochStats] = []
+            try:
+                result = fit(config, data=self.data_for(config), callback=self._reporter(trial, history),
+                             log=lambda line: self.log(f"trial {trial.number} {line}"), weights_dir=folder)
+                return result, config
+            except torch.cuda.OutOfMemoryError as exc:
+                if attempt == 1 or config.batch_size < 2:
+                    _fail(trial, f"out of memory at batch {config.batch_size}: {str(exc).splitlines()[0]}")
+                    raise
+                smaller = config.model_copy(update={"batch_size": config.batch_size // 2,
+                                                    "accum_steps": config.accum_steps * 2})
+                self.log(f"trial {trial.number}: out of memory at batch {config.batch_size}; retrying at batch "
+                         f"{smaller.batch_size} with accum_steps {smaller.accum_steps}")
+                trial.set_user_attr("oom_retry", f"batch {config.batch_size} -> {smaller.batch_size}")
+                torch.cuda.empty_cache()
+                config = smaller
+            except optuna.TrialPruned:
+                trial.set_user_attr("epochs_run", len(history))
+                raise
+            except MelanomaSearchError as exc:
+                _fail(trial, f"{type(exc).__name__}: {exc}")
+                raise
+            except Exception as exc:  # a library's error on this config (e.g. an image too small for the net)
+                _fail(trial, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                raise
+        raise AssertionError("unreachable")
+
+    def _reporter(self, trial: optuna.Trial, history: list[EpochStats]) -> Callable[[EpochStats], None]:
+        def report(stats: EpochStats) -> None:
+            history.append(stats)
+            if not self.objective.reports:
+                return
+            trial.report(stats.val_auc, step=stats.step)
+            if trial.should_prune():
+                self.log(f"trial {trial.number} pruned at fold {stats.fold} epoch {stats.epoch} "
+                         f"(val_auc {stats.val_auc:.4f})")
+                raise optuna.TrialPruned(f"pruned at step {stats.step} with val_auc {stats.val_auc:.4f}")
+
+        return report
+
+    def _record(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, start: float) -> None:
+        trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
+        trial.set_user_attr("epochs_run", sum(len(f.history) for f in result.folds))
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - start, 2))
+        trial.set_user_attr("train_seconds", round(result.seconds, 2))
+        trial.set_user_attr("images_per_s", round(result.images_per_s, 1))
+        trial.set_user_attr("peak_memory_mb", round(result.peak_memory_mb, 1))
+        trial.set_user_attr("device", result.device)
+        trial.set_user_attr("lr_used", [f.lr for f in result.folds])
+
+    def _save_outputs(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, folder: Path,
+                      value: float) -> None:
+        result.save(folder, config=config)
+        oof = result.oof
+        (folder / "roc.svg").write_text(roc_svg(oof["target"], oof["pred"], title=f"trial {trial.number} OOF"))
+        for name, mimetype in (("oof.csv", "text/csv"), ("test.csv", "text/csv"), ("metrics.yaml", "text/yaml"),
+                               ("roc.svg", "image/svg+xml")):
+            if (folder / name).is_file():
+                self.artifacts.upload(trial, folder / name, mimetype=mimetype)
+        weights = sorted(folder.glob("fold*.safetensors"))
+        kept = self.artifacts.keep_weights(trial, value, weights)
+        if kept is not None:
+            trial.set_user_attr("weights_dir", str(kept))
+
+
+def _fail(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr("fail_reason", reason[:2000])

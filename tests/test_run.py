@@ -1,0 +1,160 @@
+"""End to end: ``python -m melanoma_search.run`` on tiny studies, a real SQLite storage, the dashboard over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+TINY = {
+    "objective": "holdout_auc",
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 1}},
+    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
+    "space": {
+        "lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
+        "loss.name": {"choices": ["bce", "focal", "arcface"]},
+    },
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "budget": {"n_trials": 2},
+    "top_k_weights": 1,
+}
+
+
+def _spec(tmp_path: Path, **changes: Any) -> Path:
+    spec = {**TINY, **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "melanoma_search.run", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _study(tmp_path: Path, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/storage/{name}.db")
+
+
+def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, enqueue=[{"loss.name": "bce", "lr": 0.002}, {"loss.name": "arcface"},
+                                    {"loss.name": "focal"}])
+    first = _run(tmp_path, "--study", str(spec), "--n-trials", "3")
+    assert first.returncode == 0, first.stderr
+    assert "leaderboard of study 'tiny'" in first.stdout
+    assert "trial 0 fold 0 epoch 2/2" in first.stdout  # per-epoch progress
+    assert "trial 1 fail: FAIL (impossible config" in first.stdout  # arcface loss without its head
+    study = _study(tmp_path)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    done = study.trials[0]
+    assert 0.0 <= done.value <= 1.0
+    assert done.intermediate_values and sorted(done.intermediate_values) == [0, 1]  # learning curve
+    for key in ("fold_aucs", "epochs_run", "wall_seconds", "images_per_s", "peak_memory_mb", "device"):
+        assert key in done.user_attrs, key
+    assert "arcface" in study.trials[1].user_attrs["fail_reason"]
+    names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(done, storage=study._storage)}
+    assert names >= {"config.yaml", "oof.csv", "test.csv", "roc.svg", "metrics.yaml"}
+    kept = study.user_attrs["weights"]  # top-1 weights only
+    assert list(kept) == [str(study.best_trial.number)]
+    assert sorted(p.name for p in Path(kept[str(study.best_trial.number)]).iterdir()) == ["fold0.safetensors"]
+
+    again = _run(tmp_path, "--study", str(spec), "--n-trials", "1")  # the same command resumes
+    assert again.returncode == 0, again.stderr
+    assert "3 earlier trial(s)" in again.stdout
+    assert len(_study(tmp_path).trials) == 4
+
+
+def test_pruning_is_recorded(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, pruner={"name": "threshold", "lower": 0.999, "n_warmup_steps": 0},
+                 space={"lr": {"low": 1.0e-3, "high": 3.0e-3}})
+    run = _run(tmp_path, "--study", str(spec), "--n-trials", "1")
+    assert run.returncode == 0, run.stderr
+    trial = _study(tmp_path).trials[0]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["epochs_run"] == 1
+    assert "trial 0 pruned at fold 0 epoch 1" in run.stdout
+
+
+def test_dry_run_trains_nothing(tmp_path: Path) -> None:
+    run = _run(tmp_path, "--study", str(_spec(tmp_path)), "--dry-run", "--n-trials", "4")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("[ok]") + run.stdout.count("[INVALID") == 4
+    assert not (tmp_path / "storage" / "tiny.db").exists()
+
+
+def test_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
+    missing = _run(tmp_path, "--study", str(_spec(tmp_path)), "--data-dir", str(tmp_path / "absent"))
+    assert missing.returncode == 2 and "data folder not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unknown = _run(tmp_path, "--study", "no-such-study")
+    assert unknown.returncode == 2 and "no study spec 'no-such-study'" in unknown.stderr
+    bad_storage = _run(tmp_path, "--study", str(_spec(tmp_path)), "--storage", "mysql://u:pw@127.0.0.1:1/x")
+    assert bad_storage.returncode == 2 and "cannot open storage mysql://u:***@127.0.0.1:1/x" in bad_storage.stderr
+
+
+def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
+    process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until training is under way
+        if "epoch 1/30" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    states = [t.state for t in _study(tmp_path).trials]
+    assert states == [TrialState.FAIL] and TrialState.RUNNING not in states
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_and_an_artifact(tmp_path: Path) -> None:
+    run = _run(tmp_path, "--study", str(_spec(tmp_path, space={"lr": {"low": 1.0e-3, "high": 3.0e-3}})),
+               "--n-trials", "1")
+    assert run.returncode == 0, run.stderr
+    study = _study(tmp_path)
+    trial = study.trials[0]
+    roc = next(m for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+               if m.filename == "roc.svg")
+    port = _free_port()
+    dashboard = subprocess.Popen(
+        [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", f"sqlite:///{tmp_path}/storage/tiny.db", "--port", str(port),
+         "--host", "127.0.0.1", "--artifact-dir", str(tmp_path / "storage" / "tiny" / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = urllib.request.urlopen(f"{base}/api/studies", timeout=5).read().decode()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert '"study_name": "tiny"' in studies
+        detail = urllib.request.urlopen(f"{base}/api/studies/{study._study_id}", timeout=10).read().decode()
+        assert "roc.svg" in detail and "holdout_auc" in detail
+        svg = urllib.request.urlopen(f"{base}/artifacts/{study._study_id}/{trial._trial_id}/{roc.artifact_id}",
+                                     timeout=10).read().decode()
+        assert svg.startswith("<svg") and "AUC" in svg
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
