@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 import torch
 
 from melanoma_search.augment import build_train_transform
-from melanoma_search.batch_augment import batch_policy
+from melanoma_search.batch_augment import DeviceConstants, batch_policy, prepare_batch
 from melanoma_search.data.cache import load_or_build_cache
 from melanoma_search.data.dataset import LesionDataset
 
@@ -62,15 +62,19 @@ def epoch_rate(dataset: LesionDataset, *, batch_size: int, workers: int, epochs:
 
 
 def device_rate(policy: str, *, size: int, batch_size: int, device: str, repeats: int = 20) -> float:
-    """Images/s of the policy's device-side share on one batch (what the training process adds per step)."""
-    images = torch.rand(batch_size, 3, size, size, device=device)
-    augment = batch_policy(policy)
-    augment(images)
+    """Images/s of the policy's device-side share, fused with the normalisation (what the training process runs)."""
+    pixels = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, device=device)
+    constants = DeviceConstants(torch.device(device), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+    def augment() -> torch.Tensor:
+        return prepare_batch(pixels, constants=constants, policy=batch_policy(policy))
+
+    augment()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
-        augment(images)
+        augment()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return repeats * batch_size / (time.perf_counter() - start)

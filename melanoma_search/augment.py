@@ -21,9 +21,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import albumentations as A
-import cv2
-import numpy as np
+# albumentations asks PyPI for its latest version on import unless told not to: no network calls from a trial.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 __all__ = [
     "POLICIES",

@@ -1,12 +1,18 @@
-"""Augmentations applied to a whole batch on the training device: geometry, colour, cutmix and mixup.
+"""Augmentations applied to a whole batch on the training device, fused with the input normalisation.
 
 The cheap, common augmentations (flips and transposes, small affine warps, brightness / contrast / hue /
 saturation jitter) cost 0.5-1 ms an image on a loader core, which on a GPU node is the difference between a fed and
-a starved accelerator. On the batch, on the device, they cost almost nothing: one batched ``grid_sample`` and a few
-elementwise ops. Parameters are drawn per sample, so each image still gets its own augmentation, with the same
-ranges and probabilities as the albumentations transforms they replace (:mod:`melanoma_search.augment`).
+a starved accelerator. On the device they are nearly free, *if* they are few passes over the batch:
 
-Images here are float NCHW in [0, 1], before the backbone's mean/std normalisation.
+* geometry: the dihedral view (flip / transpose) and the affine warp of each image are composed into one 2x3 matrix
+  per image, so the whole batch is resampled by a single ``grid_sample``;
+* colour: brightness, contrast, hue rotation (in YIQ), saturation, value shift, the uint8 -> [0, 1] scaling and the
+  backbone's mean/std normalisation are all affine maps of the RGB vector, composed into one 3x3 matrix and offset
+  per image and applied by a single batched matrix product (``baddbmm``).
+
+Parameters are drawn per sample, on the images' device, with the ranges and probabilities of the albumentations
+transforms they replace (:mod:`melanoma_search.augment`), so each image still gets its own augmentation, and nothing
+waits for the GPU. One difference: intermediate colours are not clipped to [0, 1] between the composed steps.
 """
 
 from __future__ import annotations
@@ -17,7 +23,33 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BatchPolicy", "batch_policy", "cutmix", "mixup", "random_affine", "random_colour", "random_dihedral"]
+__all__ = ["BatchPolicy", "DeviceConstants", "batch_policy", "cutmix", "mixup", "prepare_batch"]
+
+# RGB -> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+class DeviceConstants:
+    """The constant tensors of :func:`prepare_batch`, copied to the device once.
+
+    Creating a tensor from Python values on a GPU is a copy from pageable memory, which makes the host wait for the
+    GPU's queue to drain; done per step it would stop the CPU from queueing the next step while the GPU works.
+    """
+
+    def __init__(self, device: torch.device, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        to_yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+        from_yiq = torch.linalg.inv(to_yiq)
+        rotation = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+        # M(hue, sat) = luma + sat * cos(hue) * chroma + sat * sin(hue) * turn, in RGB
+        self.luma = (from_yiq @ torch.diag(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)) @ to_yiq).float()
+        self.chroma = (from_yiq @ torch.diag(torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)) @ to_yiq).float()
+        self.turn = (from_yiq @ rotation @ to_yiq).float()
+        self.inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
+        self.offset = -torch.tensor(mean, dtype=torch.float32) * self.inv_std
+        self.swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+        for name in ("luma", "chroma", "turn", "inv_std", "offset", "swap"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.device = device
 
 
 @dataclass(frozen=True)
@@ -37,17 +69,49 @@ class BatchPolicy:
     saturation: float = 0.08
     value: float = 0.04
 
-    def __call__(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.dihedral:
-            images = random_dihedral(images, generator=generator)
+    def theta(self, n: int, constants: DeviceConstants, generator: torch.Generator | None = None
+              ) -> torch.Tensor | None:
+        """Per-image 2x3 sampling matrices (output -> input coordinates), or ``None`` for no geometric change."""
+        if not self.dihedral and self.affine_p <= 0:
+            return None
+        device = constants.device
+        linear = torch.eye(2, device=device).expand(n, 2, 2).clone()
+        shift = torch.zeros(n, 2, device=device)
+        if self.dihedral:  # independent fair coins: transpose, x-flip, y-flip -> the 8 views equally often
+            coins = torch.rand(3, n, device=device, generator=generator) < 0.5
+            linear = torch.where(coins[0].view(n, 1, 1), constants.swap.expand(n, 2, 2), linear)
+            flips = torch.stack([torch.where(coins[1], -1.0, 1.0), torch.where(coins[2], -1.0, 1.0)], 1)
+            linear = linear * flips[:, None, :]
         if self.affine_p > 0:
-            images = random_affine(images, p=self.affine_p, scale=self.scale, translate=self.translate,
-                                   rotate=self.rotate, generator=generator)
-        if self.brightness_contrast_p > 0 or self.hsv_p > 0:
-            images = random_colour(images, bc_p=self.brightness_contrast_p, brightness=self.brightness,
-                                   contrast=self.contrast, hsv_p=self.hsv_p, hue_degrees=self.hue_degrees,
-                                   saturation=self.saturation, value=self.value, generator=generator)
-        return images
+            chosen = torch.rand(n, device=device, generator=generator) < self.affine_p
+            angle = _uniform(n, -self.rotate, self.rotate, device, generator) * (math.pi / 180) * chosen
+            zoom = torch.where(chosen, _uniform(n, *self.scale, device, generator), 1.0)
+            cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+            rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+            linear = rotation @ linear
+            shift = _uniform(2 * n, -self.translate, self.translate, device, generator).view(n, 2) * 2 * chosen[:, None]
+        return torch.cat([linear, shift[:, :, None]], dim=2)
+
+    def colour(self, n: int, constants: DeviceConstants, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Per-image (hue/saturation matrix M, brightness b, contrast c, value v), or ``None`` for no jitter."""
+        if self.brightness_contrast_p <= 0 and self.hsv_p <= 0:
+            return None
+        device = constants.device
+        b = c = v = torch.zeros(n, device=device)
+        matrix = torch.eye(3, device=device).expand(n, 3, 3)
+        if self.brightness_contrast_p > 0:
+            chosen = torch.rand(n, device=device, generator=generator) < self.brightness_contrast_p
+            b = _uniform(n, -self.brightness, self.brightness, device, generator) * chosen
+            c = _uniform(n, -self.contrast, self.contrast, device, generator) * chosen
+        if self.hsv_p > 0:
+            chosen = torch.rand(n, device=device, generator=generator) < self.hsv_p
+            hue = _uniform(n, -self.hue_degrees, self.hue_degrees, device, generator) * (math.pi / 180) * chosen
+            sat = 1 + _uniform(n, -self.saturation, self.saturation, device, generator) * 2.5 * chosen
+            v = _uniform(n, -self.value, self.value, device, generator) * chosen
+            cos, sin = (torch.cos(hue) * sat).view(n, 1, 1), (torch.sin(hue) * sat).view(n, 1, 1)
+            matrix = constants.luma + cos * constants.chroma + sin * constants.turn
+        return matrix, b, c, v
 
 
 def batch_policy(name: str) -> BatchPolicy:
@@ -63,95 +127,48 @@ def batch_policy(name: str) -> BatchPolicy:
     raise ValueError(f"unknown augmentation policy {name!r}; allowed: none, light, medium, heavy")
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=generator) * (high - low) + low
+def _uniform(n: int, low: float, high: float, device: torch.device, generator: torch.Generator | None
+             ) -> torch.Tensor:
+    return torch.rand(n, device=device, generator=generator) * (high - low) + low
 
 
-def _chosen(n: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    return (torch.rand(n, generator=generator) < p).nonzero().flatten()
+def prepare_batch(
+    pixels: torch.Tensor,
+    *,
+    constants: DeviceConstants,
+    policy: BatchPolicy | None = None,
+    channels_last: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """uint8 NCHW pixels (on the device) -> augmented, normalised float NCHW: one resampling, one colour product."""
+    images = pixels.float()
+    n, _, height, width = images.shape
+    device = images.device
+    theta = policy.theta(n, constants, generator) if policy is not None else None
+    if theta is not None:
+        grid = F.affine_grid(theta, [n, 3, height, width], align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    inv_std, offset = constants.inv_std, constants.offset
+    jitter = policy.colour(n, constants, generator) if policy is not None else None
+    if jitter is None:
+        matrix = torch.diag(inv_std / 255.0).expand(n, 3, 3)
+        bias = offset.expand(n, 3)
+    else:  # y01 = M((1 + c)(x01 - m01) + m01 + b) + v, then (y01 - mean) / std, all as z = A x + t
+        hue_sat, b, c, v = jitter
+        needs_grey = policy is not None and policy.brightness_contrast_p > 0  # contrast pivots on the image's mean
+        grey = images.mean(dim=(1, 2, 3)) / 255.0 if needs_grey else torch.zeros(n, device=device)
+        scaled = hue_sat * (1 + c).view(n, 1, 1) / 255.0
+        matrix = inv_std.view(1, 3, 1) * scaled
+        shift = hue_sat @ (b - c * grey).view(n, 1, 1).expand(n, 3, 1) + v.view(n, 1, 1)
+        bias = (inv_std.view(1, 3, 1) * shift).squeeze(2) + offset
+    out = torch.baddbmm(bias.unsqueeze(2), matrix, images.reshape(n, 3, height * width)).view(n, 3, height, width)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
-def random_dihedral(images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Give each square NCHW image one of the 8 dihedral views (identity, flips, transposes), uniformly at random."""
-    codes = torch.randint(0, 8, (images.shape[0],), generator=generator)
-    out = images.clone()
-    for code in range(1, 8):
-        index = (codes == code).nonzero().flatten()
-        if index.numel() == 0:
-            continue
-        index = index.to(images.device)
-        view = images.index_select(0, index)
-        if code & 4:
-            view = view.transpose(-1, -2)
-        if code & 1:
-            view = view.flip(-1)
-        if code & 2:
-            view = view.flip(-2)
-        out.index_copy_(0, index, view)
-    return out
-
-
-def random_affine(images: torch.Tensor, *, p: float, scale: tuple[float, float], translate: float, rotate: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Scale, shift (a fraction of the side) and rotate (degrees) a random ``p`` share of the batch; edges reflect."""
-    index = _chosen(images.shape[0], p, generator)
-    if index.numel() == 0:
-        return images
-    n = index.numel()
-    angle = _uniform(n, -rotate, rotate, generator) * math.pi / 180
-    zoom = _uniform(n, *scale, generator)
-    shift = _uniform(2 * n, -translate, translate, generator).view(n, 2) * 2  # normalised coordinates span 2
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    index = index.to(images.device)
-    chosen = images.index_select(0, index)
-    grid = F.affine_grid(theta.to(images.device, chosen.dtype), list(chosen.shape), align_corners=False)
-    warped = F.grid_sample(chosen, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return images.index_copy(0, index, warped.to(images.dtype))
-
-
-# RGB -> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
-_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-
-
-def random_colour(images: torch.Tensor, *, bc_p: float, brightness: float, contrast: float, hsv_p: float,
-                  hue_degrees: float, saturation: float, value: float,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample brightness / contrast (probability ``bc_p``) and hue / saturation / value (``hsv_p``) jitter."""
-    n = images.shape[0]
-    out = images
-    index = _chosen(n, bc_p, generator)
-    if index.numel():
-        k = index.numel()
-        b = _uniform(k, -brightness, brightness, generator).view(k, 1, 1, 1).to(images.device, images.dtype)
-        c = _uniform(k, -contrast, contrast, generator).view(k, 1, 1, 1).to(images.device, images.dtype)
-        index = index.to(images.device)
-        chosen = out.index_select(0, index)
-        mean = chosen.mean(dim=(1, 2, 3), keepdim=True)
-        out = out.index_copy(0, index, ((chosen - mean) * (1 + c) + mean + b).clamp(0, 1))
-    index = _chosen(n, hsv_p, generator)
-    if index.numel():
-        k = index.numel()
-        hue = _uniform(k, -hue_degrees, hue_degrees, generator) * math.pi / 180
-        sat = 1 + _uniform(k, -saturation, saturation, generator) * 2.5  # an additive S shift of ~x on mid tones
-        val = _uniform(k, -value, value, generator)
-        cos, sin, zero, one = torch.cos(hue) * sat, torch.sin(hue) * sat, torch.zeros(k), torch.ones(k)
-        chroma = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
-                              torch.stack([zero, sin, cos], 1)], 1)
-        to_yiq = torch.tensor(_RGB_TO_YIQ)
-        matrix = (torch.linalg.inv(to_yiq) @ chroma @ to_yiq).to(images.device, images.dtype)
-        index = index.to(images.device)
-        chosen = out.index_select(0, index)
-        mixed = torch.einsum("kij,kjhw->kihw", matrix, chosen) + val.view(k, 1, 1, 1).to(images.device, images.dtype)
-        out = out.index_copy(0, index, mixed.clamp(0, 1))
-    return out
-
-
-def mixup(images: torch.Tensor, *, alpha: float, generator: torch.Generator | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mixup(images: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Blend each image with a shuffled partner; return the mixed batch, the partner order and the weight ``lam``."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
-    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    order = torch.randperm(images.shape[0], device=images.device)
     mixed = images.float() * lam + images[order].float() * (1 - lam)
     return mixed.to(images.dtype), order, lam
 
@@ -160,7 +177,7 @@ def cutmix(images: torch.Tensor, *, alpha: float, generator: torch.Generator | N
            ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Paste a box from a shuffled partner; ``lam`` is the share of each image that stays its own."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
-    order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    order = torch.randperm(images.shape[0], device=images.device)
     height, width = images.shape[-2:]
     cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
     cy, cx = int(torch.randint(height, (1,), generator=generator)), int(torch.randint(width, (1,), generator=generator))

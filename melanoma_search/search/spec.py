@@ -32,6 +32,7 @@ __all__ = [
     "SamplerSpec",
     "StudySpec",
     "find_spec",
+    "flatten_config",
     "load_spec",
     "native_size",
 ]
@@ -167,8 +168,8 @@ class StudySpec(_Strict):
 
     def base_config(self, *, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         """The config every trial starts from: ``fixed``, then ``data``, then command-line ``--set`` overrides."""
-        base = apply_overrides({}, [f"{k}={_yaml(v)}" for k, v in _flatten(self.fixed).items()])
-        base = apply_overrides(base, [f"data.{k}={_yaml(v)}" for k, v in _flatten(self.data).items()])
+        base = apply_overrides({}, [f"{k}={_yaml(v)}" for k, v in flatten_config(self.fixed).items()])
+        base = apply_overrides(base, [f"data.{k}={_yaml(v)}" for k, v in flatten_config(self.data).items()])
         return apply_overrides(base, overrides)
 
 
@@ -176,12 +177,13 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections as dotted key paths (``{'loss': {'gamma': 2}}`` -> ``{'loss.gamma': 2}``)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and value and _is_section(path):
-            out.update(_flatten(value, prefix=f"{path}."))
+            out.update(flatten_config(value, prefix=f"{path}."))
         else:
             out[path] = value
     return out
@@ -250,13 +252,13 @@ def _validate(spec: StudySpec, *, source: str) -> None:
             if error:
                 problems.append(f"space.{path}: choice {value!r}: {error}")
         for key in dim.when:
-            if key not in spec.space and key not in _flatten(spec.fixed):
+            if key not in spec.space and key not in flatten_config(spec.fixed):
                 problems.append(f"space.{path}.when: {key!r} is neither a searched parameter nor a fixed setting")
     if "model.name" in spec.space or "model" in spec.fixed:
         from melanoma_search.models import check_model_name
 
         names = list(spec.space["model.name"].choices or ()) if "model.name" in spec.space else []
-        fixed_name = _flatten(spec.fixed).get("model.name")
+        fixed_name = flatten_config(spec.fixed).get("model.name")
         for name in names + ([fixed_name] if fixed_name else []):
             try:
                 check_model_name(str(name))

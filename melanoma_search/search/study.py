@@ -110,7 +110,9 @@ def build_sampler(spec: SamplerSpec, *, seed: int | None) -> optuna.samplers.Bas
     if spec.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=spec.n_startup_trials)
 
 
@@ -130,7 +132,9 @@ def build_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
     else:
         return optuna.pruners.NopPruner()
     if spec.patience:
-        pruner = optuna.pruners.PatientPruner(pruner, patience=spec.patience)
+        with warnings.catch_warnings():  # PatientPruner is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            pruner = optuna.pruners.PatientPruner(pruner, patience=spec.patience)
     return pruner
 
 

@@ -25,7 +25,7 @@ from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.objective import Objective
-from melanoma_search.search.spec import StudySpec, native_size
+from melanoma_search.search.spec import StudySpec, flatten_config, native_size
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
 from melanoma_search.train.loop import EpochStats, RunResult, fit, prepare_for
 
@@ -41,7 +41,7 @@ def _encode(value: Any) -> Any:
 
 def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any]) -> dict[str, Any]:
     """Draw every applicable dimension of ``spec.space``; a ``when`` condition is read after what it depends on."""
-    values: dict[str, Any] = _flat(base)
+    values: dict[str, Any] = flatten_config(base)
     params: dict[str, Any] = {}
     for path in spec.sampling_order():
         dim = spec.space[path]
@@ -63,16 +63,6 @@ def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any])
         values[path] = value
         params[path] = value
     return params
-
-
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], objective: Objective) -> TrainConfig:

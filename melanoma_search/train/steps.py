@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melanoma_search.batch_augment import BatchPolicy, cutmix, mixup
+from melanoma_search.batch_augment import BatchPolicy, DeviceConstants, cutmix, mixup, prepare_batch
 from melanoma_search.errors import NonFiniteLossError
 from melanoma_search.models import Normalisation
 from melanoma_search.train.tta import dihedral_views
 
-__all__ = ["BatchInputs", "EpochOutput", "Precision", "predict", "run_epoch"]
+__all__ = ["BatchInputs", "EpochOutput", "Precision", "melanoma_probability", "predict", "run_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -63,24 +63,20 @@ class Precision:
 class BatchInputs:
     """Move a loader batch to the device and turn uint8 pixels into normalised floats there.
 
-    ``augment`` (a training call's :class:`~melanoma_search.batch_augment.BatchPolicy`) runs on [0, 1] pixels first.
+    ``augment`` (a training call's :class:`~melanoma_search.batch_augment.BatchPolicy`) is fused with the
+    normalisation: see :func:`~melanoma_search.batch_augment.prepare_batch`.
     """
 
     def __init__(self, device: torch.device, normalisation: Normalisation, *, channels_last: bool) -> None:
         self.device = device
-        std = torch.tensor(normalisation.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean = torch.tensor(normalisation.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.std = std
-        self.shift = mean / std
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.constants = DeviceConstants(device, mean=normalisation.mean, std=normalisation.std)
+        self.channels_last = channels_last
 
     def __call__(self, batch: dict[str, torch.Tensor], *, augment: BatchPolicy | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         non_blocking = self.device.type == "cuda"
-        images = batch["image"].to(self.device, non_blocking=non_blocking).float().div_(255.0)
-        if augment is not None:
-            images = augment(images)
-        images = (images / self.std - self.shift).contiguous(memory_format=self.memory_format)
+        pixels = batch["image"].to(self.device, non_blocking=non_blocking)
+        images = prepare_batch(pixels, constants=self.constants, policy=augment, channels_last=self.channels_last)
         meta = batch.get("meta")
         if meta is not None:
             meta = meta.to(self.device, non_blocking=non_blocking)
