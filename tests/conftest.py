@@ -34,6 +34,11 @@ def isic2020_csv() -> Path:
 
 
 @pytest.fixture(scope="session")
+def isic2019_dir() -> Path:
+    return shared_path("isic2019-meta")
+
+
+@pytest.fixture(scope="session")
 def hair_dir() -> Path:
     return shared_path("hair-augment")
 

@@ -36,6 +36,7 @@ from melanoma_search.errors import DataError
 
 __all__ = [
     "COLUMNS",
+    "read_images_to_score",
     "IMAGE_SUFFIXES",
     "LAYOUTS",
     "SITES",
@@ -311,6 +312,35 @@ _READERS: dict[str, Callable[[Path], list[Part]]] = {
     "isic2019": _read_isic2019,
     "labels": _read_labels,
 }
+
+
+def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
+    """Rows to score, normalised like a test split: a folder of images, or a CSV of ``image_name`` (+ metadata).
+
+    A CSV's images are found through an ``image_path`` column, else by name in ``images/`` beside it or its folder.
+    """
+    path = Path(source).expanduser().resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES[:3])}) in {path}")
+        frame = pd.DataFrame({"image_name": [p.stem for p in files]})
+        table = _base(frame, path=path, name_col="image_name", source=path.name, site_col=None, labelled=False)
+        table["image_path"] = [str(p) for p in files]
+    elif path.is_file():
+        frame = _read_csv(path, required=("image_name",))
+        site = _first_present(frame.columns, ("anatom_site_general_challenge", "site", "anatom_site_general"))
+        table = _base(frame, path=path, name_col="image_name", source=path.stem, site_col=site, labelled=False)
+        if "image_path" in frame:
+            table["image_path"] = [str((path.parent / p).resolve()) for p in frame["image_path"].astype(str)]
+        else:
+            table["image_path"] = _resolve_images(table["image_name"], [path.parent / "images", path.parent],
+                                                  missing="error")
+    else:
+        raise DataError(f"--images: no such folder or CSV file: {path}")
+    table["split"] = "test"
+    table.attrs["has_meta"] = path.is_file() and bool({"sex", "age_approx"} & set(frame.columns))
+    return _finalise(table, origin=path)
 
 
 # --------------------------------------------------------------------------------------------------------- columns

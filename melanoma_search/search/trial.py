@@ -106,9 +106,8 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         start = time.perf_counter()
-        params = sample_params(trial, self.spec, self.base)
         try:
-            config = trial_config(self.base, params, self.objective)
+            config = trial_config(self.base, sample_params(trial, self.spec, self.base), self.objective)
         except ConfigError as exc:
             _fail(trial, f"impossible config: {exc}")
             raise

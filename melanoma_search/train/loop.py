@@ -36,7 +36,17 @@ from melanoma_search.train.samplers import build_sampler
 from melanoma_search.train.schedules import warmup_cosine
 from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
 
-__all__ = ["EpochStats", "FoldResult", "RunResult", "fit", "fit_fold", "make_loader", "resolve_device"]
+__all__ = [
+    "EpochStats",
+    "FoldResult",
+    "OutputLayout",
+    "RunResult",
+    "fit",
+    "fit_fold",
+    "make_loader",
+    "output_layout",
+    "resolve_device",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -138,6 +148,25 @@ class RunResult:
         }
         (out / "metrics.yaml").write_text(yaml.safe_dump(metrics, sort_keys=False))
         return out
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """How a config's model outputs read as P(melanoma): output width, melanoma's column, softmax scale."""
+
+    n_outputs: int
+    melanoma_index: int
+    scale: float
+
+
+def output_layout(config: TrainConfig, classes: tuple[str, ...]) -> OutputLayout:
+    """One sigmoid output for binary targets; two classes for binary ArcFace; one per diagnosis otherwise."""
+    scale = config.loss.arc_scale if config.loss.name == "arcface" else 1.0
+    if config.target == "diagnosis":
+        return OutputLayout(len(classes), classes.index("melanoma"), scale)
+    if config.loss.name == "arcface":
+        return OutputLayout(2, 1, scale)
+    return OutputLayout(1, 0, scale)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -281,19 +310,14 @@ def fit_fold(
     encoder = MetaEncoder().fit(train_rows) if config.model.meta else None
     meta = (lambda rows: encoder.transform(rows)) if encoder is not None else (lambda rows: None)
 
-    binary_arcface = config.target == "binary" and config.loss.name == "arcface"
+    layout = output_layout(config, data.classes)
+    n_outputs, melanoma_index, scale = layout.n_outputs, layout.melanoma_index, layout.scale
     if config.target == "diagnosis":
-        n_outputs, melanoma_index = len(data.classes), data.melanoma_index
         train_targets = train_rows["class_index"].to_numpy(np.int64)
-    elif binary_arcface:
-        n_outputs, melanoma_index = 2, 1
-        train_targets = train_rows["target"].to_numpy(np.int64)
     else:
-        n_outputs, melanoma_index = 1, 0
-        train_targets = train_rows["target"].to_numpy(np.float32)
+        train_targets = train_rows["target"].to_numpy(np.int64 if n_outputs == 2 else np.float32)
     val_targets = (val_rows["class_index"].to_numpy(np.int64) if config.target == "diagnosis"
                    else val_rows["target"].to_numpy().astype(train_targets.dtype))
-    scale = config.loss.arc_scale if config.loss.name == "arcface" else 1.0
 
     model = build_model(config.model.name, n_outputs=n_outputs, n_meta=encoder.n_features if encoder else 0,
                         pretrained=config.model.pretrained, checkpoint=config.model.checkpoint,

@@ -74,10 +74,8 @@ def test_marking_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -
     assert len(table) == len(marking) and set(table["source"]) == {"HAM10000"}
 
 
-def test_isic2019_layout_from_real_metadata(tmp_path: Path, ham_dir: Path) -> None:
-    real = ham_dir.parent / "isic2019-meta"
-    if not real.is_dir():
-        pytest.skip("isic2019-meta not present")
+def test_isic2019_layout_from_real_metadata(isic2019_dir: Path) -> None:
+    real = isic2019_dir
     table = load_table(real, require_images=False, external=True)
     assert detect_layout(real) == "isic2019"
     assert len(table) == 25331

@@ -1,0 +1,165 @@
+"""A self-contained ensemble folder, and scoring new images with it.
+
+Layout written by ``python -m melanoma_search.export --ensemble-dir DIR``::
+
+    DIR/manifest.json                 format, versions, blend method and weights, OOF AUCs, SHA-256 of every file
+    DIR/trial-00009/config.yaml       the member's resolved training config (preprocessing, size, TTA, head)
+    DIR/trial-00009/fold0.safetensors the member's best weights per fold
+    DIR/trial-00009/oof_scores.csv    the member's out-of-fold predictions (its score distribution)
+    DIR/trial-00009/meta.json         its metadata encoders per fold and its class list
+
+Loading checks every file against the manifest's hashes, so a tampered or mismatched file is refused with a message
+naming it; weights are read with safetensors (no pickle) and loaded strictly into the member's architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from melanoma_search.augment import build_eval_transform
+from melanoma_search.blend import percentiles
+from melanoma_search.data.dataset import LesionDataset
+from melanoma_search.data.meta import MetaEncoder, add_derived_columns
+from melanoma_search.errors import ConfigError, MelanomaSearchError
+from melanoma_search.models import build_model
+from melanoma_search.train.config import TrainConfig, parse_config
+from melanoma_search.train.loop import output_layout
+from melanoma_search.train.steps import BatchInputs, Precision, predict
+
+__all__ = ["FORMAT_VERSION", "Ensemble", "EnsembleError", "Member", "file_digest", "load_ensemble"]
+
+FORMAT_VERSION = 1
+
+
+class EnsembleError(MelanomaSearchError):
+    """An ensemble folder that is incomplete, tampered with, or does not match its manifest."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Member:
+    name: str
+    weight: float
+    config: TrainConfig
+    weight_files: list[Path]
+    oof_scores: np.ndarray
+    classes: tuple[str, ...]
+    encoders: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Ensemble:
+    root: Path
+    manifest: dict[str, Any]
+    members: list[Member]
+
+    def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
+              batch_size: int = 32) -> pd.DataFrame:
+        """Blended P(melanoma)-like scores in [0, 1] (``image_name,target``) for ``rows`` (image paths + metadata)."""
+        rows = add_derived_columns(rows)
+        blended = np.zeros(len(rows))
+        total = sum(m.weight for m in self.members)
+        for member in self.members:
+            if member.config.model.meta and not rows.attrs.get("has_meta", False) and not allow_missing_meta:
+                raise EnsembleError(
+                    f"member {member.name} uses patient metadata: give --images a CSV with image_name, sex, "
+                    "age_approx, anatom_site_general_challenge (and patient_id), or pass --allow-missing-meta to "
+                    "score with every metadata field treated as missing")
+            raw = score_member(member, rows, device=device, batch_size=batch_size)
+            blended += percentiles(raw, member.oof_scores) * (member.weight / total)
+        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "target": blended})
+
+
+def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """The member's raw P(melanoma) per row: each fold's model with the member's TTA, averaged over folds."""
+    config = member.config
+    layout = output_layout(config, member.classes)
+    transform = build_eval_transform(color_constancy=config.augment.color_constancy)
+    precision = Precision.resolve(config.amp, device)
+    outputs = []
+    for path in member.weight_files:
+        fold = path.stem.removeprefix("fold")
+        encoder = MetaEncoder.from_dict(member.encoders[fold]) if config.model.meta else None
+        model = build_model(config.model.name, n_outputs=layout.n_outputs,
+                            n_meta=encoder.n_features if encoder else 0, head=config.model.head,
+                            pool=config.model.pool, drop_rate=config.model.drop_rate)
+        model.load_state_dict(_load_weights(path, model), strict=True)
+        model.to(device)
+        dataset = LesionDataset(None, rows=np.arange(len(rows)), targets=np.zeros(len(rows), np.float32),
+                                meta=encoder.transform(rows) if encoder else None, transform=transform,
+                                paths=rows["image_path"].tolist(), size=config.image_size)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        inputs = BatchInputs(device, model.normalisation, channels_last=False)
+        probs, _ = predict(model, loader, inputs=inputs, precision=precision, melanoma_index=layout.melanoma_index,
+                           scale=layout.scale, tta=config.tta)
+        outputs.append(probs)
+    return np.mean(outputs, axis=0)
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise EnsembleError(f"cannot read weights {path}: {exc}") from None
+    expected = set(model.state_dict())
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        raise EnsembleError(f"weights {path} do not match the member's architecture "
+                            f"(missing {missing}, unexpected {extra})")
+    return state
+
+
+def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
+    """Read and verify an ensemble folder; any missing, changed or unreadable file is an :class:`EnsembleError`."""
+    root = Path(root).expanduser()
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise EnsembleError(f"not an ensemble folder (no manifest.json): {root}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EnsembleError(f"{manifest_path} is not valid JSON: {exc}") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise EnsembleError(f"{manifest_path}: unsupported ensemble format {manifest.get('format')!r}")
+    for relative, digest in manifest.get("files", {}).items():
+        path = root / relative
+        if not path.is_file():
+            raise EnsembleError(f"ensemble file missing: {path}")
+        if file_digest(path) != digest:
+            raise EnsembleError(f"ensemble file changed since export (SHA-256 mismatch): {path}")
+    members = []
+    for entry in manifest["members"]:
+        folder = root / entry["name"]
+        try:
+            config = parse_config(yaml.safe_load((folder / "config.yaml").read_text()), source=f"{folder}/config.yaml")
+        except ConfigError as exc:
+            raise EnsembleError(str(exc)) from None
+        meta = json.loads((folder / "meta.json").read_text())
+        oof = pd.read_csv(folder / "oof_scores.csv")["pred"].to_numpy(np.float64)
+        members.append(Member(name=entry["name"], weight=float(entry["weight"]), config=config,
+                              weight_files=[root / f for f in entry["weights"]], oof_scores=oof,
+                              classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
+    if not members:
+        raise EnsembleError(f"{manifest_path} lists no members")
+    return Ensemble(root=root, manifest=manifest, members=members)

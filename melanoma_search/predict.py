@@ -1,0 +1,49 @@
+"""``python -m melanoma_search.predict --ensemble DIR --images DIR_OR_CSV --out scores.csv``: score new images.
+
+``--images`` is a folder of images (scored without metadata) or a CSV with ``image_name`` and, for members that use
+metadata, ``sex``, ``age_approx``, ``anatom_site_general_challenge`` and ``patient_id`` (images found through an
+``image_path`` column, else by name in ``images/`` beside the CSV). Each member's output is mapped to its percentile
+among that member's out-of-fold predictions before the weighted average, so an image's score does not depend on
+what else is in the batch. Output: ``image_name,target``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from melanoma_search.errors import MelanomaSearchError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m melanoma_search.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ensemble", required=True, help="folder written by export --ensemble-dir")
+    parser.add_argument("--images", required=True, help="a folder of images, or a CSV (image_name + metadata)")
+    parser.add_argument("--out", default="scores.csv")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--allow-missing-meta", action="store_true",
+                        help="score metadata members without metadata (every field treated as missing)")
+    args = parser.parse_args(argv)
+    try:
+        from melanoma_search.data.tables import read_images_to_score
+        from melanoma_search.ensemble import load_ensemble
+        from melanoma_search.train.loop import resolve_device
+
+        ensemble = load_ensemble(args.ensemble)
+        rows = read_images_to_score(args.images)
+        scores = ensemble.score(rows, device=resolve_device(args.device), allow_missing_meta=args.allow_missing_meta)
+    except MelanomaSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(out, index=False)
+    print(f"scored {len(scores)} image(s) with {len(ensemble.members)} member(s) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

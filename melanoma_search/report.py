@@ -1,0 +1,104 @@
+"""``report.html``: what a study found, in one self-contained page (plotly, inlined once, opens offline).
+
+Sections: the members table (parameters, AUC, cost, blend weight), ROC curves of the members and the blend on OOF
+data, learning curves of the members, optimisation history, parameter importances and parallel coordinates.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from sklearn.metrics import roc_curve
+
+if TYPE_CHECKING:
+    from melanoma_search.export import Blend
+
+__all__ = ["write_report"]
+
+
+def _roc_figure(result: Blend) -> go.Figure:
+    figure = go.Figure()
+    for name, ranked in result.oof_ranked.items():
+        fpr, tpr, _ = roc_curve(result.target, ranked)
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=name, opacity=0.6))
+    fpr, tpr, _ = roc_curve(result.target, result.oof_blend)
+    figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"blend (AUC {result.auc:.4f})",
+                                line={"width": 4, "color": "black"}))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dash"}))
+    figure.update_layout(title="ROC on out-of-fold predictions", xaxis_title="false positive rate",
+                         yaxis_title="true positive rate", width=700, height=560)
+    return figure
+
+
+def _curves_figure(result: Blend) -> go.Figure:
+    figure = go.Figure()
+    for member in result.members:
+        steps = sorted(member.curve)
+        figure.add_trace(go.Scatter(x=steps, y=[member.curve[s] for s in steps], mode="lines+markers",
+                                    name=member.name))
+    figure.update_layout(title="Learning curves of the members (validation AUC per epoch)",
+                         xaxis_title="epoch (over folds)", yaxis_title="validation AUC", width=700, height=460)
+    return figure
+
+
+def _study_figures(study: Any) -> list[tuple[str, go.Figure | str]]:
+    import optuna.visualization as vis
+
+    figures: list[tuple[str, go.Figure | str]] = []
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    for title, make in (("Optimisation history", vis.plot_optimization_history),
+                        ("Parameter importances", vis.plot_param_importances),
+                        ("Parallel coordinates", vis.plot_parallel_coordinate)):
+        try:
+            figures.append((title, make(study, target=target) if target else make(study)))
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. too few trials for importances
+            figures.append((title, f"not available for this study: {exc}"))
+    return figures
+
+
+def _members_table(result: Blend) -> str:
+    keys = sorted({k for m in result.members for k in m.params})
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["member", "weight", "objective", "seconds", *keys])
+    rows = []
+    for member in result.members:
+        cells = [member.name, f"{result.weights[member.name]:.3f}", f"{member.value:.4f}", f"{member.seconds:.0f}",
+                 *(_cell(member.params.get(k, "")) for k in keys)]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_report(study: Any, result: Blend, path: Path) -> Path:
+    """Write the report to ``path`` and return it."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>melanoma_search report: {html.escape(study.study_name)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
+        f"<h1>Study {html.escape(study.study_name)}</h1>",
+        f"<p>{len(study.trials)} trials. Blend of {len(result.members)} member(s): OOF AUC <b>{result.auc:.4f}</b> "
+        f"against the best single member's {result.best_member_auc:.4f} ({html.escape(result.best_member)}).</p>",
+        "<h2>Members</h2>", _members_table(result),
+    ]
+    figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves",
+                                                                                  _curves_figure(result))]
+    figures += _study_figures(study)
+    first = True
+    for title, figure in figures:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if isinstance(figure, str):
+            parts.append(f"<p>{html.escape(figure)}</p>")
+            continue
+        parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=first))
+        first = False
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

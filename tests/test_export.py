@@ -1,0 +1,109 @@
+"""Export and predict end to end on a tiny real study (synthetic lesions, resnet18 at 32 px, SQLite storage)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from melanoma_search.ensemble import EnsembleError, load_ensemble
+
+SPEC = {
+    "objective": "holdout_auc",
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 2}},
+    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}, "tta": 2},
+    "space": {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}, "loss.name": {"choices": ["bce", "focal"]}},
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "top_k_weights": 3,
+}
+
+
+def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
+    run = _cli(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "3")
+    assert run.returncode == 0, run.stderr
+    return root
+
+
+def _test_csv(root: Path) -> Path:
+    return next((root / "storage" / "cache").glob("synthetic-*/test.csv"))
+
+
+def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> None:
+    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "3", "--out", "rank/sub.csv")
+    assert run.returncode == 0, run.stderr
+    assert "OOF AUC" in run.stdout and "vs best single member" in run.stdout
+    submission = pd.read_csv(study_dir / "rank" / "sub.csv")
+    assert list(submission.columns) == ["image_name", "target"]
+    assert len(submission) == 12 and submission["image_name"].is_unique
+    assert submission["target"].between(0, 1).all()
+    report = (study_dir / "rank" / "report.html").read_text()
+    assert "Optimisation history" in report and "ROC on out-of-fold predictions" in report
+    assert "<script src=" not in report and len(report) > 1_000_000  # plotly.js inlined: opens offline
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
+    names = [m.filename for m in optuna.artifacts.get_all_artifact_meta(study)]
+    assert "blend-roc.svg" in names
+
+
+def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
+    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
+               "greedy/sub.csv", "--ensemble-dir", "greedy/ensemble")
+    assert run.returncode == 0, run.stderr
+    line = next(l for l in run.stdout.splitlines() if l.startswith("blend of"))
+    blend_auc, best_auc = float(line.split("OOF AUC ")[1].split()[0]), float(line.split("member ")[1].split()[0])
+    assert blend_auc >= best_auc
+    ensemble = load_ensemble(study_dir / "greedy" / "ensemble")
+    assert ensemble.manifest["versions"]["torch"] and sum(m.weight for m in ensemble.members) == pytest.approx(1)
+    scored = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
+                  str(_test_csv(study_dir)), "--out", "greedy/scores.csv", "--device", "cpu")
+    assert scored.returncode == 0, scored.stderr
+    merged = pd.read_csv(study_dir / "greedy" / "sub.csv").merge(pd.read_csv(study_dir / "greedy" / "scores.csv"),
+                                                                   on="image_name")
+    assert len(merged) == 12
+    assert (merged["target_x"] - merged["target_y"]).abs().max() < 1e-9
+    single = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
+                  str(_test_csv(study_dir).parent / "images"), "--out", "greedy/folder.csv")
+    assert single.returncode == 2 and "--allow-missing-meta" in single.stderr
+
+
+def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None:
+    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--out", "one/sub.csv",
+               "--ensemble-dir", "one/ensemble")
+    assert run.returncode == 0, run.stderr
+    copy = tmp_path / "ensemble"
+    shutil.copytree(study_dir / "one" / "ensemble", copy)
+    weights = next(copy.glob("trial-*/fold0.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(EnsembleError, match="changed since export .*fold0.safetensors"):
+        load_ensemble(copy)
+    weights.unlink()
+    scored = _cli(study_dir, "melanoma_search.predict", "--ensemble", str(copy), "--images",
+                  str(_test_csv(study_dir)), "--out", str(tmp_path / "s.csv"))
+    assert scored.returncode == 2 and "ensemble file missing" in scored.stderr
+
+
+def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
+    missing = _cli(tmp_path, "melanoma_search.export", "--study", "nothing")
+    assert missing.returncode == 2 and "no study storage" in missing.stderr
+    storage = f"sqlite:///{tmp_path}/failed.db"
+    study = optuna.create_study(study_name="failed", storage=storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # complete, but no artifacts at all
+    empty = _cli(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
+    assert empty.returncode == 2 and "has no usable finished trial" in empty.stderr
+    assert "skipping trial 0: it has no oof.csv/config.yaml artifact" in empty.stdout
