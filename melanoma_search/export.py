@@ -213,11 +213,11 @@ def _export(args: argparse.Namespace) -> int:
 
     from melanoma_search.report import write_report
     from melanoma_search.search.artifacts import roc_svg
-    from melanoma_search.search.study import open_storage, redact
+    from melanoma_search.search.study import default_storage_url, open_storage, redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_dir = Path(args.storage_dir)
-    url = args.storage or f"sqlite:///{storage_dir / args.study}.db"
+    url = args.storage or default_storage_url(args.study, storage_dir=storage_dir)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ConfigError(f"no study storage at {url}; run `python -m melanoma_search.run --study {args.study}` first")
     storage = open_storage(url, heartbeat_interval=None)

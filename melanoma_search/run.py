@@ -62,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         redact,
     )
     from melanoma_search.search.artifacts import ArtifactWriter
+    from melanoma_search.search.study import default_storage_url
     from melanoma_search.train.config import parse_config
     from melanoma_search.train.loop import prepare_for
 
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
     storage_dir = Path(args.storage_dir)
     study_name = args.study_name or spec.name
-    url = args.storage or f"sqlite:///{storage_dir / study_name}.db"
+    url = args.storage or default_storage_url(study_name, storage_dir=storage_dir)
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
     storage = open_storage(url)
     study = open_study(spec, objective, storage=storage, study_name=study_name, seed=args.seed)

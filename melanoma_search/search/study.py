@@ -38,7 +38,7 @@ _log = logging.getLogger(__name__)
 
 
 def default_storage_url(name: str, *, storage_dir: Path) -> str:
-    storage_dir.mkdir(parents=True, exist_ok=True)
+    """``sqlite:///<storage_dir>/<name>.db``, the study's storage when no ``--storage`` is given."""
     return f"sqlite:///{storage_dir / name}.db"
 
 
