@@ -57,12 +57,11 @@ def _signature(params: dict[str, Any]) -> str:
 def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool, work: Path,
                        log: Any = print) -> list[Candidate]:
     """Download the top trials' predictions; skip (with a message) duplicates and trials lacking what is needed."""
-    import optuna
     from optuna.artifacts import download_artifact, get_all_artifact_meta
 
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.values]
-    done.sort(key=lambda t: t.values[0], reverse=maximize)
+    from melanoma_search.search.study import best_first
+
+    done = best_first(study)
     kept_weights: dict[str, str] = study.user_attrs.get("weights", {})
     chosen: list[Candidate] = []
     seen: set[str] = set()

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from melanoma_search.search.study import best_first
+
 __all__ = ["TrialProgress", "leaderboard"]
 
 
@@ -67,10 +69,8 @@ def leaderboard(study: optuna.Study, *, metric_names: tuple[str, ...], top: int 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    done = best_first(study)
     if len(study.directions) == 1:
-        reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        done.sort(key=lambda t: t.values[0], reverse=reverse)
         title = f"leaderboard of study {study.study_name!r} ({summary})"
     else:
         front = {t.number for t in study.best_trials}

@@ -26,6 +26,7 @@ from melanoma_search.search.objective import Objective
 from melanoma_search.search.spec import PrunerSpec, SamplerSpec, StudySpec
 
 __all__ = [
+    "best_first",
     "build_pruner",
     "build_sampler",
     "default_storage_url",
@@ -35,6 +36,13 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+
+def best_first(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials, best first by the first objective (how the leaderboard and the export rank them)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.values]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.values[0], reverse=maximize)
 
 
 def default_storage_url(name: str, *, storage_dir: Path) -> str:

@@ -26,7 +26,7 @@ from melanoma_search.augment import build_eval_transform, build_train_transform
 from melanoma_search.batch_augment import batch_policy
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder
-from melanoma_search.data.prepare import PreparedData, prepare_data
+from melanoma_search.data.prepare import MELANOMA, PreparedData, prepare_data
 from melanoma_search.errors import ConfigError, DataError
 from melanoma_search.losses import build_loss
 from melanoma_search.models import LesionModel, build_model
@@ -163,7 +163,7 @@ def output_layout(config: TrainConfig, classes: tuple[str, ...]) -> OutputLayout
     """One sigmoid output for binary targets; two classes for binary ArcFace; one per diagnosis otherwise."""
     scale = config.loss.arc_scale if config.loss.name == "arcface" else 1.0
     if config.target == "diagnosis":
-        return OutputLayout(len(classes), classes.index("melanoma"), scale)
+        return OutputLayout(len(classes), classes.index(MELANOMA), scale)
     if config.loss.name == "arcface":
         return OutputLayout(2, 1, scale)
     return OutputLayout(1, 0, scale)
@@ -370,6 +370,7 @@ def fit_fold(
         min_ratio=config.min_lr_ratio))
     scaler = precision.scaler()
     rng = np.random.default_rng(config.seed * 1000 + fold)
+    device_augment = batch_policy(augment.policy)
 
     history: list[EpochStats] = []
     best_auc, best_epoch, best_state = -1.0, -1, None
@@ -381,7 +382,7 @@ def fit_fold(
         out = run_epoch(model, loader, n_batches=len(loader), inputs=inputs, loss_fn=loss_fn, optimizer=optimizer,
                         scheduler=scheduler, precision=precision, scaler=scaler, accum_steps=config.accum_steps,
                         clip_grad=config.clip_grad, cutmix_p=augment.cutmix, mixup_p=augment.mixup,
-                        mix_alpha=augment.mix_alpha, augment=batch_policy(augment.policy), rng=rng)
+                        mix_alpha=augment.mix_alpha, augment=device_augment, rng=rng)
         images_seen += out.images
         train_seconds += out.seconds
         probs, val_loss = predict(model, val_loader, inputs=inputs, precision=precision,
