@@ -26,9 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader
-
 import torch
+from torch.utils.data import DataLoader
 
 from melanoma_search.augment import build_train_transform
 from melanoma_search.batch_augment import DeviceConstants, batch_policy, prepare_batch

@@ -62,3 +62,23 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from melanoma_search.data.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), n_train=120, n_test=20, size=64, seed=3)
+
+
+POSTGRES_URL = os.environ.get("MELANOMA_SEARCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The project machines' PostgreSQL 15 (trust auth, database ``test``); skipped where absent, required in CI."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any driver or connection error means: no PostgreSQL here
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+    return POSTGRES_URL

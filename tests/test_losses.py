@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 
 from melanoma_search.losses import (
     ArcFaceLoss,

@@ -10,38 +10,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import optuna
-import pytest
-import yaml
 from optuna.trial import TrialState
 
-TINY = {
-    "objective": "holdout_auc",
-    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 1}},
-    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
-    "space": {
-        "lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
-        "loss.name": {"choices": ["bce", "focal", "arcface"]},
-    },
-    "sampler": {"name": "random", "seed": 0},
-    "pruner": {"name": "none"},
-    "budget": {"n_trials": 2},
-    "top_k_weights": 1,
-}
-
-
-def _spec(tmp_path: Path, **changes: Any) -> Path:
-    spec = {**TINY, **changes}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def _run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "melanoma_search.run", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.studies import TINY, run_cli, write_spec
 
 
 def _study(tmp_path: Path, name: str = "tiny") -> optuna.Study:
@@ -49,9 +22,9 @@ def _study(tmp_path: Path, name: str = "tiny") -> optuna.Study:
 
 
 def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, enqueue=[{"loss.name": "bce", "lr": 0.002}, {"loss.name": "arcface"},
+    spec = write_spec(tmp_path, enqueue=[{"loss.name": "bce", "lr": 0.002}, {"loss.name": "arcface"},
                                     {"loss.name": "focal"}])
-    first = _run(tmp_path, "--study", str(spec), "--n-trials", "3")
+    first = run_cli(tmp_path, "--study", str(spec), "--n-trials", "3")
     assert first.returncode == 0, first.stderr
     assert "leaderboard of study 'tiny'" in first.stdout
     assert "trial 0 fold 0 epoch 2/2" in first.stdout  # per-epoch progress
@@ -71,16 +44,16 @@ def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
     assert list(kept) == [str(study.best_trial.number)]
     assert sorted(p.name for p in Path(kept[str(study.best_trial.number)]).iterdir()) == ["fold0.safetensors"]
 
-    again = _run(tmp_path, "--study", str(spec), "--n-trials", "1")  # the same command resumes
+    again = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1")  # the same command resumes
     assert again.returncode == 0, again.stderr
     assert "3 earlier trial(s)" in again.stdout
     assert len(_study(tmp_path).trials) == 4
 
 
 def test_pruning_is_recorded(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, pruner={"name": "threshold", "lower": 0.999, "n_warmup_steps": 0},
+    spec = write_spec(tmp_path, pruner={"name": "threshold", "lower": 0.999, "n_warmup_steps": 0},
                  space={"lr": {"low": 1.0e-3, "high": 3.0e-3}})
-    run = _run(tmp_path, "--study", str(spec), "--n-trials", "1")
+    run = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1")
     assert run.returncode == 0, run.stderr
     trial = _study(tmp_path).trials[0]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["epochs_run"] == 1
@@ -88,24 +61,24 @@ def test_pruning_is_recorded(tmp_path: Path) -> None:
 
 
 def test_dry_run_trains_nothing(tmp_path: Path) -> None:
-    run = _run(tmp_path, "--study", str(_spec(tmp_path)), "--dry-run", "--n-trials", "4")
+    run = run_cli(tmp_path, "--study", str(write_spec(tmp_path)), "--dry-run", "--n-trials", "4")
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("[ok]") + run.stdout.count("[INVALID") == 4
     assert not (tmp_path / "storage" / "tiny.db").exists()
 
 
 def test_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
-    missing = _run(tmp_path, "--study", str(_spec(tmp_path)), "--data-dir", str(tmp_path / "absent"))
+    missing = run_cli(tmp_path, "--study", str(write_spec(tmp_path)), "--data-dir", str(tmp_path / "absent"))
     assert missing.returncode == 2 and "data folder not found" in missing.stderr
     assert "Traceback" not in missing.stderr
-    unknown = _run(tmp_path, "--study", "no-such-study")
+    unknown = run_cli(tmp_path, "--study", "no-such-study")
     assert unknown.returncode == 2 and "no study spec 'no-such-study'" in unknown.stderr
-    bad_storage = _run(tmp_path, "--study", str(_spec(tmp_path)), "--storage", "mysql://u:pw@127.0.0.1:1/x")
+    bad_storage = run_cli(tmp_path, "--study", str(write_spec(tmp_path)), "--storage", "mysql://u:pw@127.0.0.1:1/x")
     assert bad_storage.returncode == 2 and "cannot open storage mysql://u:***@127.0.0.1:1/x" in bad_storage.stderr
 
 
 def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
+    spec = write_spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
     process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
@@ -126,7 +99,7 @@ def _free_port() -> int:
 
 
 def test_dashboard_serves_the_study_and_an_artifact(tmp_path: Path) -> None:
-    run = _run(tmp_path, "--study", str(_spec(tmp_path, space={"lr": {"low": 1.0e-3, "high": 3.0e-3}})),
+    run = run_cli(tmp_path, "--study", str(write_spec(tmp_path, space={"lr": {"low": 1.0e-3, "high": 3.0e-3}})),
                "--n-trials", "1")
     assert run.returncode == 0, run.stderr
     study = _study(tmp_path)

@@ -12,6 +12,8 @@ nothing. The study's user attribute ``weights`` maps each kept trial number to i
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,25 +67,40 @@ class ArtifactWriter:
                                mimetype=mimetype)
 
     def keep_weights(self, trial: optuna.Trial, value: float, weight_files: Sequence[Path]) -> Path | None:
-        """Keep ``weight_files`` if ``trial`` is among the top k by ``value``; drop weights pushed out of it."""
+        """Keep ``weight_files`` if ``trial`` is among the top k by ``value``; drop weights pushed out of it.
+
+        Several workers may finish trials at the same moment: the whole read-rank-write runs under a file lock in
+        ``weights_root``, whose file also remembers the values of the kept trials (a trial that is still saving its
+        outputs is not COMPLETE in the storage yet, but it already holds a place in the top k).
+        """
         if self.top_k <= 0 or not weight_files:
             return None
         study = trial.study
         maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-        scores = {t.number: t.values[0] for t in study.get_trials(deepcopy=False,
-                                                                  states=(optuna.trial.TrialState.COMPLETE,))
-                  if t.values}
-        scores[trial.number] = value
-        ranked = sorted(scores, key=lambda n: -scores[n] if maximize else scores[n])[: self.top_k]
-        kept: dict[str, str] = dict(study.user_attrs.get(_WEIGHTS_ATTR, {}))
-        folder = None
-        if trial.number in ranked:
-            folder = self.weights_root / f"trial-{trial.number:05d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for path in weight_files:
-                shutil.copy2(path, folder / path.name)
-            kept[str(trial.number)] = str(folder)
-        for number in [n for n in kept if int(n) not in ranked]:
-            shutil.rmtree(kept.pop(number), ignore_errors=True)
-        study.set_user_attr(_WEIGHTS_ATTR, kept)
+        self.weights_root.mkdir(parents=True, exist_ok=True)
+        with open(self.weights_root / ".kept.json", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            text = handle.read()
+            held: dict[str, float] = json.loads(text) if text.strip() else {}
+            scores = {t.number: t.values[0] for t in study.get_trials(deepcopy=False,
+                                                                      states=(optuna.trial.TrialState.COMPLETE,))
+                      if t.values}
+            scores.update({int(n): v for n, v in held.items()})
+            scores[trial.number] = value
+            ranked = sorted(scores, key=lambda n: -scores[n] if maximize else scores[n])[: self.top_k]
+            kept: dict[str, str] = dict(study.user_attrs.get(_WEIGHTS_ATTR, {}))
+            folder = None
+            if trial.number in ranked:
+                folder = self.weights_root / f"trial-{trial.number:05d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                for path in weight_files:
+                    shutil.copy2(path, folder / path.name)
+                kept[str(trial.number)] = str(folder)
+            for number in [n for n in kept if int(n) not in ranked]:
+                shutil.rmtree(kept.pop(number), ignore_errors=True)
+            study.set_user_attr(_WEIGHTS_ATTR, kept)
+            handle.seek(0)
+            handle.truncate()
+            json.dump({n: scores[int(n)] for n in kept}, handle)
         return folder

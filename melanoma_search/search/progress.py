@@ -8,6 +8,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from melanoma_search.search.recovery import retried_numbers
 from melanoma_search.search.study import best_first
 
 __all__ = ["TrialProgress", "leaderboard"]
@@ -29,17 +30,28 @@ def _short(value: object) -> str:
 
 
 class TrialProgress:
-    """An ``optimize`` callback printing one line per finished trial, with the running best and an ETA."""
+    """An ``optimize`` callback printing one line per finished trial, with the running best and an ETA.
+
+    With ``launch`` (several workers sharing one run) "k/N this run" and the ETA count every worker's finished trials
+    of that run, read from the study, not just this process's.
+    """
 
     def __init__(self, *, metric_names: tuple[str, ...], n_trials: int | None, timeout: float | None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, launch: str | None = None,
+                 started: float | None = None) -> None:
         self.metric_names, self.n_trials, self.timeout, self.log = metric_names, n_trials, timeout, log
-        self.start = time.perf_counter()
+        self.launch = launch
+        self.start = time.time() if started is None else started
         self.done = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.done += 1
-        elapsed = time.perf_counter() - self.start
+        if self.launch is not None:  # every worker's trials of this run; a failed trial that was re-queued is not one
+            trials = study.get_trials(deepcopy=False)
+            retried = retried_numbers(trials)
+            self.done = max(self.done, sum(t.state.is_finished() and t.user_attrs.get("launch") == self.launch
+                                           and t.number not in retried for t in trials))
+        elapsed = time.time() - self.start
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         if trial.state == TrialState.COMPLETE and trial.values:
             outcome = " ".join(f"{n}={v:.4f}" for n, v in zip(self.metric_names, trial.values))

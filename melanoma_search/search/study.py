@@ -26,13 +26,16 @@ from melanoma_search.search.objective import Objective
 from melanoma_search.search.spec import PrunerSpec, SamplerSpec, StudySpec
 
 __all__ = [
+    "adopt_sqlite_study",
     "best_first",
     "build_pruner",
     "build_sampler",
     "default_storage_url",
+    "load_shared_study",
     "open_storage",
     "open_study",
     "redact",
+    "single_writer",
 ]
 
 _log = logging.getLogger(__name__)
@@ -45,9 +48,39 @@ def best_first(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda t: t.values[0], reverse=maximize)
 
 
-def default_storage_url(name: str, *, storage_dir: Path) -> str:
-    """``sqlite:///<storage_dir>/<name>.db``, the study's storage when no ``--storage`` is given."""
+def default_storage_url(name: str, *, storage_dir: Path, parallel: bool = False) -> str:
+    """The study's storage when no ``--storage`` is given.
+
+    ``sqlite:///<storage_dir>/<name>.db`` for one worker; ``journal:<storage_dir>/<name>.log`` for several (SQLite
+    takes one writer at a time) and, once that journal exists, for every later run, so a study stays in one place.
+    """
+    journal = storage_dir / f"{name}.log"
+    if parallel or journal.exists():
+        return f"journal:{journal}"
     return f"sqlite:///{storage_dir / name}.db"
+
+
+def single_writer(url: str) -> bool:
+    """Whether the storage at ``url`` takes one writing process at a time (SQLite)."""
+    return url.startswith("sqlite")
+
+
+def adopt_sqlite_study(name: str, *, storage_dir: Path, url: str) -> int:
+    """Copy the study ``name`` from its single-worker SQLite file into the new default journal ``url``.
+
+    A study begun with one worker continues when the same command is rerun with ``--workers N``. Returns the number
+    of trials copied (0 when there was nothing to adopt). The SQLite file is left as it was.
+    """
+    sqlite = storage_dir / f"{name}.db"
+    journal = Path(url.removeprefix("journal:"))
+    if not url.startswith("journal:") or journal.exists() or not sqlite.is_file():
+        return 0
+    source = open_storage(f"sqlite:///{sqlite}", heartbeat_interval=None)
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(source, include_best_trial=False)}:
+        return 0
+    target = open_storage(url)
+    optuna.copy_study(from_study_name=name, from_storage=source, to_storage=target)
+    return len(optuna.load_study(study_name=name, storage=target).trials)
 
 
 def redact(url: str) -> str:
@@ -105,6 +138,15 @@ def _storage_message(shown: str, exc: BaseException) -> str:
         return (f"storage {shown} is locked by another process ({text}). SQLite allows one writer: stop the other "
                 "process, or use --storage journal:storage/NAME.log or a PostgreSQL URL for several workers")
     return f"cannot open storage {shown}: {text}"
+
+
+def load_shared_study(url: str, study_name: str) -> optuna.Study:
+    """The existing study ``study_name`` at ``url``, as a launcher sees it: to watch and mend trials, not to run them."""
+    storage = open_storage(url, heartbeat_interval=None)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise StorageError(f"study {study_name!r} is not in {redact(url)} (was it deleted meanwhile?)") from None
 
 
 def build_sampler(spec: SamplerSpec, *, seed: int | None) -> optuna.samplers.BaseSampler:

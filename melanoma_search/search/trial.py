@@ -120,6 +120,9 @@ class TrialRunner:
             self._record(trial, result, config, start)
             self._save_outputs(trial, result, config, folder, values[0])
             return values if len(values) > 1 else values[0]
+        except KeyboardInterrupt:  # Optuna marks the trial FAIL; say why in the dashboard
+            _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial")
+            raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

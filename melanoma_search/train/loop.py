@@ -297,7 +297,7 @@ def fit_fold(
     device = device or resolve_device(config.device)
     seed_everything(config.seed * 1000 + fold)
     sizes = _stage_sizes(config)
-    cache_dir, workers = config.data.cache_dir, _loader_workers(config)
+    cache_dir = config.data.cache_dir
     arrays = {size: data.cached_images(size=size, cache_dir=cache_dir, workers=0, bad_images=config.data.bad_images)
               for size in sorted(set(sizes))}
     table = data.table

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import sqlite3
 import socket
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -70,3 +70,34 @@ def test_pruners() -> None:
     assert isinstance(build_pruner(PrunerSpec(name="hyperband")), optuna.pruners.HyperbandPruner)
     assert isinstance(build_pruner(PrunerSpec(name="median", patience=2)), optuna.pruners.PatientPruner)
     assert isinstance(build_pruner(PrunerSpec(name="none")), optuna.pruners.NopPruner)
+
+
+def test_heartbeat_requeues_the_trial_of_a_worker_nobody_watches(tmp_path: Path, postgres_url: str) -> None:
+    """A lone worker (another node, no launcher) killed mid-trial: the next run fails its trial and reruns it."""
+    import os
+    import signal
+    import time
+    import uuid
+
+    from optuna.trial import TrialState
+
+    from tests.search.test_launcher import wait_for_training
+    from tests.studies import TINY, run_cli, start_cli, write_spec
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    spec = write_spec(tmp_path, space={"lr": {"low": 1.0e-3, "high": 3.0e-3}}, fixed={**TINY["fixed"], "epochs": 30})
+    args = ("--study", str(spec), "--study-name", name, "--storage", postgres_url, "--heartbeat", "1")
+    try:
+        lone = start_cli(tmp_path, *args, "--n-trials", "1")
+        victim = wait_for_training(postgres_url, name)
+        os.kill(lone.pid, signal.SIGKILL)
+        lone.communicate(timeout=60)
+        time.sleep(4)  # three missed heartbeats make the trial stale
+        rerun = run_cli(tmp_path, *args, "--n-trials", "1", "--set", "epochs=1")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        study = optuna.load_study(study_name=name, storage=postgres_url)
+        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+        assert study.trials[1].params == victim.params
+        assert study.trials[1].system_attrs["failed_trial"] == victim.number
+    finally:
+        optuna.delete_study(study_name=name, storage=postgres_url)

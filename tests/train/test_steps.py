@@ -11,8 +11,8 @@ from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.errors import NonFiniteLossError
 from melanoma_search.losses import BCELoss
 from melanoma_search.models import build_model
-from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
 from melanoma_search.train.lr_finder import find_lr
+from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
 
 
 def _dataset(n: int = 8, size: int = 32) -> LesionDataset:

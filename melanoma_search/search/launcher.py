@@ -1,0 +1,188 @@
+"""``--workers N``: N worker processes on this host sharing one study, one GPU each when there are GPUs.
+
+The launcher only starts, watches and stops processes; Optuna's storage coordinates them (sampling with TPE's
+constant liar sees the other workers' running trials, the pruner compares against everyone's curves) and the budget
+file hands out trials. Workers run in their own session so that a terminal's Ctrl-C reaches the launcher alone,
+which then sends exactly one SIGINT to each worker: a second one could interrupt Optuna while it records the FAIL.
+
+Faults: a worker that dies by a signal (``kill -9``, the kernel's OOM killer) has its RUNNING trial failed and
+re-queued at once (:func:`~melanoma_search.search.recovery.fail_running`), and a replacement starts on the same GPU
+while trials remain. A worker that exits with an error (bad spec, unreachable storage) stops the run: every other
+worker would hit the same error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.recovery import fail_running, pending_retries, worker_id
+from melanoma_search.search.study import load_shared_study
+from melanoma_search.search.worker import WorkerJob
+
+__all__ = ["LaunchOutcome", "gpu_slots", "run_local_workers"]
+
+#: Replacements per worker slot before the launcher gives up on it (a worker killed again and again is a bug to see).
+MAX_RESTARTS = 3
+#: Seconds a worker gets to finish after Ctrl-C before it is killed.
+STOP_GRACE = 60.0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class LaunchOutcome:
+    """What happened to the workers of a run."""
+
+    interrupted: bool = False
+    error: str | None = None
+    restarts: int = 0
+    failed_trials: list[tuple[int, int | None]] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    index: int
+    gpu: str | None
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+
+def gpu_slots(workers: int, *, visible: str | None = None, count: Callable[[], int] | None = None
+              ) -> list[str | None]:
+    """The GPU each worker is pinned to (``CUDA_VISIBLE_DEVICES`` value), round-robin; ``None`` without GPUs.
+
+    Respects an existing ``CUDA_VISIBLE_DEVICES`` (``visible``): workers are spread over those devices only.
+    """
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    else:
+        if count is None:
+            import torch
+
+            count = torch.cuda.device_count
+        devices = [str(i) for i in range(count())]
+    if not devices:
+        return [None] * workers
+    return [devices[i % len(devices)] for i in range(workers)]
+
+
+def run_local_workers(
+    job: WorkerJob,
+    *,
+    workers: int,
+    job_dir: Path,
+    log: Callable[[str], None] = _say,
+    gpus: Sequence[str | None] | None = None,
+) -> LaunchOutcome:
+    """Run ``workers`` processes of ``job`` until the budget is spent, a worker errors, or Ctrl-C."""
+    slots = [_Slot(index=i, gpu=gpu) for i, gpu in enumerate(gpus if gpus is not None else gpu_slots(workers))]
+    shared = [s.gpu for s in slots if s.gpu is not None]
+    if len(shared) != len(set(shared)):
+        log(f"note: {workers} workers share {len(set(shared))} GPU(s); each GPU runs several trials at once")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    budget = TrialBudget(job.budget_path)
+    study = load_shared_study(job.storage_url, job.study_name)
+    outcome = LaunchOutcome()
+    job_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(slot: _Slot) -> None:
+        seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
+        slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed)
+        path = job_dir / f"{job.launch}-w{slot.index}.json"
+        path.write_text(slot_job.to_json())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        else:  # share the CPU cores instead of every worker spawning a thread per core
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        slot.process = subprocess.Popen([sys.executable, "-m", "melanoma_search.search.worker", str(path)],
+                                        env=env, start_new_session=True)
+        slot.starts += 1
+        where = f"GPU {slot.gpu}" if slot.gpu is not None else f"CPU, {env['OMP_NUM_THREADS']} thread(s)"
+        log(f"[w{slot.index}] started (pid {slot.process.pid}, {where})")
+
+    def reap(slot: _Slot, code: int) -> None:
+        assert slot.process is not None
+        dead = worker_id(slot.process.pid)
+        failed = fail_running(study, lambda t: t.user_attrs.get("worker") == dead, retry=True,
+                              reason=f"worker {dead} died ({_describe(code)}) during the trial")
+        outcome.failed_trials.extend(failed)
+        for number, retry in failed:
+            log(f"[w{slot.index}] died ({_describe(code)}) in trial {number}; re-queued as trial {retry}")
+
+    for slot in slots:
+        start(slot)
+    try:
+        while any(s.process is not None for s in slots):
+            time.sleep(0.5)
+            for slot in slots:
+                if slot.process is None or (code := slot.process.poll()) is None:
+                    continue
+                if code < 0:  # killed by a signal: recover its trial, replace the worker while work remains
+                    reap(slot, code)
+                    slot.process = None
+                    more = pending_retries(study) or not budget.exhausted()
+                    if more and slot.starts <= MAX_RESTARTS:
+                        outcome.restarts += 1
+                        start(slot)
+                    elif more:
+                        log(f"[w{slot.index}] died {slot.starts} times; not restarting it")
+                    continue
+                slot.process = None
+                if code != 0:
+                    outcome.error = f"worker {slot.index} exited with status {code} (its error is printed above)"
+                    _stop(slots, log)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        log("interrupted: stopping the workers (each marks its running trial FAIL)")
+        _stop(slots, log)
+    finally:
+        for slot in slots:  # a worker that had to be killed leaves its trial RUNNING: fail it, no retry
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.kill()
+                slot.process.wait()
+        outcome.failed_trials.extend(fail_running(
+            study, lambda t: t.user_attrs.get("launch") == job.launch, retry=not outcome.interrupted,
+            reason="the run stopped while this trial was running"))
+    return outcome
+
+
+def _stop(slots: Sequence[_Slot], log: Callable[[str], None]) -> None:
+    """SIGINT every live worker once, then wait up to STOP_GRACE seconds in all before killing the rest."""
+    live = [s for s in slots if s.process is not None and s.process.poll() is None]
+    for slot in live:
+        assert slot.process is not None
+        slot.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE
+    for slot in live:
+        assert slot.process is not None
+        try:
+            slot.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"[w{slot.index}] did not stop within {STOP_GRACE:.0f}s; killing it")
+            slot.process.kill()
+            slot.process.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+            slot.process.kill()
+            slot.process.wait()
+        slot.process = None
+
+
+def _describe(code: int) -> str:
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"status {code}"

@@ -1,0 +1,178 @@
+"""``--backend ray``: Ray Tune places the trials on a cluster's GPUs (CPUs here); Optuna still samples and prunes.
+
+Why not Ray's ``OptunaSearch``: it runs the study inside the Tune driver with ask/tell and a no-op Optuna pruner, so
+Optuna's pruner (and the pruned state in the dashboard) is lost, and there is no heartbeat, so a trial of a lost
+worker stays RUNNING forever. Here each Tune trial is one Optuna trial run by the same worker code as everywhere
+else (:func:`~melanoma_search.search.worker.run_worker` with ``max_trials=1``) against the shared storage:
+
+* Optuna's sampler draws inside the Tune trial from the storage, so TPE's constant liar sees every running trial;
+* Optuna's pruner prunes (the trial is recorded PRUNED) and the dashboard shows every trial live;
+* Tune only decides where and when: :class:`_Placement`, a Tune ``Searcher`` that hands out nothing but a trial
+  index, stops when the run's budget (trials, deadline) is spent — Tune's own time budget would kill running trials;
+* a lost Ray actor: its Optuna trial is failed and re-queued (:func:`~melanoma_search.search.recovery.fail_running`)
+  and Tune's ``FailureConfig`` restarts the Tune trial, which runs the re-queued one.
+
+The storage must be one every Ray node can reach: PostgreSQL for a cluster; a journal file works on one host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from melanoma_search.errors import ConfigError
+from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.recovery import fail_running, pending_retries
+from melanoma_search.search.study import load_shared_study
+from melanoma_search.search.worker import WorkerJob, run_worker
+
+__all__ = ["RayOptions", "run_on_ray"]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    address: str | None = None
+    """``ray.init`` address (``auto``, ``ray://head:10001``); ``None`` starts a local Ray on this machine."""
+    gpus_per_trial: float | None = None
+    """``None``: 1 when the cluster has GPUs, else 0."""
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    """At most this many trials at once (default: as many as the resources allow)."""
+    max_failures: int = 2
+    """Tune restarts of one trial after its actor died."""
+
+
+@dataclass
+class RayOutcome:
+    interrupted: bool = False
+    error: str | None = None
+    failed_trials: list[tuple[int, int | None]] = dataclasses.field(default_factory=list)
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One Tune trial = one Optuna trial, run by the shared worker code against the shared storage."""
+    from ray import tune
+
+    job = WorkerJob.from_json(config["job"])
+    trial_id = tune.get_context().get_trial_id()
+    index = int(config["index"])
+    job = dataclasses.replace(job, ray_trial=trial_id, max_trials=1, label=f"[ray {index}]",
+                              seed=None if job.seed is None else job.seed + index)
+    if Path(config["cwd"]).is_dir():  # Tune starts each trial in its own folder; relative data paths need ours
+        os.chdir(config["cwd"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ran = run_worker(job)
+    study_trial = ran[0] if ran else None
+    tune.report({
+        "optuna_trial": -1 if study_trial is None else study_trial.number,
+        "optuna_state": "NONE" if study_trial is None else study_trial.state.name,
+        "value": float("nan") if study_trial is None or study_trial.values is None else study_trial.values[0],
+    })
+
+
+def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
+               log: Callable[[str], None] = _say) -> RayOutcome:
+    """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would drown the per-trial lines
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial prints its own progress lines; keep them all
+    # Ctrl-C must raise here (Tune's own handler ends the run quietly and leaves our caller unaware of it)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:  # Ray reads those variables when it is imported
+        import ray
+        from ray import tune
+        from ray.tune.search import Searcher
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray Tune: pip install 'melanoma_search[ray]'") from None
+    study = load_shared_study(job.storage_url, job.study_name)
+    budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
+    trial_job = dataclasses.replace(job, budget_path=None)
+    outcome = RayOutcome()
+
+    class _Placement(Searcher):
+        """Hands Tune a trial index while the run's budget lasts; Optuna samples inside the trial."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.suggested = 0
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            left = budget.seconds_left()
+            if left is not None and left <= 0:
+                return Searcher.FINISHED
+            if job.n_trials is not None and self.suggested >= job.n_trials and not pending_retries(study):
+                return Searcher.FINISHED
+            self.suggested += 1
+            return {"job": trial_job.to_json(), "cwd": str(Path.cwd()), "index": self.suggested - 1}
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+                              ) -> None:
+            pass  # results live in the Optuna storage
+
+        def save(self, checkpoint_path: str) -> None:
+            pass  # nothing to save: a resumed run reopens the Optuna study
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    class _Recover(tune.Callback):
+        """A Tune trial whose actor died: fail its Optuna trial and re-queue it (Tune restarts the trial)."""
+
+        def _reap(self, trial: Any, what: str) -> None:
+            failed = fail_running(study, lambda t: t.user_attrs.get("ray_trial") == trial.trial_id, retry=True,
+                                  reason=f"Ray trial {trial.trial_id} {what}")
+            outcome.failed_trials.extend(failed)
+            for number, retry in failed:
+                log(f"Ray trial {trial.trial_id} {what} in trial {number}; re-queued as trial {retry}")
+
+        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self._reap(trial, "lost its worker")
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self._reap(trial, "failed")
+
+    ray.init(address=options.address, include_dashboard=False, log_to_driver=True, configure_logging=False,
+             ignore_reinit_error=True)
+    resources = ray.cluster_resources()
+    cluster_gpus = resources.get("GPU", 0.0)
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else (1.0 if cluster_gpus else 0.0)
+    if gpus > cluster_gpus or options.cpus_per_trial > resources.get("CPU", 0.0):
+        ray.shutdown()
+        raise ConfigError(f"a trial asks for {options.cpus_per_trial:g} CPU(s) and {gpus:g} GPU(s), but the Ray "
+                          f"cluster has {resources.get('CPU', 0):g} CPU(s) and {cluster_gpus:g} GPU(s)")
+    log(f"Ray: {resources.get('CPU', 0):g} CPU(s), {cluster_gpus:g} GPU(s); each trial takes "
+        f"{options.cpus_per_trial:g} CPU(s) and {gpus:g} GPU(s)"
+        + (f", at most {options.max_concurrent} at once" if options.max_concurrent else ""))
+    trainable = tune.with_resources(_trainable, {"cpu": options.cpus_per_trial, "gpu": gpus})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=_Placement(), num_samples=-1, reuse_actors=True,
+                                    max_concurrent_trials=options.max_concurrent),
+        run_config=tune.RunConfig(name=f"{job.study_name}-{job.launch}", storage_path=str(storage_dir / "ray"),
+                                  verbose=0, callbacks=[_Recover()],
+                                  failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+    )
+    try:
+        results = tuner.fit()
+        if results.errors:
+            outcome.error = f"{len(results.errors)} Ray trial(s) errored: {str(results.errors[0]).splitlines()[0]}"
+        time.sleep(1.0)  # let Ray forward the last trial's output lines before it shuts down
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        ray.shutdown()  # ends this job's actors (here and on a cluster), so none of them writes a trial after the sweep
+        outcome.failed_trials.extend(fail_running(
+            study, lambda t: t.user_attrs.get("launch") == job.launch, retry=not outcome.interrupted,
+            reason="interrupted: the run was stopped (Ctrl-C) during this trial" if outcome.interrupted
+            else "Ray stopped this trial"))
+    return outcome

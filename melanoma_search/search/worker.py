@@ -1,0 +1,141 @@
+"""One worker of a study: open the shared study and run trials until the run's budget is spent.
+
+The same code runs the study in three places: in the ``run`` process itself (one worker), in each process that
+``--workers N`` starts (``python -m melanoma_search.search.worker JOB.json``) and inside each Ray Tune trial
+(``--backend ray``, one trial per Tune trial). Everything a worker needs travels in a :class:`WorkerJob` — plain data,
+so it crosses a process or a machine boundary as JSON — and everything it produces goes to the study's storage.
+
+A worker first runs any re-queued trial left by a dead worker (those already hold a ticket of the budget), then takes
+a ticket per new trial (:class:`~melanoma_search.search.budget.TrialBudget`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from melanoma_search.data.prepare import PreparedData
+from melanoma_search.errors import MelanomaSearchError
+from melanoma_search.search.artifacts import ArtifactWriter
+from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.objective import load_objective
+from melanoma_search.search.progress import TrialProgress
+from melanoma_search.search.recovery import pending_retries, tag_trial
+from melanoma_search.search.spec import load_spec
+from melanoma_search.search.study import open_storage, open_study
+from melanoma_search.search.trial import TrialRunner
+
+__all__ = ["WorkerJob", "run_worker"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerJob:
+    """What a worker needs to join a run; all paths absolute so the job means the same in any working folder."""
+
+    spec_path: str
+    study_name: str
+    storage_url: str
+    storage_dir: str
+    budget_path: str | None
+    """The run's :class:`TrialBudget` file; ``None`` under Ray, where Tune's searcher hands out the trials."""
+    launch: str
+    overrides: tuple[str, ...] = ()
+    seed: int | None = None
+    n_trials: int | None = None
+    """The run's trial budget, for the progress line's "k/N" and ETA (the budget file enforces it)."""
+    timeout: float | None = None
+    started: float | None = None
+    """Unix time the run started (for the ETA of a worker that joined later)."""
+    heartbeat: int = 60
+    label: str = ""
+    """Prefix for this worker's output lines (``[w1]``), empty for a lone worker."""
+    ray_trial: str | None = None
+    max_trials: int | None = None
+    """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerJob:
+        data = json.loads(text)
+        data["overrides"] = tuple(data.get("overrides", ()))
+        return cls(**data)
+
+
+def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data: PreparedData | None = None
+               ) -> list[FrozenTrial]:
+    """Run trials for ``job`` until its budget is spent; returns the trials this worker finished.
+
+    ``data``: the dataset already read by the caller (the lone in-process worker), else read on first use.
+    """
+    prefix = f"{job.label} " if job.label else ""
+    emit = log or (lambda line: print(f"{prefix}{line}", flush=True))
+    spec = load_spec(job.spec_path)
+    objective = load_objective(spec.objective)
+    base = spec.base_config(overrides=job.overrides)
+    storage = open_storage(job.storage_url, heartbeat_interval=job.heartbeat or None)
+    study = open_study(spec, objective, storage=storage, study_name=job.study_name, seed=job.seed)
+    study_dir = Path(job.storage_dir) / job.study_name
+    artifacts = ArtifactWriter(study_dir / "artifacts", weights_root=study_dir / "weights", top_k=spec.top_k_weights)
+    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts,
+                         work_dir=study_dir / "work", log=emit, data=data)
+    budget = TrialBudget(job.budget_path) if job.budget_path else None
+    progress = TrialProgress(metric_names=objective.metric_names, n_trials=job.n_trials, timeout=job.timeout,
+                             log=emit, launch=job.launch, started=job.started)
+    ran: list[FrozenTrial] = []
+
+    def tagged(trial: optuna.Trial) -> float | tuple[float, ...]:
+        tag_trial(trial, launch=job.launch, ray_trial=job.ray_trial)
+        return runner(trial)
+
+    def finished(_: optuna.Study, trial: FrozenTrial) -> None:
+        ran.append(trial)
+
+    while job.max_trials is None or len(ran) < job.max_trials:
+        retry = False
+        if budget is not None:
+            left = budget.seconds_left()
+            if left is not None and left <= 0:
+                break
+            retry = bool(pending_retries(study))  # its ticket was taken by the trial that died
+            if not retry and not budget.take():
+                break
+        study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
+                       gc_after_trial=True)
+        if retry and ran and "failed_trial" not in ran[-1].system_attrs and budget is not None:
+            # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
+            if not budget.take():
+                break
+    return ran
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m melanoma_search.search.worker JOB.json``: what ``run --workers N`` starts in each process."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m melanoma_search.search.worker JOB.json (started by melanoma_search.run --workers N)",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run_worker(WorkerJob.from_json(Path(args[0]).read_text()))
+    except KeyboardInterrupt:  # the launcher forwards Ctrl-C; Optuna has already marked the trial FAIL
+        return 130
+    except MelanomaSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``run --workers N``: GPU pinning, and real multi-process studies on the journal file and PostgreSQL, including a
+worker killed with SIGKILL and a Ctrl-C of the launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from melanoma_search.run import main
+from melanoma_search.search.launcher import gpu_slots
+from melanoma_search.search.recovery import retried_numbers
+from melanoma_search.search.study import open_storage
+from tests.studies import TINY, run_cli, start_cli, write_spec
+
+SPACE = {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}}
+
+
+def test_workers_are_pinned_round_robin_to_the_visible_gpus() -> None:
+    assert gpu_slots(3, visible="0,1") == ["0", "1", "0"]
+    assert gpu_slots(2, visible="2, 5") == ["2", "5"]
+    assert gpu_slots(2, visible="", count=lambda: 4) == [None, None]  # CUDA_VISIBLE_DEVICES="" hides every GPU
+    assert gpu_slots(2, visible="-1") == [None, None]
+    assert gpu_slots(4, visible=None, count=lambda: 2) == ["0", "1", "0", "1"]
+    assert gpu_slots(2, visible=None, count=lambda: 0) == [None, None]
+
+
+def overlapping(trials: list[FrozenTrial]) -> bool:
+    """Whether two of ``trials`` ran at the same time (from their recorded start and end)."""
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
+    return any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+
+
+def results(study: optuna.Study) -> list[FrozenTrial]:
+    """The run's trials that count: everything but a failed trial that was re-queued."""
+    trials = study.get_trials()
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.number not in retried]
+
+
+def check_shared_run(study: optuna.Study, *, expected: int) -> None:
+    trials = study.get_trials()
+    assert len(results(study)) == expected
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    assert overlapping(trials)
+
+
+@pytest.fixture
+def pg_study(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """A fresh study name on the test PostgreSQL, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield postgres_url, name
+    try:
+        optuna.delete_study(study_name=name, storage=postgres_url)
+    except KeyError:
+        pass
+
+
+def test_two_workers_share_a_journal_study_begun_in_sqlite(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, space=SPACE)
+    first = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1")
+    assert first.returncode == 0, first.stderr
+
+    refused = main(["--study", str(spec), "--workers", "2", "--storage", f"sqlite:///{tmp_path}/x.db"])
+    assert refused == 2 and "SQLite, which takes one writer at a time" in capsys.readouterr().err
+
+    run = run_cli(tmp_path, "--study", str(spec), "--workers", "2", "--n-trials", "4")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "continuing study 'tiny' (1 trial(s))" in run.stdout
+    assert "[w0] trial" in run.stdout and "[w1] trial" in run.stdout
+    study = optuna.load_study(study_name="tiny", storage=open_storage(f"journal:{tmp_path}/storage/tiny.log"))
+    assert len(study.trials) == 5 and study.trials[0].user_attrs["launch"] != study.trials[1].user_attrs["launch"]
+    launched = optuna.create_study()  # the four trials of the parallel run, checked on their own
+    launched.add_trials(study.trials[1:])
+    check_shared_run(launched, expected=4)
+    assert not list((tmp_path / "storage" / "tiny" / "runs").iterdir())  # budget and job files cleaned up
+
+
+def test_two_workers_on_postgresql(tmp_path: Path, pg_study: tuple[str, str]) -> None:
+    url, name = pg_study
+    spec = write_spec(tmp_path, space=SPACE)
+    run = run_cli(tmp_path, "--study", str(spec), "--study-name", name, "--storage", url, "--workers", "2",
+                  "--n-trials", "4")
+    assert run.returncode == 0, run.stdout + run.stderr
+    check_shared_run(optuna.load_study(study_name=name, storage=url), expected=4)
+
+
+def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
+    """The first RUNNING trial that has reported an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                       if t.intermediate_values and "worker" in t.user_attrs]
+            if running:
+                return running[0]
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no trial started training within {timeout}s")
+
+
+def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, pg_study: tuple[str, str]) -> None:
+    url, name = pg_study
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 6})
+    launcher = start_cli(tmp_path, "--study", str(spec), "--study-name", name, "--storage", url, "--workers", "2",
+                         "--n-trials", "3", "--heartbeat", "2")
+    victim = wait_for_training(url, name)
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    output = launcher.communicate(timeout=600)[0]
+    assert launcher.returncode == 0, output
+    assert f"died (signal SIGKILL) in trial {victim.number}; re-queued as trial" in output
+
+    study = optuna.load_study(study_name=name, storage=url)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL and "died (signal SIGKILL)" in killed.user_attrs["fail_reason"]
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
+    assert len(results(study)) == 3  # every trial accounted for, none counted twice
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in results(study))
+
+
+def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 30})
+    launcher = start_cli(tmp_path, "--study", str(spec), "--workers", "2", "--n-trials", "4")
+    assert launcher.stdout is not None
+    pids, training = [], set()
+    for line in launcher.stdout:
+        if "] started (pid " in line:
+            pids.append(int(line.split("(pid ")[1].split(",")[0]))
+        if "epoch 1/30" in line:
+            training.add(line.split("]")[0])
+        if len(training) == 2:
+            break
+    launcher.send_signal(signal.SIGINT)
+    output = launcher.communicate(timeout=180)[0]
+    assert launcher.returncode == 130, output
+    study = optuna.load_study(study_name="tiny", storage=open_storage(f"journal:{tmp_path}/storage/tiny.log"))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -1,0 +1,42 @@
+"""Tiny study specs and a way to run ``python -m melanoma_search.run`` on them, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TINY: dict[str, Any] = {
+    "objective": "holdout_auc",
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 1}},
+    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
+    "space": {
+        "lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True},
+        "loss.name": {"choices": ["bce", "focal", "arcface"]},
+    },
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "budget": {"n_trials": 2},
+    "top_k_weights": 1,
+}
+
+
+def write_spec(tmp_path: Path, name: str = "tiny", **changes: Any) -> Path:
+    """``TINY`` with top-level keys replaced, written to ``tmp_path/<name>.yaml``."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "melanoma_search.run", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """The run in the background, stdout and stderr merged, line by line."""
+    return subprocess.Popen([sys.executable, "-m", "melanoma_search.run", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
