@@ -180,10 +180,11 @@ def _launch(args: argparse.Namespace, job: WorkerJob, *, data: PreparedData, stu
                              cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
         ray_outcome = run_on_ray(job, options=options, storage_dir=study_dir)
         return ray_outcome.interrupted, ray_outcome.error
-    if args.workers > 1:
+    workers = min(args.workers, job.n_trials) if job.n_trials else args.workers  # no worker without a trial
+    if workers > 1:
         from melanoma_search.search.launcher import run_local_workers
 
-        outcome = run_local_workers(job, workers=args.workers, job_dir=study_dir / "runs")
+        outcome = run_local_workers(job, workers=workers, job_dir=study_dir / "runs")
         if outcome.restarts:
             print(f"{outcome.restarts} worker(s) were replaced after dying; their trials were re-queued")
         return outcome.interrupted, outcome.error

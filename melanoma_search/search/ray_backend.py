@@ -153,6 +153,9 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
     log(f"Ray: {resources.get('CPU', 0):g} CPU(s), {cluster_gpus:g} GPU(s); each trial takes "
         f"{options.cpus_per_trial:g} CPU(s) and {gpus:g} GPU(s)"
         + (f", at most {options.max_concurrent} at once" if options.max_concurrent else ""))
+    if options.address and job.storage_url.startswith("journal:"):
+        log(f"warning: the journal file {job.storage_url.removeprefix('journal:')} must be on a filesystem every Ray "
+            "node mounts at the same path; use a PostgreSQL --storage for a cluster")
     trainable = tune.with_resources(_trainable, {"cpu": options.cpus_per_trial, "gpu": gpus})
     tuner = tune.Tuner(
         trainable,
