@@ -32,6 +32,18 @@ def test_workers_are_pinned_round_robin_to_the_visible_gpus() -> None:
     assert gpu_slots(2, visible=None, count=lambda: 0) == [None, None]
 
 
+def test_scale_flags_are_checked_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(write_spec(tmp_path, space=SPACE))
+    for argv, message in (
+        (["--workers", "0"], "--workers 0: must be at least 1"),
+        (["--max-concurrent", "2"], "--max-concurrent: only with --backend ray"),
+        (["--backend", "ray", "--workers", "2"], "with --backend ray use --max-concurrent"),
+        (["--heartbeat", "-1"], "--heartbeat -1: must be 0 (off)"),
+    ):
+        assert main(["--study", spec, *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
 def overlapping(trials: list[FrozenTrial]) -> bool:
     """Whether two of ``trials`` ran at the same time (from their recorded start and end)."""
     spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
