@@ -8,8 +8,9 @@ much the trial engine leaves idle in one process, not what a GPU node gains (the
 
 Part 2 measures the storage alone: a trial without training that makes the storage calls a real trial makes (ask,
 8 sampled parameters, 8 reported epochs with a pruning check each, 10 user attributes, tell, through
-``study.optimize`` as the workers run it, heartbeat included), timed over ``--storage-trials`` trials on SQLite, the journal file and PostgreSQL (skipped, and said so, when PostgreSQL is not
-reachable). It prints milliseconds per trial for each.
+``study.optimize`` as the workers run it, heartbeat included), timed over ``--storage-trials`` trials on SQLite,
+the journal file and PostgreSQL (skipped, and said so, when PostgreSQL is not reachable). It prints milliseconds per
+trial for each.
 
     python bench/scaling.py [--trials 8] [--epochs 3] [--storage-trials 40]
 """

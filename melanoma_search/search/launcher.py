@@ -93,6 +93,7 @@ def run_local_workers(
     if len(shared) != len(set(shared)):
         log(f"note: {workers} workers share {len(set(shared))} GPU(s); each GPU runs several trials at once")
     threads = max(1, (os.cpu_count() or 1) // workers)
+    assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)
     study = load_shared_study(job.storage_url, job.study_name)
     outcome = LaunchOutcome()

@@ -95,6 +95,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
     except ImportError:
         raise ConfigError("--backend ray needs Ray Tune: pip install 'melanoma_search[ray]'") from None
     study = load_shared_study(job.storage_url, job.study_name)
+    assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
     trial_job = dataclasses.replace(job, budget_path=None)
     outcome = RayOutcome()
@@ -106,7 +107,8 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
             super().__init__()
             self.suggested = 0
 
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        # Tune's annotation says dict | None, but its documented FINISHED value is a str
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
             left = budget.seconds_left()
             if left is not None and left <= 0:
                 return Searcher.FINISHED
