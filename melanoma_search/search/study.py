@@ -141,7 +141,7 @@ def _storage_message(shown: str, exc: BaseException) -> str:
 
 
 def load_shared_study(url: str, study_name: str) -> optuna.Study:
-    """The existing study ``study_name`` at ``url``, as a launcher sees it: to watch and mend trials, not to run them."""
+    """The existing study ``study_name`` at ``url`` as a launcher sees it: to watch and mend trials, not run them."""
     storage = open_storage(url, heartbeat_interval=None)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
