@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -141,7 +142,10 @@ def _run(args: argparse.Namespace) -> int:
     study_dir = storage_dir / study_name
     launch = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started = time.time()
-    budget = TrialBudget(study_dir / "runs" / f"{launch}.budget", limit=n_trials,
+    runs = study_dir / "runs"  # this run's budget, job files and Ray's experiment folder: they hold the storage URL
+    runs.mkdir(parents=True, exist_ok=True)
+    runs.chmod(0o700)
+    budget = TrialBudget(runs / f"{launch}.budget", limit=n_trials,
                          deadline=started + timeout if timeout else None, create=True)
     job = WorkerJob(spec_path=str(find_spec(args.study).resolve()), study_name=study_name, storage_url=url,
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
@@ -152,10 +156,10 @@ def _run(args: argparse.Namespace) -> int:
           f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
           + (f" within {timeout:.0f}s" if timeout else "") + f" on {how} (run {launch})", flush=True)
     try:
-        interrupted, error = _launch(args, job, data=data, study_dir=study_dir)
+        interrupted, error = _launch(args, job, data=data, runs=runs)
     finally:
-        for leftover in (study_dir / "runs").glob(f"{launch}*"):  # the budget file and the workers' job files
-            leftover.unlink(missing_ok=True)
+        for leftover in runs.glob(f"*{launch}*"):  # nothing of a finished run stays on disk with a password in it
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     print(leaderboard(study, metric_names=objective.metric_names), flush=True)
     if waiting := pending_retries(study):
         print(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
@@ -170,21 +174,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace, job: WorkerJob, *, data: PreparedData, study_dir: Path
-            ) -> tuple[bool, str | None]:
+def _launch(args: argparse.Namespace, job: WorkerJob, *, data: PreparedData, runs: Path) -> tuple[bool, str | None]:
     """Run the workers the flags ask for; returns (interrupted, error)."""
     if args.backend == "ray":
         from melanoma_search.search.ray_backend import RayOptions, run_on_ray
 
         options = RayOptions(address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
                              cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
-        ray_outcome = run_on_ray(job, options=options, storage_dir=study_dir)
+        ray_outcome = run_on_ray(job, options=options, experiment_dir=runs)
         return ray_outcome.interrupted, ray_outcome.error
     workers = min(args.workers, job.n_trials) if job.n_trials else args.workers  # no worker without a trial
     if workers > 1:
         from melanoma_search.search.launcher import run_local_workers
 
-        outcome = run_local_workers(job, workers=workers, job_dir=study_dir / "runs")
+        outcome = run_local_workers(job, workers=workers, job_dir=runs)
         if outcome.restarts:
             print(f"{outcome.restarts} worker(s) were replaced after dying; their trials were re-queued")
         return outcome.interrupted, outcome.error

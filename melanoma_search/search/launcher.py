@@ -103,7 +103,8 @@ def run_local_workers(
         seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
         slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed)
         path = job_dir / f"{job.launch}-w{slot.index}.json"
-        path.write_text(slot_job.to_json())
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(slot_job.to_json())  # it holds the storage URL, password included: owner-only, not argv
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if slot.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.gpu

@@ -60,11 +60,15 @@ class RayOutcome:
     failed_trials: list[tuple[int, int | None]] = dataclasses.field(default_factory=list)
 
 
-def _trainable(config: dict[str, Any]) -> None:
-    """One Tune trial = one Optuna trial, run by the shared worker code against the shared storage."""
+def _trainable(config: dict[str, Any], job_json: str) -> None:
+    """One Tune trial = one Optuna trial, run by the shared worker code against the shared storage.
+
+    The job (with the storage URL and its password) comes through ``tune.with_parameters``, i.e. Ray's object store:
+    Tune writes a trial's ``config`` to disk (params.json, the experiment state), so that holds only the trial index.
+    """
     from ray import tune
 
-    job = WorkerJob.from_json(config["job"])
+    job = WorkerJob.from_json(job_json)
     trial_id = tune.get_context().get_trial_id()
     index = int(config["index"])
     job = dataclasses.replace(job, ray_trial=trial_id, max_trials=1, label=f"[ray {index}]",
@@ -81,9 +85,13 @@ def _trainable(config: dict[str, Any]) -> None:
     })
 
 
-def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
+def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
                log: Callable[[str], None] = _say) -> RayOutcome:
-    """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING."""
+    """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING.
+
+    ``experiment_dir``: where Tune keeps its experiment state (``ray-<launch>``); the results live in the Optuna
+    storage, so the caller may delete it after the run.
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would drown the per-trial lines
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial prints its own progress lines; keep them all
     # Ctrl-C must raise here (Tune's own handler ends the run quietly and leaves our caller unaware of it)
@@ -115,7 +123,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
             if job.n_trials is not None and self.suggested >= job.n_trials and not pending_retries(study):
                 return Searcher.FINISHED
             self.suggested += 1
-            return {"job": trial_job.to_json(), "cwd": str(Path.cwd()), "index": self.suggested - 1}
+            return {"cwd": str(Path.cwd()), "index": self.suggested - 1}
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
                               ) -> None:
@@ -158,12 +166,13 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, storage_dir: Path,
     if options.address and job.storage_url.startswith("journal:"):
         log(f"warning: the journal file {job.storage_url.removeprefix('journal:')} must be on a filesystem every Ray "
             "node mounts at the same path; use a PostgreSQL --storage for a cluster")
-    trainable = tune.with_resources(_trainable, {"cpu": options.cpus_per_trial, "gpu": gpus})
+    trainable = tune.with_resources(tune.with_parameters(_trainable, job_json=trial_job.to_json()),
+                                    {"cpu": options.cpus_per_trial, "gpu": gpus})
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=_Placement(), num_samples=-1, reuse_actors=True,
                                     max_concurrent_trials=options.max_concurrent),
-        run_config=tune.RunConfig(name=f"{job.study_name}-{job.launch}", storage_path=str(storage_dir / "ray"),
+        run_config=tune.RunConfig(name=f"ray-{job.launch}", storage_path=str(experiment_dir),
                                   verbose=0, callbacks=[_Recover()],
                                   failure_config=tune.FailureConfig(max_failures=options.max_failures)),
     )
