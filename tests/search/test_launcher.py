@@ -99,11 +99,14 @@ def test_two_workers_share_a_journal_study_begun_in_sqlite(tmp_path: Path,
 
 def test_two_workers_on_postgresql(tmp_path: Path, pg_study: tuple[str, str]) -> None:
     url, name = pg_study
+    with_password = url.replace("://postgres@", "://postgres:s3cret-pw@")  # trust auth ignores it
     spec = write_spec(tmp_path, space=SPACE)
-    run = run_cli(tmp_path, "--study", str(spec), "--study-name", name, "--storage", url, "--workers", "2",
+    run = run_cli(tmp_path, "--study", str(spec), "--study-name", name, "--storage", with_password, "--workers", "2",
                   "--n-trials", "4")
     assert run.returncode == 0, run.stdout + run.stderr
     check_shared_run(optuna.load_study(study_name=name, storage=url), expected=4)
+    assert "s3cret-pw" not in run.stdout + run.stderr and "postgres:***@" in run.stdout
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"s3cret-pw" in p.read_bytes()]
 
 
 def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
