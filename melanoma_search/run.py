@@ -151,12 +151,13 @@ def _run(args: argparse.Namespace) -> int:
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(overrides), seed=args.seed if args.seed is not None else spec.sampler.seed,
                     n_trials=n_trials, timeout=timeout, started=started, heartbeat=args.heartbeat)
-    how = {"local": f"{args.workers} worker(s)" if args.workers > 1 else "1 worker", "ray": "Ray Tune"}[args.backend]
+    workers = min(args.workers, n_trials) if n_trials else args.workers  # no worker without a trial to run
+    how = {"local": f"{workers} worker(s)" if workers > 1 else "1 worker", "ray": "Ray Tune"}[args.backend]
     print(f"study {study_name!r} in {redact(url)}: {before} earlier trial(s); objective {objective.name} "
           f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
           + (f" within {timeout:.0f}s" if timeout else "") + f" on {how} (run {launch})", flush=True)
     try:
-        interrupted, error = _launch(args, job, data=data, runs=runs)
+        interrupted, error = _launch(args, job, workers=workers, data=data, runs=runs)
     finally:
         for leftover in runs.glob(f"*{launch}*"):  # nothing of a finished run stays on disk with a password in it
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
@@ -174,7 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace, job: WorkerJob, *, data: PreparedData, runs: Path) -> tuple[bool, str | None]:
+def _launch(args: argparse.Namespace, job: WorkerJob, *, workers: int, data: PreparedData, runs: Path
+            ) -> tuple[bool, str | None]:
     """Run the workers the flags ask for; returns (interrupted, error)."""
     if args.backend == "ray":
         from melanoma_search.search.ray_backend import RayOptions, run_on_ray
@@ -183,7 +185,6 @@ def _launch(args: argparse.Namespace, job: WorkerJob, *, data: PreparedData, run
                              cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
         ray_outcome = run_on_ray(job, options=options, experiment_dir=runs)
         return ray_outcome.interrupted, ray_outcome.error
-    workers = min(args.workers, job.n_trials) if job.n_trials else args.workers  # no worker without a trial
     if workers > 1:
         from melanoma_search.search.launcher import run_local_workers
 

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["TrialBudget"]
 
@@ -32,38 +33,46 @@ class TrialBudget:
         elif not self.path.is_file():
             raise FileNotFoundError(f"trial budget file {self.path} is missing (was the launcher's folder removed?)")
 
-    def take(self) -> bool:
-        """Claim one trial; ``False`` once the limit is reached or the deadline has passed."""
+    def take(self, *, ticket: bool = True) -> bool:
+        """Claim the start of one trial: ``False`` past the deadline or, for a new trial, once the limit is reached.
+
+        A dead worker's re-queued trial starts with ``ticket=False``: its ticket was taken when it first started, so
+        only the deadline applies to it.
+        """
         with open(self.path, "r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             state = json.load(handle)
-            if state["deadline"] is not None and time.time() >= state["deadline"]:
+            if _past_deadline(state) or (ticket and _all_taken(state)):
                 return False
-            if state["limit"] is not None and state["taken"] >= state["limit"]:
-                return False
-            state["taken"] += 1
-            handle.seek(0)
-            handle.truncate()
-            json.dump(state, handle)
-            handle.flush()
+            if ticket:
+                state["taken"] += 1
+                handle.seek(0)
+                handle.truncate()
+                json.dump(state, handle)
+                handle.flush()
             return True
 
-    def taken(self) -> int:
+    def _read(self) -> dict[str, Any]:
         with open(self.path) as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)
-            return int(json.load(handle)["taken"])
+            return dict(json.load(handle))
+
+    def taken(self) -> int:
+        return int(self._read()["taken"])
 
     def seconds_left(self) -> float | None:
-        with open(self.path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            deadline = json.load(handle)["deadline"]
+        deadline = self._read()["deadline"]
         return None if deadline is None else deadline - time.time()
 
     def exhausted(self) -> bool:
         """No ticket left (limit reached or deadline passed), without taking one."""
-        with open(self.path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            state = json.load(handle)
-        if state["deadline"] is not None and time.time() >= state["deadline"]:
-            return True
-        return state["limit"] is not None and state["taken"] >= state["limit"]
+        state = self._read()
+        return _past_deadline(state) or _all_taken(state)
+
+
+def _past_deadline(state: dict[str, Any]) -> bool:
+    return state["deadline"] is not None and time.time() >= state["deadline"]
+
+
+def _all_taken(state: dict[str, Any]) -> bool:
+    return state["limit"] is not None and state["taken"] >= state["limit"]

@@ -101,18 +101,14 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
         ran.append(trial)
 
     while job.max_trials is None or len(ran) < job.max_trials:
-        retry = False
-        if budget is not None:
-            left = budget.seconds_left()
-            if left is not None and left <= 0:
-                break
-            retry = bool(pending_retries(study))  # its ticket was taken by the trial that died
-            if not retry and not budget.take():
-                break
+        retry = budget is not None and bool(pending_retries(study))
+        if budget is not None and not budget.take(ticket=not retry):
+            break
         study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
                        gc_after_trial=True)
-        if retry and ran and "failed_trial" not in ran[-1].system_attrs and budget is not None:
+        if retry and ran and "failed_trial" not in ran[-1].system_attrs:
             # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
+            assert budget is not None
             if not budget.take():
                 break
     return ran

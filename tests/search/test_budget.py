@@ -14,8 +14,10 @@ def test_limit_and_deadline(tmp_path: Path) -> None:
     budget = TrialBudget(tmp_path / "b.json", limit=2, create=True)
     assert [budget.take() for _ in range(3)] == [True, True, False]
     assert budget.taken() == 2 and budget.exhausted()
+    assert budget.take(ticket=False) and budget.taken() == 2  # a re-queued trial needs no ticket, only time
     late = TrialBudget(tmp_path / "late.json", deadline=time.time() - 1, create=True)
     assert not late.take() and late.exhausted() and late.seconds_left() < 0
+    assert not late.take(ticket=False)  # past the deadline not even a retry starts
     open_ended = TrialBudget(tmp_path / "open.json", create=True)
     assert all(open_ended.take() for _ in range(50)) and open_ended.seconds_left() is None
     with pytest.raises(FileNotFoundError, match="trial budget file"):
