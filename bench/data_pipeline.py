@@ -8,7 +8,7 @@ Users' JPEGs are 512 px (the resized competition sets) or 1024 px and larger (th
 * ``cache``: the images are decoded once into the cache, and epochs read the memory map.
 
 The loader runs the loader's share of the augmentation policy (its cheap part, flips / affine / colour jitter, runs on
-the batch on the training device, see ``melanoma_search.batch_augment``; its cost there is measured and printed too,
+the batch on the training device, see ``melanoma_search.augment.device``; its cost there is measured and printed too,
 so nothing is hidden). It prints the measured figures and their ratio per policy, and the one-off cache build time.
 
     python bench/data_pipeline.py --data-dir ../shared/data/ham10000-224 --images 400
@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from melanoma_search.augment import build_train_transform
-from melanoma_search.batch_augment import DeviceConstants, batch_policy, prepare_batch
+from melanoma_search.augment.device import DeviceConstants, prepare_batch
+from melanoma_search.augment.policies import AugmentConfig, build_train_transform, get_policy
 from melanoma_search.data.cache import load_or_build_cache
 from melanoma_search.data.dataset import LesionDataset
 
@@ -66,7 +66,7 @@ def device_rate(policy: str, *, size: int, batch_size: int, device: str, repeats
     constants = DeviceConstants(torch.device(device), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
     def augment() -> torch.Tensor:
-        return prepare_batch(pixels, constants=constants, policy=batch_policy(policy))
+        return prepare_batch(pixels, constants=constants, policy=get_policy(policy).on_device)
 
     augment()
     if device.startswith("cuda"):
@@ -111,15 +111,15 @@ def main() -> None:
             print(f"{size} px JPEGs ({megabytes:.0f} MB): one-off cache build {build_seconds:.1f}s "
                   f"({len(paths) / build_seconds:.0f} img/s)")
             for policy in args.policies:
-                transform = build_train_transform(policy=policy, size=args.train_size, seed=0)
+                transform = build_train_transform(AugmentConfig(policy=policy), size=args.train_size, seed=0)
                 decode = LesionDataset(None, rows=np.arange(len(paths)), targets=targets, transform=transform,
                                        paths=paths, size=args.train_size)
                 cache = LesionDataset(cached.array, rows=np.arange(len(paths)), targets=targets, transform=transform)
                 decode_rate = epoch_rate(decode, batch_size=args.batch_size, workers=args.workers, epochs=args.epochs)
                 cache_rate = epoch_rate(cache, batch_size=args.batch_size, workers=args.workers, epochs=args.epochs)
                 rows.append((size, policy, decode_rate, cache_rate))
-                print(f"  policy {policy:<7} decode every epoch {decode_rate:6.0f} img/s | cache {cache_rate:6.0f} img/s"
-                      f" | ratio {cache_rate / decode_rate:4.1f}x")
+                print(f"  policy {policy:<7} decode every epoch {decode_rate:6.0f} img/s | "
+                      f"cache {cache_rate:6.0f} img/s | ratio {cache_rate / decode_rate:4.1f}x")
         for policy in args.policies:
             rate = device_rate(policy, size=args.train_size, batch_size=args.batch_size, device=args.device)
             print(f"device-side share of policy {policy!r} on {args.device}: {rate:.0f} img/s per training process")

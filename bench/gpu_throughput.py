@@ -26,14 +26,13 @@ import numpy as np
 import torch
 from torch.utils.data import RandomSampler
 
-from melanoma_search.augment import build_train_transform
-from melanoma_search.batch_augment import batch_policy
+from melanoma_search.augment.policies import AugmentConfig, build_train_transform, get_policy
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.prepare import prepare_data
-from melanoma_search.losses import BCELoss
-from melanoma_search.models import build_model
+from melanoma_search.model.losses import BCELoss
+from melanoma_search.model.network import ModelConfig, build_model
 from melanoma_search.train.config import parse_config
-from melanoma_search.train.loop import make_loader
+from melanoma_search.train.loaders import make_loader
 from melanoma_search.train.steps import BatchInputs, Precision, run_epoch
 
 
@@ -43,7 +42,7 @@ def _sync(device: torch.device) -> None:
 
 
 def ceiling(name: str, *, size: int, batch: int, steps: int, device: torch.device, precision: Precision) -> float:
-    model = build_model(name, n_outputs=1).to(device, memory_format=torch.channels_last)
+    model = build_model(ModelConfig(name=name), n_outputs=1).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = BCELoss()
     images = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
@@ -75,16 +74,17 @@ def engine(name: str, *, size: int, batch: int, images: int, device: torch.devic
     array = data.cached_images(size=size, cache_dir=cache_dir, workers=workers)
     rows = data.table[data.table["fold"].ne(0) & data.table["split"].eq("train")]
     dataset = LesionDataset(array, rows=rows["cache_row"].to_numpy(), targets=rows["target"].to_numpy(np.float32),
-                            transform=build_train_transform(policy="medium", size=size, seed=0))
+                            transform=build_train_transform(AugmentConfig(policy="medium"), size=size, seed=0))
     sampler = RandomSampler(dataset, replacement=True, num_samples=images, generator=torch.Generator().manual_seed(0))
-    loader = make_loader(dataset, config=config, device=device, sampler=sampler, train=True)
-    model = build_model(name, n_outputs=1)
+    loader = make_loader(dataset, batch_size=config.batch_size, num_workers=config.data.num_workers, device=device,
+                         sampler=sampler, train=True)
+    model = build_model(config.model, n_outputs=1)
     channels_last = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     inputs = BatchInputs(device, model.normalisation, channels_last=channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     common = dict(inputs=inputs, loss_fn=BCELoss(), optimizer=optimizer, precision=precision,
-                  scaler=precision.scaler(), augment=batch_policy("medium"))
+                  scaler=precision.scaler(), augment=get_policy("medium").on_device)
     run_epoch(model, loader, n_batches=len(loader), max_batches=8, **common)  # warm-up: workers, cuDNN autotune
     _sync(device)
     out = run_epoch(model, loader, n_batches=len(loader), **common)

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="score metadata members without metadata (every field treated as missing)")
     args = parser.parse_args(argv)
     try:
-        from melanoma_search.data.tables import read_images_to_score
+        from melanoma_search.data.layouts import read_images_to_score
         from melanoma_search.ensemble import load_ensemble
         from melanoma_search.train.loop import resolve_device
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import yaml
+from optuna.trial import FrozenTrial, TrialState
 
 TINY: dict[str, Any] = {
     "objective": "holdout_auc",
@@ -40,3 +43,25 @@ def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
     """The run in the background, stdout and stderr merged, line by line."""
     return subprocess.Popen([sys.executable, "-m", "melanoma_search.run", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def overlapping(trials: list[FrozenTrial]) -> bool:
+    """Whether two of ``trials`` ran at the same time (from their recorded start and end)."""
+    spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
+    return any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+
+
+def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
+    """The first RUNNING trial that has reported an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                       if t.intermediate_values and "worker" in t.user_attrs]
+            if running:
+                return running[0]
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no trial started training within {timeout}s")

@@ -108,7 +108,8 @@ def test_dashboard_serves_the_study_and_an_artifact(tmp_path: Path) -> None:
                if m.filename == "roc.svg")
     port = _free_port()
     dashboard = subprocess.Popen(
-        [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", f"sqlite:///{tmp_path}/storage/tiny.db", "--port", str(port),
+        [sys.executable, "-c", "from optuna_dashboard._cli import main; main()",
+         f"sqlite:///{tmp_path}/storage/tiny.db", "--port", str(port),
          "--host", "127.0.0.1", "--artifact-dir", str(tmp_path / "storage" / "tiny" / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

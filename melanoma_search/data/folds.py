@@ -2,8 +2,9 @@
 
 A patient's images look alike, so a patient split across folds inflates validation AUC: folds are formed over
 patients, never images. Whole patients are dealt out so that every fold gets about the same number of melanomas
-and of images (the aim of the 2020 competition's "triple stratification"). A dataset's own fold key (``tfrecord``) is honoured instead when present,
-known duplicates are dropped first, and external rows get fold ``-1``: they only ever train.
+and of images (the aim of the 2020 competition's "triple stratification"). A dataset's own fold key (``tfrecord``)
+is honoured instead when present, known duplicates are dropped first, and external rows get fold ``-1``: they only
+ever train.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def assign_folds(
     """Return the fold of every row of ``table`` (test rows get ``NaN``, external rows :data:`EXTERNAL_FOLD`).
 
     Args:
-        table: The normalised table (:mod:`melanoma_search.data.tables`).
+        table: The normalised table (:mod:`melanoma_search.data.layouts`).
         n_folds: Number of folds, at least 2.
         seed: Shuffling seed; the same table and seed give the same folds.
         use_fold_key: Honour the dataset's own ``fold_key`` (e.g. ``tfrecord``) where it has one, mapped by
@@ -96,7 +97,7 @@ def _patient_folds(rows: pd.DataFrame, *, n_folds: int, seed: int) -> np.ndarray
     patients = patients.iloc[order].sort_values(["positives", "images"], ascending=False, kind="stable")
     load = np.zeros((n_folds, 3))  # positives, images, patients
     patient_fold: dict[str, int] = {}
-    for patient, positives, images in zip(patients.index, patients["positives"], patients["images"]):
+    for patient, positives, images in zip(patients.index, patients["positives"], patients["images"], strict=True):
         key = (load[:, 0], load[:, 1], load[:, 2]) if positives > 0 else (load[:, 1], load[:, 2], load[:, 0])
         fold = int(np.lexsort(key[::-1])[0])
         load[fold] += (positives, images, 1)

@@ -32,7 +32,7 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
         raise ImageError(f"not a readable image (corrupt or unknown format): {path}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
-    array = np.asarray(rgb, dtype=np.uint8)
+    array: np.ndarray = np.asarray(rgb, dtype=np.uint8)
     if array.shape[:2] != (size, size):
         shrinking = array.shape[0] > size or array.shape[1] > size
         array = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

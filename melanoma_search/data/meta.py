@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma_search.data.tables import SITES
+from melanoma_search.data.layouts import SITES
 from melanoma_search.errors import DataError
 
 __all__ = ["MetaEncoder", "add_derived_columns"]

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from melanoma_search.data.cache import load_or_build_cache
+from melanoma_search.data.config import DataConfig
 from melanoma_search.data.folds import assign_folds, drop_duplicates, read_duplicate_list
+from melanoma_search.data.layouts import load_table
 from melanoma_search.data.meta import add_derived_columns
 from melanoma_search.data.synthetic import ensure_synthetic_dataset
-from melanoma_search.data.tables import load_table
 from melanoma_search.errors import DataError
 
-__all__ = ["MELANOMA", "PreparedData", "prepare_data"]
+__all__ = ["MELANOMA", "PreparedData", "load_dataset", "prepare_data"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,3 +97,11 @@ def prepare_data(
               folder, int(train.sum()), positives, int(table["is_external"].sum()), int((~train).sum()), n_folds)
     return PreparedData(table=table, paths=table["image_path"].tolist(), classes=classes, n_folds=n_folds,
                         origin=str(folder))
+
+
+def load_dataset(config: DataConfig) -> PreparedData:
+    """Read the dataset a ``data:`` section names (the synthetic set when ``dir`` is empty)."""
+    return prepare_data(root=config.dir, layout=config.layout, external=config.external,
+                        duplicates=config.duplicates, n_folds=config.n_folds, fold_seed=config.fold_seed,
+                        missing_images=config.missing_images, synthetic_dir=config.cache_dir,
+                        synthetic_params=config.synthetic.model_dump())

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from melanoma_search.data.tables import SITES
+from melanoma_search.data.layouts import SITES
 
 __all__ = ["ensure_synthetic_dataset", "render_lesion", "write_synthetic_dataset"]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from numpy.typing import ArrayLike
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -28,12 +29,12 @@ __all__ = ["ArtifactWriter", "roc_svg"]
 _WEIGHTS_ATTR = "weights"
 
 
-def roc_svg(target: Sequence[float], pred: Sequence[float], *, title: str, size: int = 320) -> str:
+def roc_svg(target: ArrayLike, pred: ArrayLike, *, title: str, size: int = 320) -> str:
     """A small self-contained SVG of the ROC curve (no plotting library, renders in any browser and the dashboard)."""
     fpr, tpr, _ = roc_curve(np.asarray(target), np.asarray(pred))
     auc = roc_auc_score(np.asarray(target), np.asarray(pred))
     pad, side = 40, size - 60
-    points = " ".join(f"{pad + x * side:.1f},{pad + (1 - y) * side:.1f}" for x, y in zip(fpr, tpr))
+    points = " ".join(f"{pad + x * side:.1f},{pad + (1 - y) * side:.1f}" for x, y in zip(fpr, tpr, strict=True))
     ticks = "".join(
         f'<text x="{pad + t * side:.0f}" y="{pad + side + 16}" font-size="10" text-anchor="middle">{t:.1f}</text>'
         f'<text x="{pad - 6}" y="{pad + (1 - t) * side + 3:.0f}" font-size="10" text-anchor="end">{t:.1f}</text>'

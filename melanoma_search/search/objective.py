@@ -1,7 +1,7 @@
 """Objectives: what a trial returns to Optuna, chosen by name in the spec.
 
-An objective is a Python file in ``objectives/`` (in the working directory, or the one of the source checkout), so a
-user adds one by dropping a file there. It defines:
+An objective is a Python file in ``objectives/`` (in the working directory, or the built-in ones shipped as
+``melanoma_search.objectives``), so a user adds one by dropping a file there. It defines:
 
 ``DIRECTIONS``
     ``("maximize",)``, or several for a multi-objective study (a Pareto front in the dashboard).
@@ -46,9 +46,10 @@ class Objective:
 
 
 def objective_dirs() -> tuple[Path, ...]:
-    here = Path.cwd() / "objectives"
-    checkout = Path(__file__).resolve().parents[2] / "objectives"
-    return (here,) if here.resolve() == checkout else (here, checkout)
+    """Where objectives are looked up: ``./objectives`` of the working folder, then the built-in ones."""
+    from melanoma_search.search.spec import _lookup_dirs
+
+    return _lookup_dirs("objectives")
 
 
 def load_objective(name: str, *, search_dirs: Sequence[Path] | None = None) -> Objective:

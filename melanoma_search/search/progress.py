@@ -54,7 +54,7 @@ class TrialProgress:
         elapsed = time.time() - self.start
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         if trial.state == TrialState.COMPLETE and trial.values:
-            outcome = " ".join(f"{n}={v:.4f}" for n, v in zip(self.metric_names, trial.values))
+            outcome = " ".join(f"{n}={v:.4f}" for n, v in zip(self.metric_names, trial.values, strict=True))
         elif trial.state == TrialState.FAIL:
             outcome = f"FAIL ({trial.user_attrs.get('fail_reason', 'see the log above')})"[:160]
         else:

@@ -1,12 +1,13 @@
 """Trials that outlive their worker: who runs each trial, and failing + re-queueing the ones a dead worker left.
 
 Every trial records which process runs it (user attributes ``worker`` = ``host:pid``, ``launch`` = the run that
-started it, and ``ray_trial`` under Ray Tune). When a launcher sees a worker die (``kill -9``, out of host memory, a
-lost Ray actor) it fails that worker's RUNNING trials at once and re-queues each with the same parameters through
-Optuna's own ``RetryHeartbeatStaleTrialCallback``, so the retry looks exactly like one made by the storage heartbeat
-(``failed_trial`` / ``retry_history`` system attributes). The heartbeat remains the safety net for workers no
-launcher watches (another node on a shared PostgreSQL): a surviving worker fails their trials when it starts its next
-one. Failing a trial is a compare-and-set in every storage, so a trial failed by both paths is retried once.
+started it, plus any tags the backend adds, e.g. the Tune trial under Ray). When a launcher sees a worker die
+(``kill -9``, out of host memory, a lost Ray actor) it fails that worker's RUNNING trials at once and re-queues each
+with the same parameters through Optuna's own ``RetryHeartbeatStaleTrialCallback``, so the retry looks exactly like
+one made by the storage heartbeat (``failed_trial`` / ``retry_history`` system attributes). The heartbeat remains
+the safety net for workers no launcher watches (another node on a shared PostgreSQL): a surviving worker fails their
+trials when it starts its next one. Failing a trial is a compare-and-set in every storage, so a trial failed by
+both paths is retried once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import socket
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -37,12 +38,12 @@ def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
-def tag_trial(trial: optuna.Trial, *, launch: str, ray_trial: str | None = None) -> None:
+def tag_trial(trial: optuna.Trial, *, launch: str, tags: Mapping[str, str] | None = None) -> None:
     """Record which process and which run execute ``trial`` (read by :func:`fail_running` and the dashboard)."""
     trial.set_user_attr("worker", worker_id())
     trial.set_user_attr("launch", launch)
-    if ray_trial is not None:
-        trial.set_user_attr("ray_trial", ray_trial)
+    for key, value in (tags or {}).items():
+        trial.set_user_attr(key, value)
 
 
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:

@@ -14,15 +14,24 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from melanoma_search.errors import ConfigError
-from melanoma_search.train.config import TrainConfig, apply_overrides, format_validation_error
+from melanoma_search.schema import StrictModel, format_validation_error
+from melanoma_search.train.config import (
+    DEPRECATED_KEYS,
+    apply_overrides,
+    canonical_path,
+    check_value,
+    config_field,
+    config_paths,
+    flatten_config,
+)
 
 __all__ = [
     "EFFICIENTNET_NATIVE_SIZES",
@@ -32,9 +41,9 @@ __all__ = [
     "SamplerSpec",
     "StudySpec",
     "find_spec",
-    "flatten_config",
     "load_spec",
     "native_size",
+    "spec_dirs",
 ]
 
 #: Input resolution of EfficientNet B0-B7 (Tan & Le 2019), the "native size" a spec can pair with the architecture.
@@ -51,11 +60,7 @@ def native_size(model_name: str, *, scale: float = 1.0, multiple: int = 8) -> in
     return max(multiple, int(round(size / multiple)) * multiple)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Dimension(_Strict):
+class Dimension(StrictModel):
     """One searched parameter.
 
     (YAML key ``int: true`` sets :attr:`integer`.)
@@ -110,7 +115,7 @@ class Dimension(_Strict):
         return True
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(StrictModel):
     name: Literal["tpe", "random", "qmc", "gp"] = "tpe"
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = True
@@ -119,7 +124,7 @@ class SamplerSpec(_Strict):
     seed: int | None = None
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(StrictModel):
     name: Literal["hyperband", "successive_halving", "median", "threshold", "none"] = "hyperband"
     min_resource: int = Field(1, ge=1)
     reduction_factor: int = Field(3, ge=2)
@@ -131,13 +136,13 @@ class PrunerSpec(_Strict):
     """Wrap in Optuna's PatientPruner: only prune after this many epochs without improvement (AUC is noisy)."""
 
 
-class BudgetSpec(_Strict):
+class BudgetSpec(StrictModel):
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     """Seconds for this run of the study."""
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     """A validated study spec (``search_spaces/<name>.yaml``)."""
 
     name: str = ""
@@ -166,77 +171,41 @@ class StudySpec(_Strict):
             pending = [p for p in pending if p not in ready]
         return order
 
-    def base_config(self, *, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """Old config keys (``sampler`` for the row sampler) still read, with a deprecation warning."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("space"), dict):
+            data["space"] = {canonical_path(str(k)): _renamed_when(v) for k, v in data["space"].items()}
+        if isinstance(data.get("fixed"), dict) and any(k in data["fixed"] for k in DEPRECATED_KEYS):
+            data["fixed"] = {canonical_path(str(k)): v for k, v in data["fixed"].items()}
+        if isinstance(data.get("enqueue"), list):
+            data["enqueue"] = [{canonical_path(str(k)): v for k, v in e.items()} if isinstance(e, dict) else e
+                               for e in data["enqueue"]]
+        return data
+
+    def base_config(self, *, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
         """The config every trial starts from: ``fixed``, then ``data``, then command-line ``--set`` overrides."""
-        base = apply_overrides({}, [f"{k}={_yaml(v)}" for k, v in flatten_config(self.fixed).items()])
-        base = apply_overrides(base, [f"data.{k}={_yaml(v)}" for k, v in flatten_config(self.data).items()])
+        base = apply_overrides({}, flatten_config(self.fixed))
+        base = apply_overrides(base, flatten_config(self.data, prefix="data."))
         return apply_overrides(base, overrides)
 
 
-def _yaml(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def flatten_config(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config sections as dotted key paths (``{'loss': {'gamma': 2}}`` -> ``{'loss.gamma': 2}``)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and _is_section(path):
-            out.update(flatten_config(value, prefix=f"{path}."))
-        else:
-            out[path] = value
-    return out
-
-
-def _is_section(path: str) -> bool:
-    try:
-        return _field_info(path)[1]
-    except KeyError:
-        return False
-
-
-def _field_info(path: str) -> tuple[Any, bool]:
-    """The pydantic field at a config key path, and whether it is a section (a nested model)."""
-    model: Any = TrainConfig
-    field = None
-    for part in path.split("."):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            raise KeyError(path)
-        field = model.model_fields[part]
-        model = field.annotation
-    is_section = isinstance(model, type) and issubclass(model, BaseModel)
-    return field, is_section
-
-
-def _all_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
-    paths = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths.extend(_all_paths(annotation, f"{prefix}{name}."))
-        else:
-            paths.append(f"{prefix}{name}")
-    return paths
-
-
-def _check_value(path: str, value: Any) -> str | None:
-    field, _ = _field_info(path)
-    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation  # type: ignore[misc]
-    adapter = TypeAdapter(annotation)
-    try:
-        adapter.validate_python(value)
-    except ValidationError as exc:
-        return exc.errors()[0]["msg"]
-    return None
+def _renamed_when(dimension: Any) -> Any:
+    if isinstance(dimension, dict) and isinstance(dimension.get("when"), dict):
+        return {**dimension, "when": {canonical_path(str(k)): v for k, v in dimension["when"].items()}}
+    return dimension
 
 
 def _validate(spec: StudySpec, *, source: str) -> None:
     problems: list[str] = []
-    known = _all_paths()
+    known = config_paths()
     for path, dim in spec.space.items():
         try:
-            _, is_section = _field_info(path)
+            _, is_section = config_field(path)
         except KeyError:
             close = difflib.get_close_matches(path, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -248,14 +217,14 @@ def _validate(spec: StudySpec, *, source: str) -> None:
         if dim.native and path != "image_size":
             problems.append(f"space.{path}: native: true applies to image_size only")
         for value in dim.choices or ():
-            error = _check_value(path, value)
+            error = check_value(path, value)
             if error:
                 problems.append(f"space.{path}: choice {value!r}: {error}")
         for key in dim.when:
             if key not in spec.space and key not in flatten_config(spec.fixed):
                 problems.append(f"space.{path}.when: {key!r} is neither a searched parameter nor a fixed setting")
     if "model.name" in spec.space or "model" in spec.fixed:
-        from melanoma_search.models import check_model_name
+        from melanoma_search.model.network import check_model_name
 
         names = list(spec.space["model.name"].choices or ()) if "model.name" in spec.space else []
         fixed_name = flatten_config(spec.fixed).get("model.name")
@@ -266,13 +235,14 @@ def _validate(spec: StudySpec, *, source: str) -> None:
                 problems.append(f"model.name: {exc}")
     for index, entry in enumerate(spec.enqueue):
         for key, value in entry.items():
-            dim = spec.space.get(key)
-            if dim is None:
+            searched = spec.space.get(key)
+            if searched is None:
                 problems.append(f"enqueue[{index}].{key}: not a searched parameter")
-            elif dim.choices is not None and value not in dim.choices:
-                problems.append(f"enqueue[{index}].{key}: {value!r} is not one of {list(dim.choices)}")
-            elif dim.low is not None and dim.high is not None and not dim.low <= float(value) <= dim.high:
-                problems.append(f"enqueue[{index}].{key}: {value!r} is outside [{dim.low}, {dim.high}]")
+            elif searched.choices is not None and value not in searched.choices:
+                problems.append(f"enqueue[{index}].{key}: {value!r} is not one of {list(searched.choices)}")
+            elif searched.low is not None and searched.high is not None and not (
+                    searched.low <= float(value) <= searched.high):
+                problems.append(f"enqueue[{index}].{key}: {value!r} is outside [{searched.low}, {searched.high}]")
     try:
         from melanoma_search.train.config import parse_config
 
@@ -304,10 +274,17 @@ def find_spec(name_or_path: str, *, search_dirs: tuple[Path, ...] | None = None)
 
 
 def spec_dirs() -> tuple[Path, ...]:
-    """Where specs are looked up: ``./search_spaces``, then the one in the source checkout."""
-    here = Path.cwd() / "search_spaces"
-    checkout = Path(__file__).resolve().parents[2] / "search_spaces"
-    return (here,) if here.resolve() == checkout else (here, checkout)
+    """Where specs are looked up: ``./search_spaces`` of the working folder, then the built-in ones."""
+    return _lookup_dirs("search_spaces")
+
+
+def _lookup_dirs(name: str) -> tuple[Path, ...]:
+    """``./NAME`` of the working folder, then the package's built-in ``melanoma_search.NAME`` (once if the same)."""
+    from importlib.resources import files
+
+    here = Path.cwd() / name
+    builtin = Path(str(files(f"melanoma_search.{name}")))
+    return (here,) if here.resolve() == builtin.resolve() else (here, builtin)
 
 
 def load_spec(name_or_path: str | os.PathLike[str]) -> StudySpec:

@@ -1,4 +1,4 @@
-"""Opening a study: storage, sampler, pruner, artifact store — all from the spec and the command line.
+"""Opening a study: its storage, Optuna sampler and pruner, all from the spec and the command line.
 
 Storage URLs:
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 
 from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.search.objective import Objective
@@ -197,7 +198,7 @@ def open_study(
     seed: int | None = None,
 ) -> optuna.Study:
     """Create the study, or load it to resume; a resumed study must have the objective's directions."""
-    directions = list(objective.directions)
+    directions = [StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE for d in objective.directions]
     try:
         study = optuna.create_study(
             study_name=study_name,
@@ -212,9 +213,9 @@ def open_study(
     except Exception as exc:
         raise StorageError(_storage_message(study_name, exc)) from None
     existing = [d.name.lower() for d in study.directions]
-    if existing != directions:
+    if existing != list(objective.directions):
         raise ConfigError(f"study {study_name!r} exists with directions {existing}, but objective "
-                          f"{objective.name!r} needs {directions}; use another --study-name")
+                          f"{objective.name!r} needs {list(objective.directions)}; use another --study-name")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objective.metric_names))

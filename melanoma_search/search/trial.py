@@ -25,17 +25,21 @@ from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.objective import Objective
-from melanoma_search.search.spec import StudySpec, flatten_config, native_size
-from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
-from melanoma_search.train.loop import EpochStats, RunResult, fit, prepare_for
+from melanoma_search.search.spec import StudySpec, native_size
+from melanoma_search.train.config import TrainConfig, apply_overrides, flatten_config, parse_config
+from melanoma_search.train.loop import fit, prepare_for
+from melanoma_search.train.results import EpochStats, RunResult
 
 __all__ = ["TrialRunner", "sample_params", "trial_config"]
 
 Log = Callable[[str], None]
 
 
-def _encode(value: Any) -> Any:
-    """Optuna categoricals hold scalars: lists (e.g. progressive sizes) travel as their YAML text."""
+def _label(value: Any) -> Any:
+    """Optuna categoricals hold scalars: a list choice (e.g. progressive sizes) is named by its YAML flow text.
+
+    The label is only Optuna's name for the choice; the value itself is looked up from the spec, never parsed back.
+    """
     return yaml.safe_dump(value, default_flow_style=True).strip() if isinstance(value, (list, dict)) else value
 
 
@@ -48,9 +52,8 @@ def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any])
         if not dim.applies(values):
             continue
         if dim.kind == "categorical":
-            choices = [_encode(c) for c in dim.choices or ()]
-            value = trial.suggest_categorical(path, choices)
-            value = yaml.safe_load(value) if isinstance(value, str) and value[:1] in "[{" else value
+            by_label = {_label(c): c for c in dim.choices or ()}
+            value = by_label[trial.suggest_categorical(path, list(by_label))]
         elif dim.kind == "int":
             assert dim.low is not None and dim.high is not None
             value = trial.suggest_int(path, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
@@ -67,9 +70,9 @@ def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any])
 
 def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], objective: Objective) -> TrainConfig:
     """The trial's full config: base, then sampled parameters, then the objective's folds."""
-    data = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in params.items()])
+    data = apply_overrides(base, params)
     n_folds = int(data.get("data", {}).get("n_folds", 5))
-    data = apply_overrides(data, [f"data.folds={json.dumps(list(objective.folds(n_folds)))}"])
+    data = apply_overrides(data, {"data.folds": list(objective.folds(n_folds))})
     return parse_config(data, source="trial config")
 
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -47,7 +48,8 @@ class WorkerJob:
     budget_path: str | None
     """The run's :class:`TrialBudget` file; ``None`` under Ray, where Tune's searcher hands out the trials."""
     launch: str
-    overrides: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """``(key path, value)`` pairs from ``--set``, values as parsed once on the command line (JSON-able)."""
     seed: int | None = None
     n_trials: int | None = None
     """The run's trial budget, for the progress line's "k/N" and ETA (the budget file enforces it)."""
@@ -57,7 +59,8 @@ class WorkerJob:
     heartbeat: int = 60
     label: str = ""
     """Prefix for this worker's output lines (``[w1]``), empty for a lone worker."""
-    ray_trial: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Extra user attributes the backend puts on each trial (e.g. the Ray Tune trial that ran it)."""
     max_trials: int | None = None
     """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
 
@@ -67,7 +70,7 @@ class WorkerJob:
     @classmethod
     def from_json(cls, text: str) -> WorkerJob:
         data = json.loads(text)
-        data["overrides"] = tuple(data.get("overrides", ()))
+        data["overrides"] = tuple((str(k), v) for k, v in data.get("overrides", ()))
         return cls(**data)
 
 
@@ -94,7 +97,7 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     ran: list[FrozenTrial] = []
 
     def tagged(trial: optuna.Trial) -> float | tuple[float, ...]:
-        tag_trial(trial, launch=job.launch, ray_trial=job.ray_trial)
+        tag_trial(trial, launch=job.launch, tags=job.tags)
         return runner(trial)
 
     def finished(_: optuna.Study, trial: FrozenTrial) -> None:

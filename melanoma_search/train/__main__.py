@@ -29,13 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from melanoma_search.train.config import load_config
     from melanoma_search.train.loop import fit, prepare_for
 
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.dir={args.data_dir}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
+    values = {"data.dir": args.data_dir, "output_dir": args.output_dir}
     try:
-        config = load_config(args.config, overrides=overrides)
+        config = load_config(args.config, overrides=args.overrides,
+                             values={k: v for k, v in values.items() if v is not None})
         data = prepare_for(config)
         result = fit(config, data=data, weights_dir=config.output_dir)
         out = result.save(config.output_dir, config=config)

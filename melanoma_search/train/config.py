@@ -1,25 +1,38 @@
-"""The configuration of one training run: plain, frozen, validated data.
+"""The configuration of one training run, and the one codec for its dotted key paths.
 
-A trial's inputs are this object and nothing else (no global state), so a trial can be rebuilt in another process
-or on another machine from its YAML dump. Validation is pydantic's; :func:`parse_config` turns its errors into one
-:class:`~melanoma_search.errors.ConfigError` whose lines give the key path, the bad value and what is allowed
-(with a did-you-mean for misspelt keys).
+A trial's inputs are a :class:`TrainConfig` and nothing else (no global state), so a trial can be rebuilt in another
+process or on another machine from its YAML dump. Sections are owned by the families they configure
+(:class:`~melanoma_search.data.DataConfig`, :class:`~melanoma_search.model.ModelConfig`,
+:class:`~melanoma_search.model.LossConfig`, :class:`~melanoma_search.augment.AugmentConfig`), whose registries
+supply the allowed names; this module composes them and adds the cross-checks between sections.
+
+Key paths (``loss.gamma``) are how a spec, the search space, ``--set`` and Optuna's parameter names address a value.
+This module is their only codec: :func:`set_path` puts a value (kept as the object it is, never text) into a nested
+mapping, :func:`flatten_config` takes a mapping apart, :func:`check_value` validates one value against its field.
+Text is parsed once, at the command line, by :func:`parse_override`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
+from melanoma_search.augment.policies import AugmentConfig
+from melanoma_search.data.config import DataConfig, SyntheticConfig
 from melanoma_search.errors import ConfigError
+from melanoma_search.model.losses import LossConfig, get_loss
+from melanoma_search.model.network import ModelConfig
+from melanoma_search.schema import StrictModel, format_validation_error
 
 __all__ = [
+    "DEPRECATED_KEYS",
     "AugmentConfig",
     "DataConfig",
     "LossConfig",
@@ -27,95 +40,34 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "apply_overrides",
+    "canonical_path",
+    "check_value",
+    "config_field",
+    "config_paths",
+    "flatten_config",
+    "is_section",
     "load_config",
     "parse_config",
+    "parse_override",
+    "set_path",
 ]
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SyntheticConfig(_Frozen):
-    """The embedded synthetic set, used when ``data.dir`` is empty."""
-
-    n_train: int = Field(600, ge=20)
-    n_test: int = Field(100, ge=0)
-    size: int = Field(128, ge=32)
-    seed: int = 0
+#: Old key paths still accepted, with a deprecation warning, and the key they now mean.
+DEPRECATED_KEYS: dict[str, str] = {"sampler": "row_sampler"}
 
 
-class DataConfig(_Frozen):
-    dir: str | None = None
-    """Dataset folder (any layout of :mod:`melanoma_search.data.tables`); empty means the synthetic set."""
-    layout: str = "auto"
-    external: tuple[str, ...] = ()
-    """Extra dataset folders used in training folds only (e.g. ISIC 2019)."""
-    duplicates: str | None = None
-    """A duplicate-pair list; ``ISIC_2020_Training_Duplicates.csv`` in ``dir`` is used when present."""
-    n_folds: int = Field(5, ge=2, le=20)
-    folds: tuple[int, ...] | Literal["all"] = (0,)
-    """Which folds to train and validate (``all`` for full cross-validation)."""
-    fold_seed: int = 42
-    cache_dir: str = "storage/cache"
-    missing_images: Literal["error", "skip"] = "error"
-    bad_images: Literal["error", "skip"] = "error"
-    num_workers: int = Field(-1, ge=-1)
-    """Loader worker processes; -1 picks min(8, CPU cores)."""
-    synthetic: SyntheticConfig = SyntheticConfig()
-
-    @model_validator(mode="after")
-    def _check_folds(self) -> DataConfig:
-        if self.folds != "all":
-            bad = [f for f in self.folds if not 0 <= f < self.n_folds]
-            if bad:
-                raise ValueError(f"folds {bad} out of range for n_folds={self.n_folds} (allowed 0..{self.n_folds - 1})")
-        return self
-
-    def fold_list(self) -> list[int]:
-        return list(range(self.n_folds)) if self.folds == "all" else sorted(set(self.folds))
+def canonical_path(path: str, *, warn: bool = True) -> str:
+    """``path`` with a deprecated key replaced by its new name (warning once per call site)."""
+    new = DEPRECATED_KEYS.get(path)
+    if new is None:
+        return path
+    if warn:
+        warnings.warn(f"config key {path!r} is deprecated: use {new!r} (Optuna's sampler is the spec's top-level "
+                      f"'sampler:' section; this one picks training rows)", FutureWarning, stacklevel=3)
+    return new
 
 
-class ModelConfig(_Frozen):
-    name: str = "resnet18"
-    """Any timm model name."""
-    pretrained: bool = False
-    checkpoint: str | None = None
-    pool: Literal["avg", "gem"] = "avg"
-    head: Literal["linear", "msd", "arcface"] = "linear"
-    meta: bool = True
-    """Fuse the metadata MLP with the image features."""
-    drop_rate: float = Field(0.3, ge=0.0, lt=1.0)
-    drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
-
-
-class LossConfig(_Frozen):
-    name: Literal["bce", "ce", "focal", "margin_focal", "auc", "arcface"] = "bce"
-    """``bce`` and ``ce`` both mean cross-entropy: sigmoid for a binary target, softmax for diagnosis."""
-    smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    gamma: float = Field(2.0, ge=0.0)
-    alpha: float | None = Field(0.25, gt=0.0, lt=1.0)
-    margin: float = Field(0.2, ge=0.0)
-    arc_scale: float = Field(30.0, gt=0.0)
-    arc_margin: float = Field(0.5, ge=0.0, lt=1.5)
-    tau: float = Field(1.0, gt=0.0)
-    bce_weight: float = Field(0.5, ge=0.0)
-
-
-class AugmentConfig(_Frozen):
-    policy: Literal["none", "light", "medium", "heavy"] = "medium"
-    hair: float = Field(0.0, ge=0.0, le=1.0)
-    hair_dir: str | None = None
-    microscope: float = Field(0.0, ge=0.0, le=1.0)
-    color_constancy: bool = False
-    cutout: float = Field(0.0, ge=0.0, le=1.0)
-    cutmix: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability that a training batch is cut-mixed."""
-    mixup: float = Field(0.0, ge=0.0, le=1.0)
-    mix_alpha: float = Field(1.0, gt=0.0)
-
-
-class TrainConfig(_Frozen):
+class TrainConfig(StrictModel):
     """Everything one training run needs. Dump it with :meth:`to_yaml`; rebuild it with :func:`parse_config`."""
 
     data: DataConfig = DataConfig()
@@ -138,9 +90,10 @@ class TrainConfig(_Frozen):
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
     freeze_epochs: int = Field(0, ge=0)
     clip_grad: float | None = Field(5.0, gt=0.0)
-    sampler: Literal["random", "balanced"] = "random"
+    row_sampler: Literal["random", "balanced"] = "random"
+    """How training rows are drawn (``sampler`` before 0.2; the spec's ``sampler:`` section is Optuna's)."""
     oversample: float = Field(1.0, ge=1.0)
-    """With the balanced sampler: how much more often a melanoma is drawn than a benign image."""
+    """With the balanced row sampler: how much more often a melanoma is drawn than a benign image."""
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
     tta: Literal[1, 2, 4, 8] = 1
@@ -149,14 +102,26 @@ class TrainConfig(_Frozen):
     output_dir: str = "storage/runs/train"
     save_weights: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and any(k in data for k in DEPRECATED_KEYS):
+            data = {canonical_path(str(k), warn=True): v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.target == "diagnosis" and self.loss.name in ("margin_focal", "auc"):
-            raise ValueError(f"loss.name {self.loss.name!r} needs target 'binary'; for diagnosis use ce, focal "
-                             "or arcface")
-        if (self.loss.name == "arcface") != (self.model.head == "arcface"):
-            raise ValueError("loss.name 'arcface' and model.head 'arcface' go together (the head gives cosines, "
-                             "the loss adds the margin)")
+        loss = get_loss(self.loss.name)
+        if self.target not in loss.targets:
+            raise ValueError(f"loss.name {self.loss.name!r} needs target {' or '.join(map(repr, loss.targets))}; "
+                             f"for {self.target} use {', '.join(_losses_for(self.target))}")
+        head_losses = _losses_needing_head(self.model.head)  # the losses this head only works with
+        pair = ((self.loss.name, loss.head) if loss.head is not None and loss.head != self.model.head
+                else (head_losses[0], self.model.head) if head_losses and self.loss.name not in head_losses
+                else None)
+        if pair is not None:
+            raise ValueError(f"loss.name {pair[0]!r} and model.head {pair[1]!r} go together (the head gives "
+                             "cosines, the loss adds the margin)")
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
         if any(s > self.image_size for s in self.progressive_sizes):
@@ -177,6 +142,18 @@ class TrainConfig(_Frozen):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _losses_for(target: str) -> list[str]:
+    from melanoma_search.model.losses import list_losses
+
+    return list(list_losses(target))  # type: ignore[arg-type]
+
+
+def _losses_needing_head(head: str) -> list[str]:
+    from melanoma_search.model.losses import list_losses
+
+    return [name for name in list_losses() if get_loss(name).head == head]
+
+
 def parse_config(data: Mapping[str, Any] | None, *, source: str = "config") -> TrainConfig:
     """Validate a nested mapping into a :class:`TrainConfig`, raising :class:`ConfigError` on any problem."""
     try:
@@ -185,61 +162,105 @@ def parse_config(data: Mapping[str, Any] | None, *, source: str = "config") -> T
         raise ConfigError(format_validation_error(exc, source=source, model=TrainConfig)) from None
 
 
-def format_validation_error(exc: ValidationError, *, source: str, model: type[BaseModel]) -> str:
-    """One line per problem: ``key.path: message (got value)``, with a did-you-mean for unknown keys."""
-    lines = [f"invalid {source}:"]
-    for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            allowed = _fields_at(model, error["loc"][:-1])
-            close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            message = f"unknown key{hint} allowed here: {', '.join(allowed)}"
-        elif "input" in error and error["type"] != "missing" and error["loc"]:
-            message += f" (got {error['input']!r})"
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------------------------- key-path codec
+def config_field(path: str) -> tuple[FieldInfo, bool]:
+    """The pydantic field at a key path and whether it is a section (a nested model); ``KeyError`` if none."""
+    model: Any = TrainConfig
+    field: FieldInfo | None = None
+    for part in canonical_path(path, warn=False).split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            raise KeyError(path)
+        field = model.model_fields[part]
+        model = field.annotation
+    assert field is not None
+    return field, isinstance(model, type) and issubclass(model, BaseModel)
 
 
-def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field = current.model_fields.get(str(part)) if isinstance(current, type) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        current = field.annotation
-    return list(current.model_fields)
+def is_section(path: str) -> bool:
+    try:
+        return config_field(path)[1]
+    except KeyError:
+        return False
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` strings (values parsed as YAML: ``lr=1e-3``, ``folds=[0,1]``) to a nested dict."""
+def config_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    """Every leaf key path of the config (``data.dir``, ..., ``loss.gamma``, ...)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(config_paths(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def check_value(path: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed at ``path`` (pydantic's message), or ``None`` when it is."""
+    field, _ = config_field(path)
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+    return None
+
+
+def flatten_config(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config sections as key paths (``{'loss': {'gamma': 2}}`` -> ``{'loss.gamma': 2}``)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and is_section(path):
+            out.update(flatten_config(value, prefix=f"{path}."))
+        else:
+            out[canonical_path(path)] = value
+    return out
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    """Put ``value`` at the key path ``path`` of the nested mapping ``tree`` (in place), creating sections."""
+    parts = canonical_path(path.strip()).split(".")
+    if not all(parts):
+        raise ConfigError(f"{path!r} is not a key path (e.g. loss.gamma)")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any] | Iterable[tuple[str, Any]]
+                    ) -> dict[str, Any]:
+    """A copy of ``data`` with each ``(key path, value)`` set; nested values are copied, never shared."""
     result: dict[str, Any] = _deep_copy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
-        node = result
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    for path, value in items:
+        set_path(result, path, _deep_copy(value) if isinstance(value, Mapping) else value)
     return result
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` from the command line, the value read as YAML (``lr=1e-3``, ``data.folds=[0,1]``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+    return key.strip(), value
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def load_config(path: str | os.PathLike[str] | None, *, overrides: Iterable[str] = ()) -> TrainConfig:
-    """Read a YAML config (``None``: the defaults) and apply ``--set`` overrides."""
+def load_config(path: str | os.PathLike[str] | None, *, overrides: Iterable[str] = (),
+                values: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (``None``: the defaults), apply ``--set key=value`` texts, then ``values`` (key paths)."""
     data: dict[str, Any] = {}
     source = "default config"
     if path is not None:
@@ -254,4 +275,5 @@ def load_config(path: str | os.PathLike[str] | None, *, overrides: Iterable[str]
             raise ConfigError(f"{file}: a config must be a mapping of keys to values")
         data = loaded or {}
         source = str(file)
-    return parse_config(apply_overrides(data, overrides), source=source)
+    data = apply_overrides(data, [parse_override(o) for o in overrides])
+    return parse_config(apply_overrides(data, values or {}), source=source)

@@ -20,6 +20,6 @@ def build_sampler(targets: np.ndarray, *, kind: str, oversample: float, seed: in
         return RandomSampler(range(len(targets)), generator=generator)
     if kind == "balanced":
         weights = np.where(np.asarray(targets) > 0.5, float(oversample), 1.0)
-        return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(targets),
+        return WeightedRandomSampler(weights.tolist(), num_samples=len(targets),
                                      replacement=True, generator=generator)
     raise ValueError(f"unknown sampler {kind!r}; allowed: random, balanced")

@@ -1,4 +1,4 @@
-"""Learning-rate schedules, as multipliers of the peak rate per optimiser step (for ``torch.optim.lr_scheduler.LambdaLR``)."""
+"""Learning-rate schedules, as multipliers of the peak rate per optimiser step (for ``LambdaLR``)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from melanoma_search.batch_augment import BatchPolicy, DeviceConstants, cutmix, mixup, prepare_batch
+from melanoma_search.augment.device import BatchPolicy, DeviceConstants, cutmix, mixup, prepare_batch
 from melanoma_search.errors import NonFiniteLossError
-from melanoma_search.models import Normalisation
+from melanoma_search.model.network import Normalisation
 from melanoma_search.train.tta import dihedral_views
 
 __all__ = ["BatchInputs", "EpochOutput", "Precision", "melanoma_probability", "predict", "run_epoch"]
@@ -63,8 +63,8 @@ class Precision:
 class BatchInputs:
     """Move a loader batch to the device and turn uint8 pixels into normalised floats there.
 
-    ``augment`` (a training call's :class:`~melanoma_search.batch_augment.BatchPolicy`) is fused with the
-    normalisation: see :func:`~melanoma_search.batch_augment.prepare_batch`.
+    ``augment`` (a training call's :class:`~melanoma_search.augment.device.BatchPolicy`) is fused with the
+    normalisation: see :func:`~melanoma_search.augment.device.prepare_batch`.
     """
 
     def __init__(self, device: torch.device, normalisation: Normalisation, *, channels_last: bool) -> None:

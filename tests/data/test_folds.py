@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from melanoma_search.data.folds import EXTERNAL_FOLD, assign_folds, drop_duplicates, read_duplicate_list
-from melanoma_search.data.tables import load_table
+from melanoma_search.data.layouts import load_table
 from melanoma_search.errors import DataError
 
 
@@ -17,7 +17,8 @@ def isic2020(isic2020_csv: Path) -> pd.DataFrame:
 
 
 def test_real_2020_folds_group_patients_and_balance_positives(isic2020: pd.DataFrame, isic2020_csv: Path) -> None:
-    table = drop_duplicates(isic2020, duplicates=read_duplicate_list(isic2020_csv.parent / "ISIC_2020_Training_Duplicates.csv"))
+    duplicates = read_duplicate_list(isic2020_csv.parent / "ISIC_2020_Training_Duplicates.csv")
+    table = drop_duplicates(isic2020, duplicates=duplicates)
     assert len(table) == 33126 - 425
     folds = assign_folds(table, n_folds=5, seed=42)
     assert folds.notna().all() and set(folds.unique()) == {0, 1, 2, 3, 4}
@@ -58,8 +59,8 @@ def test_existing_fold_key_is_honoured_and_duplicates_dropped() -> None:
 
 
 def test_external_rows_only_train() -> None:
-    table = pd.concat([_toy(40), _toy(20, positives=5).assign(is_external=True, image_name=lambda d: "ext" + d.image_name)],
-                      ignore_index=True)
+    external = _toy(20, positives=5).assign(is_external=True, image_name=lambda d: "ext" + d.image_name)
+    table = pd.concat([_toy(40), external], ignore_index=True)
     folds = assign_folds(table, n_folds=4)
     assert (folds[table["is_external"]] == EXTERNAL_FOLD).all()
     assert (folds[~table["is_external"]] >= 0).all()

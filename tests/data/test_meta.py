@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from melanoma_search.data.layouts import load_table
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
-from melanoma_search.data.tables import load_table
 from melanoma_search.errors import DataError
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from melanoma_search.data.layouts import load_table
 from melanoma_search.data.synthetic import ensure_synthetic_dataset, render_lesion
-from melanoma_search.data.tables import load_table
 
 
 def test_rendering_is_deterministic() -> None:

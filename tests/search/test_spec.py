@@ -57,7 +57,7 @@ def test_errors_name_the_key_path(tmp_path: Path) -> None:
         load_spec(_write(tmp_path, spec))
     message = str(info.value)
     assert "space.modle.name: not a config key; did you mean 'model.name'?" in message
-    assert "space.loss.name: choice 'hinge': Input should be" in message
+    assert "space.loss.name: choice 'hinge': unknown loss 'hinge'; allowed: bce" in message
     assert "space.loss.gamma.when: 'loss.nmae' is neither a searched parameter nor a fixed setting" in message
     assert "enqueue[0].loss.name: 'focal' is not one of ['bce', 'hinge']" in message
 
@@ -93,3 +93,12 @@ def test_conditional_parameters_follow_their_condition(tmp_path: Path) -> None:
         params = sample_params(trial, spec, spec.base_config())
         assert ("loss.gamma" in params) == (params["loss.name"] == "focal")
         assert params["progressive_sizes"] in ([], [16])  # lists travel through Optuna as text
+
+
+def test_a_spec_with_the_old_row_sampler_key_still_loads(tmp_path: Path) -> None:
+    spec_data = {"objective": "holdout_auc", "fixed": {"sampler": "balanced"},
+                 "space": {"oversample": {"low": 1.5, "high": 3.0, "when": {"sampler": "balanced"}}}}
+    with pytest.warns(FutureWarning, match="use 'row_sampler'"):
+        spec = load_spec(_write(tmp_path, spec_data))
+    assert spec.fixed == {"row_sampler": "balanced"} and spec.space["oversample"].when == {"row_sampler": "balanced"}
+    assert spec.base_config()["row_sampler"] == "balanced"

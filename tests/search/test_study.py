@@ -81,8 +81,7 @@ def test_heartbeat_requeues_the_trial_of_a_worker_nobody_watches(tmp_path: Path,
 
     from optuna.trial import TrialState
 
-    from tests.search.test_launcher import wait_for_training
-    from tests.studies import TINY, run_cli, start_cli, write_spec
+    from tests.studies import TINY, run_cli, start_cli, wait_for_training, write_spec
 
     name = f"test-{uuid.uuid4().hex[:10]}"
     spec = write_spec(tmp_path, space={"lr": {"low": 1.0e-3, "high": 3.0e-3}}, fixed={**TINY["fixed"], "epochs": 30})

@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from melanoma_search.errors import ConfigError
-from melanoma_search.train.config import TrainConfig, apply_overrides, load_config, parse_config
+from melanoma_search.train.config import TrainConfig, apply_overrides, load_config, parse_config, parse_override
 
 
 def test_defaults_round_trip_through_yaml(tmp_path: Path) -> None:
@@ -14,7 +15,7 @@ def test_defaults_round_trip_through_yaml(tmp_path: Path) -> None:
     path.write_text(config.to_yaml())
     assert load_config(path) == config
     assert config.data.fold_list() == [0, 2]
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.epochs = 3  # type: ignore[misc]  # frozen
 
 
@@ -27,7 +28,7 @@ def test_bad_value_names_key_allowed_values_and_input() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"loss": {"name": "hinge"}, "tta": 3, "augment": {"hair": 1.5}})
     message = str(info.value)
-    assert "loss.name: Input should be 'bce', 'ce', 'focal'" in message and "(got 'hinge')" in message
+    assert "loss.name: unknown loss 'hinge'; allowed: bce, ce, focal" in message and "(got 'hinge')" in message
     assert "tta: Input should be 1, 2, 4 or 8 (got 3)" in message
     assert "augment.hair: Input should be less than or equal to 1 (got 1.5)" in message
 
@@ -44,13 +45,13 @@ def test_cross_field_rules() -> None:
 
 
 def test_overrides_parse_yaml_values() -> None:
-    data = apply_overrides({"model": {"name": "resnet18"}}, ["model.name=efficientnet_b0", "lr=auto",
-                                                             "data.folds=[0, 1]", "augment.hair=0.3"])
+    texts = ["model.name=efficientnet_b0", "lr=auto", "data.folds=[0, 1]", "augment.hair=0.3"]
+    data = apply_overrides({"model": {"name": "resnet18"}}, [parse_override(t) for t in texts])
     config = parse_config(data)
     assert config.model.name == "efficientnet_b0" and config.lr == "auto"
     assert config.data.folds == (0, 1) and config.augment.hair == 0.3
     with pytest.raises(ConfigError, match="--set expects key=value"):
-        apply_overrides({}, ["lr"])
+        parse_override("lr")
 
 
 def test_missing_or_invalid_file(tmp_path: Path) -> None:
@@ -61,3 +62,27 @@ def test_missing_or_invalid_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(bad)
     assert isinstance(load_config(None), TrainConfig)
+
+
+def test_key_paths_have_one_codec_that_keeps_values_as_objects() -> None:
+    from melanoma_search.train.config import check_value, flatten_config, set_path
+
+    tree: dict[str, object] = {}
+    set_path(tree, "loss.name", "focal")
+    set_path(tree, "progressive_sizes", [64, 96])  # a list stays a list: no text in between
+    set_path(tree, "data.synthetic.seed", 3)
+    assert tree == {"loss": {"name": "focal"}, "progressive_sizes": [64, 96], "data": {"synthetic": {"seed": 3}}}
+    assert flatten_config(tree) == {"loss.name": "focal", "progressive_sizes": [64, 96], "data.synthetic.seed": 3}
+    assert parse_config(tree).progressive_sizes == (64, 96)
+    assert check_value("augment.policy", "heavy") is None and "unknown augmentation policy" in str(
+        check_value("augment.policy", "swirl"))
+    with pytest.raises(ConfigError, match="'lr' is not a section"):
+        set_path({"lr": 0.1}, "lr.max", 1)
+
+
+def test_the_row_sampler_keeps_its_old_name_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="'sampler' is deprecated: use 'row_sampler'"):
+        config = parse_config({"sampler": "balanced"})
+    assert config.row_sampler == "balanced"
+    with pytest.warns(FutureWarning):
+        assert parse_config(apply_overrides({}, [parse_override("sampler=balanced")])).row_sampler == "balanced"

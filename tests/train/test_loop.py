@@ -25,7 +25,7 @@ def _config(data_dir: Path, tmp_path: Path, **overrides: Any) -> Any:
         "lr": 1e-3,
         "output_dir": str(tmp_path / "out"),
     }
-    return parse_config(apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
+    return parse_config(apply_overrides(base, overrides))
 
 
 def test_fit_returns_oof_and_test_predictions(synthetic_dir: Path, tmp_path: Path) -> None:
@@ -75,8 +75,8 @@ def test_callback_can_stop_a_run(synthetic_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("overrides", [
-    {"progressive_sizes": "[24]", "freeze_epochs": 1, "tta": 8, "accum_steps": 2},
-    {"sampler": "balanced", "oversample": 3, "augment.cutmix": 0.5, "augment.mixup": 0.5, "augment.policy": "heavy",
+    {"progressive_sizes": [24], "freeze_epochs": 1, "tta": 8, "accum_steps": 2},
+    {"row_sampler": "balanced", "oversample": 3, "augment.cutmix": 0.5, "augment.mixup": 0.5, "augment.policy": "heavy",
      "augment.hair": 0.5, "augment.microscope": 0.5, "augment.color_constancy": True, "augment.cutout": 0.5},
     {"lr": "auto", "loss.name": "focal", "model.head": "msd", "model.pool": "gem"},
     {"target": "diagnosis", "loss.name": "focal", "model.meta": False},

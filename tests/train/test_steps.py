@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.errors import NonFiniteLossError
-from melanoma_search.losses import BCELoss
-from melanoma_search.models import build_model
+from melanoma_search.model.losses import BCELoss
+from melanoma_search.model.network import ModelConfig, build_model
 from melanoma_search.train.lr_finder import find_lr
 from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
 
@@ -40,7 +40,7 @@ def test_gradient_accumulation_equals_the_large_batch() -> None:
     same reason. One SGD step at lr=1 makes the weight change equal to the (clipped) gradient.
     """
     torch.manual_seed(0)
-    model = build_model("convnext_atto", n_outputs=1, drop_rate=0.0, drop_path_rate=0.0)
+    model = build_model(ModelConfig(name="convnext_atto", drop_rate=0.0, drop_path_rate=0.0), n_outputs=1)
     start = copy.deepcopy(model)
     start_model_copy = copy.deepcopy(model)
     start_weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -55,7 +55,7 @@ def test_gradient_accumulation_equals_the_large_batch() -> None:
 
 
 def test_nan_loss_raises_a_clear_error() -> None:
-    model = build_model("resnet18", n_outputs=1)
+    model = build_model(ModelConfig(name="resnet18"), n_outputs=1)
     dataset = _dataset()
     loader = DataLoader(dataset, batch_size=4, drop_last=True)
     inputs = BatchInputs(torch.device("cpu"), model.normalisation, channels_last=False)
@@ -69,7 +69,7 @@ def test_nan_loss_raises_a_clear_error() -> None:
 
 
 def test_predict_with_tta_views() -> None:
-    model = build_model("resnet18", n_outputs=1, n_meta=4).eval()
+    model = build_model(ModelConfig(name="resnet18"), n_outputs=1, n_meta=4).eval()
     loader = DataLoader(_dataset(), batch_size=4)
     inputs = BatchInputs(torch.device("cpu"), model.normalisation, channels_last=False)
     plain, loss = predict(model, loader, inputs=inputs, precision=Precision("cpu", None), melanoma_index=0,
@@ -81,7 +81,7 @@ def test_predict_with_tta_views() -> None:
 
 def test_lr_finder_suggests_a_rate_and_restores_the_model() -> None:
     torch.manual_seed(0)
-    model = build_model("resnet18", n_outputs=1)
+    model = build_model(ModelConfig(name="resnet18"), n_outputs=1)
     before = copy.deepcopy(model.state_dict())
     dataset = _dataset(n=64, size=32)
     loader = DataLoader(dataset, batch_size=8, shuffle=True, drop_last=True)

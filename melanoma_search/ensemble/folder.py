@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,25 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from melanoma_search.augment import build_eval_transform
-from melanoma_search.blend import percentiles
+from melanoma_search.augment.policies import build_eval_transform
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
+from melanoma_search.ensemble.blend import Blend, percentiles
 from melanoma_search.errors import ConfigError, MelanomaSearchError
-from melanoma_search.models import build_model
+from melanoma_search.model.losses import output_layout
+from melanoma_search.model.network import build_model
 from melanoma_search.train.config import TrainConfig, parse_config
-from melanoma_search.train.loop import output_layout
 from melanoma_search.train.steps import BatchInputs, Precision, predict
 
-__all__ = ["FORMAT_VERSION", "Ensemble", "EnsembleError", "Member", "file_digest", "load_ensemble"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Ensemble",
+    "EnsembleError",
+    "Member",
+    "file_digest",
+    "load_ensemble",
+    "write_ensemble",
+]
 
 FORMAT_VERSION = 1
 
@@ -91,16 +101,15 @@ class Ensemble:
 def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, batch_size: int = 32) -> np.ndarray:
     """The member's raw P(melanoma) per row: each fold's model with the member's TTA, averaged over folds."""
     config = member.config
-    layout = output_layout(config, member.classes)
-    transform = build_eval_transform(color_constancy=config.augment.color_constancy)
+    layout = output_layout(config.loss, target=config.target, classes=member.classes)
+    transform = build_eval_transform(config.augment)
     precision = Precision.resolve(config.amp, device)
     outputs = []
     for path in member.weight_files:
         fold = path.stem.removeprefix("fold")
         encoder = MetaEncoder.from_dict(member.encoders[fold]) if config.model.meta else None
-        model = build_model(config.model.name, n_outputs=layout.n_outputs,
-                            n_meta=encoder.n_features if encoder else 0, head=config.model.head,
-                            pool=config.model.pool, drop_rate=config.model.drop_rate)
+        model = build_model(config.model, n_outputs=layout.n_outputs, n_meta=encoder.n_features if encoder else 0,
+                            load_weights=False)
         model.load_state_dict(_load_weights(path, model), strict=True)
         model.to(device)
         dataset = LesionDataset(None, rows=np.arange(len(rows)), targets=np.zeros(len(rows), np.float32),
@@ -163,3 +172,40 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
     return Ensemble(root=root, manifest=manifest, members=members)
+
+
+def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str) -> Path:
+    """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`)."""
+    import optuna
+    import timm
+
+    from melanoma_search import __version__
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    entries = []
+    for member in result.members:
+        folder = out / member.name
+        folder.mkdir()
+        shutil.copy2(member.folder / "config.yaml", folder / "config.yaml")
+        metrics = yaml.safe_load((member.folder / "metrics.yaml").read_text())
+        (folder / "meta.json").write_text(json.dumps({"classes": metrics["classes"],
+                                                      "meta_encoders": metrics["meta_encoders"]}, indent=1))
+        # the reference distribution the blend ranked this member's test scores against
+        pd.DataFrame({"pred": np.sort(result.oof_raw[member.name])}).to_csv(folder / "oof_scores.csv", index=False)
+        assert member.weights_dir is not None
+        weights = sorted(member.weights_dir.glob("fold*.safetensors"))
+        for path in weights:
+            shutil.copy2(path, folder / path.name)
+        entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
+                        "value": member.value, "weights": [f"{member.name}/{p.name}" for p in weights]})
+    files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    manifest = {
+        "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,
+        "best_member_oof_auc": result.best_member_auc, "members": entries, "files": files,
+        "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
+                     "optuna": optuna.__version__, "python": sys.version.split()[0]},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out

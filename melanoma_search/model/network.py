@@ -9,7 +9,9 @@ Heads:
 * ``msd``: multi-sample dropout, the mean of several dropout masks through one shared linear layer (faster
   convergence, used by many 2020 solutions);
 * ``arcface``: cosine similarities to L2-normalised class centres; the margin lives in
-  :class:`~melanoma_search.losses.ArcFaceLoss`, the scale in both.
+  :class:`~melanoma_search.model.losses.ArcFaceLoss`, the scale in both.
+
+The ``model:`` config section (:class:`ModelConfig`) lives here too: :func:`build_model` takes it whole.
 
 ``pool="gem"`` swaps the global average pool for generalised-mean pooling with a learnable power.
 """
@@ -18,22 +20,24 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from melanoma_search.errors import ConfigError
+from melanoma_search.schema import StrictModel
 
-__all__ = ["ArcFaceHead", "GeM", "LesionModel", "Normalisation", "build_model", "check_model_name"]
+__all__ = ["ArcFaceHead", "GeM", "LesionModel", "ModelConfig", "Normalisation", "build_model", "check_model_name"]
 
 _log = logging.getLogger(__name__)
 
 Head = Literal["linear", "msd", "arcface"]
+Pool = Literal["avg", "gem"]
 
 
 class GeM(nn.Module):
@@ -91,7 +95,7 @@ class LesionModel(nn.Module):
         n_outputs: int,
         n_meta: int = 0,
         head: Head = "linear",
-        pool: Literal["avg", "gem"] = "avg",
+        pool: Pool = "avg",
         drop_rate: float = 0.3,
         msd_samples: int = 5,
         meta_hidden: tuple[int, int] = (128, 32),
@@ -100,8 +104,9 @@ class LesionModel(nn.Module):
         self.backbone = backbone
         self.pool = GeM() if pool == "gem" else None
         # With the backbone's own pooling some nets (MobileNetV3) add a head conv: its width is head_hidden_size.
-        pooled_width = getattr(backbone, "head_hidden_size", None) if pool == "avg" else None
-        features = int(pooled_width or backbone.num_features)
+        timm_backbone: Any = backbone  # timm's attributes (num_features, forward_features) are not nn.Module's
+        pooled_width = getattr(timm_backbone, "head_hidden_size", None) if pool == "avg" else None
+        features = int(pooled_width or timm_backbone.num_features)
         self.meta_mlp: nn.Module | None = None
         if n_meta:
             self.meta_mlp = nn.Sequential(
@@ -121,7 +126,8 @@ class LesionModel(nn.Module):
     def features(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled image features, concatenated with the metadata embedding when the model uses metadata."""
         if self.pool is not None:
-            feature_map = self.backbone.forward_features(image)
+            timm_backbone: Any = self.backbone
+            feature_map = timm_backbone.forward_features(image)
             if feature_map.ndim != 4:
                 raise ConfigError("model.pool=gem needs a convolutional backbone (its features are not a 2-D map)")
             pooled = self.pool(feature_map)
@@ -153,7 +159,7 @@ class LesionModel(nn.Module):
         cfg = getattr(self.backbone, "pretrained_cfg", None) or {}
         mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
-        return Normalisation(mean=mean, std=std)  # type: ignore[arg-type]
+        return Normalisation(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
 
 
 def check_model_name(name: str) -> None:
@@ -167,35 +173,39 @@ def check_model_name(name: str) -> None:
     raise ConfigError(f"unknown timm model {name!r}{hint}")
 
 
-def build_model(
-    name: str,
-    *,
-    n_outputs: int,
-    n_meta: int = 0,
-    pretrained: bool = False,
-    checkpoint: str | os.PathLike[str] | None = None,
-    head: Head = "linear",
-    pool: Literal["avg", "gem"] = "avg",
-    drop_rate: float = 0.3,
-    drop_path_rate: float | None = None,
-    msd_samples: int = 5,
-) -> LesionModel:
-    """Create a :class:`LesionModel` around the timm backbone ``name``.
+class ModelConfig(StrictModel):
+    name: str = "resnet18"
+    """Any timm model name."""
+    pretrained: bool = False
+    checkpoint: str | None = None
+    pool: Pool = "avg"
+    head: Head = "linear"
+    meta: bool = True
+    """Fuse the metadata MLP with the image features."""
+    drop_rate: float = Field(0.3, ge=0.0, lt=1.0)
+    drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
 
-    ``pretrained=True`` loads the backbone's pretrained weights through timm (Hugging Face hub or its offline cache,
+
+def build_model(config: ModelConfig, *, n_outputs: int, n_meta: int = 0, load_weights: bool = True,
+                msd_samples: int = 5) -> LesionModel:
+    """Create a :class:`LesionModel` around the timm backbone ``config.name``.
+
+    ``pretrained`` loads the backbone's pretrained weights through timm (Hugging Face hub or its offline cache,
     ``HF_HUB_OFFLINE=1``); ``checkpoint`` loads them from a local file instead (timm's ``pretrained_cfg_overlay``),
-    for machines without a network. Nothing is downloaded when both are off.
+    for machines without a network. Nothing is downloaded when both are off, or with ``load_weights=False`` (the
+    caller loads trained weights itself, as the ensemble does).
     """
     import timm
 
+    name, checkpoint = config.name, config.checkpoint
     check_model_name(name)
-    kwargs: dict[str, object] = {"num_classes": 0}
-    if pool == "gem":
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if config.pool == "gem":
         kwargs["global_pool"] = ""
-    if drop_path_rate is not None:
-        kwargs["drop_path_rate"] = drop_path_rate
-    use_weights = pretrained or checkpoint is not None
-    if checkpoint is not None:
+    if config.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+    use_weights = load_weights and (config.pretrained or checkpoint is not None)
+    if use_weights and checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise ConfigError(f"model.checkpoint: file not found: {path}")
@@ -213,5 +223,5 @@ def build_model(
             f"cannot load pretrained weights of {name!r} from {where}: {exc}. Set model.pretrained=false to train "
             "from scratch, or model.checkpoint=PATH to a local weights file"
         ) from exc
-    return LesionModel(backbone, n_outputs=n_outputs, n_meta=n_meta, head=head, pool=pool,
-                       drop_rate=drop_rate, msd_samples=msd_samples)
+    return LesionModel(backbone, n_outputs=n_outputs, n_meta=n_meta, head=config.head, pool=config.pool,
+                       drop_rate=config.drop_rate, msd_samples=msd_samples)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,10 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from melanoma_search.run import main
-from melanoma_search.search.launcher import gpu_slots
+from melanoma_search.search.backends.local import gpu_slots
 from melanoma_search.search.recovery import retried_numbers
 from melanoma_search.search.study import open_storage
-from tests.studies import TINY, run_cli, start_cli, write_spec
+from tests.studies import TINY, overlapping, run_cli, start_cli, wait_for_training, write_spec
 
 SPACE = {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}}
 
@@ -37,17 +36,11 @@ def test_scale_flags_are_checked_before_anything_runs(tmp_path: Path, capsys: py
     for argv, message in (
         (["--workers", "0"], "--workers 0: must be at least 1"),
         (["--max-concurrent", "2"], "--max-concurrent: only with --backend ray"),
-        (["--backend", "ray", "--workers", "2"], "with --backend ray use --max-concurrent"),
+        (["--backend", "ray", "--workers", "2"], "--workers: only with --backend local"),
         (["--heartbeat", "-1"], "--heartbeat -1: must be 0 (off)"),
     ):
         assert main(["--study", spec, *argv]) == 2
         assert message in capsys.readouterr().err
-
-
-def overlapping(trials: list[FrozenTrial]) -> bool:
-    """Whether two of ``trials`` ran at the same time (from their recorded start and end)."""
-    spans = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
-    return any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
 
 
 def results(study: optuna.Study) -> list[FrozenTrial]:
@@ -109,22 +102,6 @@ def test_two_workers_on_postgresql(tmp_path: Path, pg_study: tuple[str, str]) ->
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"s3cret-pw" in p.read_bytes()]
 
 
-def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
-    """The first RUNNING trial that has reported an epoch."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(study_name=name, storage=url)
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                       if t.intermediate_values and "worker" in t.user_attrs]
-            if running:
-                return running[0]
-        except KeyError:  # the study is not created yet
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no trial started training within {timeout}s")
-
-
 def test_a_worker_killed_mid_trial_loses_nothing(tmp_path: Path, pg_study: tuple[str, str]) -> None:
     url, name = pg_study
     spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 6})
@@ -166,3 +143,16 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_backends_come_from_one_table_that_feeds_the_command_line() -> None:
+    from melanoma_search.run import build_parser
+    from melanoma_search.search.backends import LocalBackend, RayBackend, backend_flags, get_backend, list_backends
+
+    assert list_backends() == ("local", "ray") and get_backend("ray") is RayBackend
+    help_text = build_parser().format_help()
+    for name in list_backends():
+        assert f"--backend {name}" in help_text
+        assert all(flag in help_text for _, flag in backend_flags(get_backend(name)))
+    assert not LocalBackend().parallel and LocalBackend(workers=3).parallel
+    assert LocalBackend(workers=4).workers_for(2).description == "2 worker(s)"

@@ -13,13 +13,20 @@ counts. The best ensemble seen is kept, so it never scores below its best member
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["GreedyResult", "blend", "greedy_selection", "percentiles"]
+from melanoma_search.errors import ConfigError
+
+__all__ = ["Blend", "Candidate", "GreedyResult", "blend", "blend_candidates", "greedy_selection", "percentiles",
+           "signature"]
 
 
 def percentiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -70,3 +77,73 @@ def greedy_selection(ranked_oof: Mapping[str, np.ndarray], target: np.ndarray, *
             best_auc, best_counts = trials[pick], dict(counts)
     total = sum(best_counts.values())
     return GreedyResult(weights={n: c / total for n, c in best_counts.items()}, auc=best_auc, history=history)
+
+
+@dataclass
+class Candidate:
+    """A finished trial with its downloaded predictions."""
+
+    number: int
+    value: float
+    params: dict[str, Any]
+    folder: Path
+    oof: pd.DataFrame
+    test: pd.DataFrame | None
+    weights_dir: Path | None
+    seconds: float
+    curve: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.number:05d}"
+
+
+def signature(params: dict[str, Any]) -> str:
+    """Parameters rounded to 2 significant digits: trials that agree on it are near-duplicates."""
+    return json.dumps({k: float(f"{v:.2g}") if isinstance(v, float) else v for k, v in sorted(params.items())})
+
+
+
+@dataclass
+class Blend:
+    members: list[Candidate]
+    weights: dict[str, float]
+    target: np.ndarray
+    oof_raw: dict[str, np.ndarray]
+    oof_ranked: dict[str, np.ndarray]
+    oof_blend: np.ndarray
+    auc: float
+    best_member_auc: float
+    best_member: str
+    test: pd.DataFrame | None
+
+
+def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
+    """Align members on their common OOF rows and blend by OOF-referenced percentiles."""
+    common = set(candidates[0].oof["image_name"])
+    for member in candidates[1:]:
+        common &= set(member.oof["image_name"])
+    if not common:
+        raise ConfigError("the chosen trials share no out-of-fold rows (were they trained on different folds?)")
+    reference = candidates[0].oof.set_index("image_name").loc[sorted(common)]
+    target = reference["target"].to_numpy()
+    raw = {m.name: m.oof.set_index("image_name").loc[sorted(common), "pred"].to_numpy() for m in candidates}
+    ranked = {name: percentiles(scores, scores) for name, scores in raw.items()}
+    singles = {name: roc_auc_score(target, ranked[name]) for name in ranked}
+    if method == "greedy":
+        weights = greedy_selection(ranked, target).weights
+    else:
+        weights = {name: 1.0 / len(ranked) for name in ranked}
+    oof_blend = blend(ranked, weights)
+    best = max(singles, key=lambda n: singles[n])
+    test = None
+    members = {m.name: m for m in candidates}
+    tests = {n: members[n].test for n in weights if weights[n] > 0}
+    if all(t is not None for t in tests.values()):
+        names = tests[next(iter(tests))]["image_name"]  # type: ignore[index]
+        ranked_test = {n: percentiles(t.set_index("image_name").loc[names, "pred"].to_numpy(), raw[n])  # type: ignore[union-attr]
+                       for n, t in tests.items()}
+        test = pd.DataFrame({"image_name": names.to_numpy(), "target": blend(ranked_test, weights)})
+    return Blend(members=[members[n] for n in weights if weights[n] > 0], weights=weights, target=target,
+                 oof_raw=raw, oof_ranked=ranked, oof_blend=oof_blend, auc=float(roc_auc_score(target, oof_blend)),
+                 best_member_auc=float(singles[best]), best_member=best, test=test)

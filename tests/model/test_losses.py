@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from melanoma_search.losses import (
+from melanoma_search.model.losses import (
     ArcFaceLoss,
     AUCSurrogateLoss,
     BCELoss,
     FocalLoss,
+    LossConfig,
     MarginFocalLoss,
     MulticlassFocalLoss,
     build_loss,
@@ -68,7 +69,37 @@ def test_multiclass_focal_gamma_zero_is_ce() -> None:
 
 
 def test_factory_checks_target() -> None:
-    assert isinstance(build_loss("focal", target="diagnosis"), MulticlassFocalLoss)
-    assert isinstance(build_loss("ce", target="binary"), BCELoss)
+    assert isinstance(build_loss(LossConfig(name="focal"), target="diagnosis"), MulticlassFocalLoss)
+    assert isinstance(build_loss(LossConfig(name="ce"), target="binary"), BCELoss)
     with pytest.raises(ValueError, match="unknown loss 'auc' for a diagnosis target"):
-        build_loss("auc", target="diagnosis")
+        build_loss(LossConfig(name="auc"), target="diagnosis")
+
+
+def test_a_new_loss_is_one_registered_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's "Extending" example: register a builder, and a config can name it, with its checks derived."""
+    from torch import nn
+
+    from melanoma_search.model import losses
+    from melanoma_search.model.losses import get_loss, list_losses, output_layout, register_loss
+    from melanoma_search.train.config import check_value, parse_config
+
+    monkeypatch.setattr(losses, "_LOSSES", dict(losses._LOSSES))  # registered for this test only
+
+    class HingeLoss(nn.Module):
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.relu(1 - (2 * target.float().view(-1) - 1) * logits.view(-1).float()).mean()
+
+    @register_loss("hinge", targets=("binary",))
+    def _hinge(config: LossConfig, target: str) -> nn.Module:
+        return HingeLoss()
+
+    assert "hinge" in list_losses("binary") and "hinge" not in list_losses("diagnosis")
+    config = parse_config({"loss": {"name": "hinge"}})
+    assert isinstance(build_loss(config.loss, target=config.target), HingeLoss)
+    assert output_layout(config.loss, target="binary", classes=("melanoma", "other")).n_outputs == 1
+    assert check_value("loss.name", "hinge") is None  # a search space may list it
+    with pytest.raises(ValueError, match="needs target 'binary'"):
+        parse_config({"target": "diagnosis", "loss": {"name": "hinge"}})
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("hinge")(_hinge)
+    assert get_loss("arcface").head == "arcface"

@@ -1,25 +1,21 @@
-"""Augmentation: albumentations policies, dermoscopy-specific transforms, and batch-level cutmix / mixup.
+"""The dermoscopy-specific per-sample transforms (albumentations), run in the loader workers on uint8 HWC arrays.
 
-Augmentation was one of the few things that clearly moved the 2020 leaderboard, so the policies are named and fixed
-(``none``, ``light``, ``medium``, ``heavy``; ``heavy`` is the set of the winning solution) and the
-dermoscopy-specific extras are separate knobs the search can turn:
+These are the extras the search can turn on beside a named policy (:mod:`melanoma_search.augment.policies`):
 
 * ``hair``: dark strands drawn across the image, or real hair overlays pasted from a folder of RGBA PNGs;
 * ``microscope``: the black circular vignette of a dermatoscope's field of view;
 * ``color_constancy``: shades-of-grey colour constancy, a normalisation, so it also applies at validation and test;
 * ``cutout``: coarse dropout of one large square.
 
-Per-sample transforms run in the loader workers on uint8 HWC arrays. The cheap, common part of each policy (the
-eight flips and transposes, affine warps, colour jitter) runs instead on the batch on the training device
-(:mod:`melanoma_search.batch_augment`), where it costs next to nothing; pass ``batch_on_device=False`` to get the
-whole policy as albumentations transforms (for use outside the training loop).
+They need the whole image at full precision and per-sample randomness that does not vectorise, so they stay on
+the host; the cheap common part of every policy runs on the batch on the device (:mod:`melanoma_search.augment.device`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 # albumentations asks PyPI for its latest version on import unless told not to: no network calls from a trial.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -28,17 +24,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = [
-    "POLICIES",
-    "ColorConstancy",
-    "HairAugment",
-    "Microscope",
-    "build_eval_transform",
-    "build_train_transform",
-]
-
-POLICIES: tuple[str, ...] = ("none", "light", "medium", "heavy")
-Policy = Literal["none", "light", "medium", "heavy"]
+__all__ = ["ColorConstancy", "HairAugment", "Microscope"]
 
 
 class ColorConstancy(A.ImageOnlyTransform):
@@ -122,74 +108,3 @@ class Microscope(A.ImageOnlyTransform):
         mask = np.zeros((height, width), np.uint8)
         cv2.circle(mask, (width // 2, height // 2), int(radius * max(height, width)), 1, -1)
         return img * mask[..., None]
-
-
-def _policy(name: str, size: int, *, batch_on_device: bool) -> list[A.BasicTransform]:
-    """The loader's share of a policy; with ``batch_on_device`` the part in ``batch_policy(name)`` is left out."""
-    dihedral: list[A.BasicTransform] = (
-        [] if batch_on_device else [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Transpose(p=0.5)]
-    )
-    if name == "none":
-        return []
-    if name == "light":
-        return [] if batch_on_device else [*dihedral, A.RandomBrightnessContrast(0.1, 0.1, p=0.5)]
-    if name == "medium":
-        return [] if batch_on_device else [
-            *dihedral,
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-30, 30),
-                     border_mode=cv2.BORDER_REFLECT_101, p=0.7),
-            A.RandomBrightnessContrast(0.2, 0.2, p=0.6),
-            A.HueSaturationValue(10, 20, 10, p=0.5),
-        ]
-    if name == "heavy":  # the winning 2020 solution's training set of transforms
-        return [
-            *dihedral,
-            A.RandomBrightnessContrast(0.2, 0.2, p=0.75),
-            A.OneOf([A.MotionBlur(blur_limit=5), A.MedianBlur(blur_limit=5), A.GaussianBlur(blur_limit=(3, 5)),
-                     A.GaussNoise(std_range=(0.02, 0.08))], p=0.7),
-            A.OneOf([A.OpticalDistortion(distort_limit=0.5), A.GridDistortion(num_steps=5, distort_limit=0.3),
-                     A.ElasticTransform(alpha=3)], p=0.7),
-            A.CLAHE(clip_limit=4.0, p=0.7),
-            A.HueSaturationValue(10, 20, 10, p=0.5),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-15, 15),
-                     border_mode=cv2.BORDER_CONSTANT, p=0.85),
-            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.375, 0.375),
-                            hole_width_range=(0.375, 0.375), p=0.7),
-        ]
-    raise ValueError(f"unknown augmentation policy {name!r}; allowed: {', '.join(POLICIES)}")
-
-
-def build_train_transform(
-    *,
-    policy: str = "medium",
-    size: int,
-    hair: float = 0.0,
-    hair_dir: str | None = None,
-    microscope: float = 0.0,
-    color_constancy: bool = False,
-    cutout: float = 0.0,
-    seed: int | None = None,
-    batch_on_device: bool = True,
-) -> A.Compose:
-    """The per-sample training pipeline: colour constancy, hair, the named policy, microscope, cutout.
-
-    With ``batch_on_device`` (the default, what the training loop expects) the policy's flips, affine and colour
-    jitter are left to :func:`melanoma_search.batch_augment.batch_policy` on the batch; ``False`` keeps them here.
-    """
-    steps: list[A.BasicTransform] = []
-    if color_constancy:
-        steps.append(ColorConstancy())
-    if hair > 0:
-        steps.append(HairAugment(hair_dir=hair_dir, p=hair))
-    steps.extend(_policy(policy, size, batch_on_device=batch_on_device))
-    if microscope > 0:
-        steps.append(Microscope(p=microscope))
-    if cutout > 0:
-        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.3, 0.4),
-                                     hole_width_range=(0.3, 0.4), p=cutout))
-    return A.Compose(steps, seed=seed)
-
-
-def build_eval_transform(*, color_constancy: bool = False) -> A.Compose:
-    """Validation / test pipeline: only normalisations that training applied to every image."""
-    return A.Compose([ColorConstancy()] if color_constancy else [])

@@ -1,4 +1,8 @@
-"""Losses, behind one factory so a config names them.
+"""Losses, their ``loss:`` config section, and the table that a config's ``loss.name`` is looked up in.
+
+Each loss is registered once with :func:`register_loss`, which records what the rest of the package needs to know
+about it: which targets it supports, which head it needs, how wide the model's output must be, and how to build it
+from the config section. A new loss is one class and one decorated builder (see the README's "Extending").
 
 All losses take ``(logits, target)``: for a binary target the logits are ``(N, 1)`` and the target a float in
 [0, 1] (soft after mixup); for a multi-class target (diagnosis, or ArcFace's two classes) the logits are ``(N, C)``
@@ -10,27 +14,38 @@ is the one exception: its micro-batches only see their own pairs).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 from torch import nn
 
+from melanoma_search.data.prepare import MELANOMA
+from melanoma_search.schema import StrictModel
+
 __all__ = [
-    "BINARY_LOSSES",
-    "MULTICLASS_LOSSES",
-    "ArcFaceLoss",
     "AUCSurrogateLoss",
+    "ArcFaceLoss",
     "BCELoss",
     "CrossEntropyLoss",
     "FocalLoss",
+    "LossConfig",
+    "LossEntry",
     "MarginFocalLoss",
     "MulticlassFocalLoss",
+    "OutputLayout",
+    "Target",
     "build_loss",
+    "get_loss",
+    "list_losses",
+    "output_layout",
+    "register_loss",
 ]
 
-BINARY_LOSSES: tuple[str, ...] = ("bce", "ce", "focal", "margin_focal", "auc", "arcface")
-MULTICLASS_LOSSES: tuple[str, ...] = ("ce", "bce", "focal", "arcface")
+Target = Literal["binary", "diagnosis"]
 
 
 class BCELoss(nn.Module):
@@ -138,7 +153,7 @@ class CrossEntropyLoss(nn.Module):
 
 
 class ArcFaceLoss(nn.Module):
-    """Additive angular margin (Deng et al. 2019) on cosine logits from :class:`~melanoma_search.models.ArcFaceHead`.
+    """Additive angular margin (Deng et al. 2019) on cosine logits from :class:`~.network.ArcFaceHead`.
 
     The target class's angle is widened by ``margin`` before scaling by ``scale`` and a softmax cross-entropy, so
     classes must be separated by an angular gap, which tightens each class and helped 2020 rankers.
@@ -161,38 +176,123 @@ class ArcFaceLoss(nn.Module):
         return F.cross_entropy(logits, target.long().view(-1), label_smoothing=self.smoothing)
 
 
-def build_loss(
-    name: str,
-    *,
-    target: Literal["binary", "diagnosis"] = "binary",
-    smoothing: float = 0.0,
-    gamma: float = 2.0,
-    alpha: float | None = 0.25,
-    margin: float = 0.2,
-    arc_scale: float = 30.0,
-    arc_margin: float = 0.5,
-    tau: float = 1.0,
-    bce_weight: float = 0.5,
-) -> nn.Module:
-    """Create the loss ``name`` for ``target`` with its parameters; parameters a loss does not use are ignored.
+# ------------------------------------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class LossEntry:
+    """What the package knows about a registered loss."""
 
-    ``bce`` and ``ce`` both name cross-entropy of the target's kind (sigmoid for binary, softmax for diagnosis), so a
-    search space can pair one loss list with either target.
-    """
-    if name == "arcface":
-        return ArcFaceLoss(scale=arc_scale, margin=arc_margin, smoothing=smoothing)
+    name: str
+    build: Callable[[LossConfig, Target], nn.Module]
+    targets: tuple[Target, ...]
+    """The targets it supports; a config pairing it with another is refused up front."""
+    head: str | None
+    """The model head it needs (and that needs it), e.g. ArcFace's cosine head."""
+    classes_for_binary: int
+    """Output width for a binary target: 1 (a sigmoid logit) or 2 (two class cosines, for ArcFace)."""
+
+
+_LOSSES: dict[str, LossEntry] = {}
+
+
+def register_loss(*names: str, targets: tuple[Target, ...] = ("binary", "diagnosis"), head: str | None = None,
+                  classes_for_binary: int = 1
+                  ) -> Callable[[Callable[[LossConfig, Target], nn.Module]], Callable[[LossConfig, Target], nn.Module]]:
+    """Register the decorated ``build(config, target) -> nn.Module`` under each of ``names``."""
+
+    def decorate(build: Callable[[LossConfig, Target], nn.Module]) -> Callable[[LossConfig, Target], nn.Module]:
+        for name in names:
+            if name in _LOSSES:
+                raise ValueError(f"loss {name!r} is already registered")
+            _LOSSES[name] = LossEntry(name=name, build=build, targets=targets, head=head,
+                                      classes_for_binary=classes_for_binary)
+        return build
+
+    return decorate
+
+
+def list_losses(target: Target | None = None) -> tuple[str, ...]:
+    """Registered loss names (those supporting ``target`` when given)."""
+    return tuple(n for n, e in _LOSSES.items() if target is None or target in e.targets)
+
+
+def get_loss(name: str) -> LossEntry:
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(_LOSSES)}") from None
+
+
+def _known_loss(name: str) -> str:
+    get_loss(name)
+    return name
+
+
+class LossConfig(StrictModel):
+    name: Annotated[str, AfterValidator(_known_loss)] = "bce"
+    """A registered loss (:func:`list_losses`). ``bce`` and ``ce`` both mean cross-entropy: sigmoid for a binary
+    target, softmax for diagnosis."""
+    smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    gamma: float = Field(2.0, ge=0.0)
+    alpha: float | None = Field(0.25, gt=0.0, lt=1.0)
+    margin: float = Field(0.2, ge=0.0)
+    arc_scale: float = Field(30.0, gt=0.0)
+    arc_margin: float = Field(0.5, ge=0.0, lt=1.5)
+    tau: float = Field(1.0, gt=0.0)
+    bce_weight: float = Field(0.5, ge=0.0)
+
+
+def build_loss(config: LossConfig, *, target: Target = "binary") -> nn.Module:
+    """Create the configured loss for ``target``; a target the loss does not support is a ``ValueError``."""
+    entry = get_loss(config.name)
+    if target not in entry.targets:
+        raise ValueError(f"unknown loss {config.name!r} for a {target} target; allowed: "
+                         f"{', '.join(list_losses(target))}")
+    return entry.build(config, target)
+
+
+@register_loss("bce", "ce")
+def _cross_entropy(config: LossConfig, target: Target) -> nn.Module:
     if target == "binary":
-        if name in ("bce", "ce"):
-            return BCELoss(smoothing=smoothing)
-        if name == "focal":
-            return FocalLoss(gamma=gamma, alpha=alpha, smoothing=smoothing)
-        if name == "margin_focal":
-            return MarginFocalLoss(gamma=gamma, alpha=alpha, margin=margin)
-        if name == "auc":
-            return AUCSurrogateLoss(tau=tau, bce_weight=bce_weight)
-        raise ValueError(f"unknown loss {name!r} for a binary target; allowed: {', '.join(BINARY_LOSSES)}")
-    if name in ("ce", "bce"):
-        return CrossEntropyLoss(smoothing=smoothing)
-    if name == "focal":
-        return MulticlassFocalLoss(gamma=gamma, smoothing=smoothing)
-    raise ValueError(f"unknown loss {name!r} for a diagnosis target; allowed: {', '.join(MULTICLASS_LOSSES)}")
+        return BCELoss(smoothing=config.smoothing)
+    return CrossEntropyLoss(smoothing=config.smoothing)
+
+
+@register_loss("focal")
+def _focal_loss(config: LossConfig, target: Target) -> nn.Module:
+    if target == "binary":
+        return FocalLoss(gamma=config.gamma, alpha=config.alpha, smoothing=config.smoothing)
+    return MulticlassFocalLoss(gamma=config.gamma, smoothing=config.smoothing)
+
+
+@register_loss("margin_focal", targets=("binary",))
+def _margin_focal(config: LossConfig, target: Target) -> nn.Module:
+    return MarginFocalLoss(gamma=config.gamma, alpha=config.alpha, margin=config.margin)
+
+
+@register_loss("auc", targets=("binary",))
+def _auc(config: LossConfig, target: Target) -> nn.Module:
+    return AUCSurrogateLoss(tau=config.tau, bce_weight=config.bce_weight)
+
+
+@register_loss("arcface", head="arcface", classes_for_binary=2)
+def _arcface(config: LossConfig, target: Target) -> nn.Module:
+    return ArcFaceLoss(scale=config.arc_scale, margin=config.arc_margin, smoothing=config.smoothing)
+
+
+# ------------------------------------------------------------------------------------------------ output layout
+@dataclass(frozen=True)
+class OutputLayout:
+    """How a model's outputs read as P(melanoma): output width, melanoma's column, softmax scale."""
+
+    n_outputs: int
+    melanoma_index: int
+    scale: float
+
+
+def output_layout(config: LossConfig, *, target: Target, classes: tuple[str, ...]) -> OutputLayout:
+    """One output per diagnosis class; for a binary target the loss's width (1 sigmoid logit, or 2 classes)."""
+    scale = config.arc_scale if get_loss(config.name).head == "arcface" else 1.0
+    if target == "diagnosis":
+        return OutputLayout(len(classes), classes.index(MELANOMA), scale)
+    width = get_loss(config.name).classes_for_binary
+    return OutputLayout(width, width - 1, scale)

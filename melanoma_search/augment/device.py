@@ -11,8 +11,9 @@ a starved accelerator. On the device they are nearly free, *if* they are few pas
   per image and applied by a single batched matrix product (``baddbmm``).
 
 Parameters are drawn per sample, on the images' device, with the ranges and probabilities of the albumentations
-transforms they replace (:mod:`melanoma_search.augment`), so each image still gets its own augmentation, and nothing
-waits for the GPU. One difference: intermediate colours are not clipped to [0, 1] between the composed steps.
+transforms they replace (each policy's ``loader_equivalent`` in :mod:`melanoma_search.augment.policies`), so each
+image still gets its own augmentation, and nothing waits for the GPU. One difference: intermediate colours are not
+clipped to [0, 1] between the composed steps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BatchPolicy", "DeviceConstants", "batch_policy", "cutmix", "mixup", "prepare_batch"]
+__all__ = ["BatchPolicy", "DeviceConstants", "cutmix", "mixup", "prepare_batch"]
 
 # RGB -> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
@@ -112,19 +113,6 @@ class BatchPolicy:
             cos, sin = (torch.cos(hue) * sat).view(n, 1, 1), (torch.sin(hue) * sat).view(n, 1, 1)
             matrix = constants.luma + cos * constants.chroma + sin * constants.turn
         return matrix, b, c, v
-
-
-def batch_policy(name: str) -> BatchPolicy:
-    """What each named policy does on the device (the rest runs per sample in the loader)."""
-    if name == "none":
-        return BatchPolicy()
-    if name == "light":
-        return BatchPolicy(dihedral=True, brightness_contrast_p=0.5, brightness=0.1, contrast=0.1)
-    if name == "medium":
-        return BatchPolicy(dihedral=True, affine_p=0.7, brightness_contrast_p=0.6, hsv_p=0.5)
-    if name == "heavy":  # its distortions, blurs and CLAHE stay in the loader; only the flips move here
-        return BatchPolicy(dihedral=True)
-    raise ValueError(f"unknown augmentation policy {name!r}; allowed: none, light, medium, heavy")
 
 
 def _uniform(n: int, low: float, high: float, device: torch.device, generator: torch.Generator | None

@@ -8,8 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from melanoma_search.search.study import open_storage
-from tests.search.test_launcher import overlapping
-from tests.studies import TINY, run_cli, write_spec
+from tests.studies import TINY, overlapping, run_cli, write_spec
 
 
 def test_ray_runs_two_trials_at_once_and_optuna_prunes(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma_search.blend import blend, greedy_selection, percentiles
+from melanoma_search.ensemble.blend import blend, greedy_selection, percentiles
 
 
 @pytest.fixture()

@@ -17,23 +17,31 @@ The storage must be one every Ray node can reach: PostgreSQL for a cluster; a jo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from melanoma_search.errors import ConfigError
+from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.recovery import fail_running, pending_retries
 from melanoma_search.search.study import load_shared_study
-from melanoma_search.search.worker import WorkerJob, run_worker
 
-__all__ = ["RayOptions", "run_on_ray"]
+if TYPE_CHECKING:
+    from melanoma_search.data.prepare import PreparedData
+    from melanoma_search.search.worker import WorkerJob
+
+__all__ = ["RayBackend", "RayOptions", "run_on_ray"]
+
+#: The user attribute naming the Tune trial that ran an Optuna trial (how a lost actor's trial is found).
+RAY_TRIAL_ATTR = "ray_trial"
 
 
 def _say(line: str) -> None:
@@ -53,11 +61,39 @@ class RayOptions:
     """Tune restarts of one trial after its actor died."""
 
 
-@dataclass
-class RayOutcome:
-    interrupted: bool = False
-    error: str | None = None
-    failed_trials: list[tuple[int, int | None]] = dataclasses.field(default_factory=list)
+@register_backend
+class RayBackend(Backend):
+    """Ray Tune places the trials (on a cluster's GPUs, or on this machine); Optuna samples and prunes."""
+
+    name = "ray"
+    help = "Ray Tune places the trials, on this machine or a cluster (--ray-address)"
+
+    def __init__(self, options: RayOptions) -> None:
+        if options.max_concurrent is not None and options.max_concurrent < 1:
+            raise ConfigError(f"--max-concurrent {options.max_concurrent}: must be at least 1")
+        self.options = options
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--ray-address", help="Ray cluster to join (e.g. auto); default: start Ray on this machine")
+        group.add_argument("--gpus-per-trial", type=float, default=None,
+                           help="GPUs per trial (default 1 if the cluster has GPUs, else 0)")
+        group.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1)")
+        group.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RayBackend:
+        return cls(RayOptions(address=args.ray_address, gpus_per_trial=args.gpus_per_trial,
+                              cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+                              max_concurrent=args.max_concurrent))
+
+    @property
+    def description(self) -> str:
+        return "Ray Tune"
+
+    def run(self, job: WorkerJob, *, runs: Path, data: PreparedData | None,
+            log: Callable[[str], None]) -> RunOutcome:
+        return run_on_ray(job, options=self.options, experiment_dir=runs, log=log)
 
 
 def _trainable(config: dict[str, Any], job_json: str) -> None:
@@ -68,10 +104,12 @@ def _trainable(config: dict[str, Any], job_json: str) -> None:
     """
     from ray import tune
 
+    from melanoma_search.search.worker import WorkerJob, run_worker
+
     job = WorkerJob.from_json(job_json)
     trial_id = tune.get_context().get_trial_id()
     index = int(config["index"])
-    job = dataclasses.replace(job, ray_trial=trial_id, max_trials=1, label=f"[ray {index}]",
+    job = dataclasses.replace(job, tags={**job.tags, RAY_TRIAL_ATTR: trial_id}, max_trials=1, label=f"[ray {index}]",
                               seed=None if job.seed is None else job.seed + index)
     if Path(config["cwd"]).is_dir():  # Tune starts each trial in its own folder; relative data paths need ours
         os.chdir(config["cwd"])
@@ -86,7 +124,7 @@ def _trainable(config: dict[str, Any], job_json: str) -> None:
 
 
 def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
-               log: Callable[[str], None] = _say) -> RayOutcome:
+               log: Callable[[str], None] = _say) -> RunOutcome:
     """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING.
 
     ``experiment_dir``: where Tune keeps its experiment state (``ray-<launch>``); the results live in the Optuna
@@ -106,7 +144,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
     assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
     trial_job = dataclasses.replace(job, budget_path=None)
-    outcome = RayOutcome()
+    outcome = RunOutcome()
 
     class _Placement(Searcher):
         """Hands Tune a trial index while the run's budget lasts; Optuna samples inside the trial."""
@@ -139,7 +177,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
         """A Tune trial whose actor died: fail its Optuna trial and re-queue it (Tune restarts the trial)."""
 
         def _reap(self, trial: Any, what: str) -> None:
-            failed = fail_running(study, lambda t: t.user_attrs.get("ray_trial") == trial.trial_id, retry=True,
+            failed = fail_running(study, lambda t: t.user_attrs.get(RAY_TRIAL_ATTR) == trial.trial_id, retry=True,
                                   reason=f"Ray trial {trial.trial_id} {what}")
             outcome.failed_trials.extend(failed)
             for number, retry in failed:

@@ -1,4 +1,6 @@
-"""``--workers N``: N worker processes on this host sharing one study, one GPU each when there are GPUs.
+"""``--backend local`` (the default): one worker in this process, or ``--workers N`` processes on this host.
+
+N worker processes share one study, one GPU each when there are GPUs.
 
 The launcher only starts, watches and stops processes; Optuna's storage coordinates them (sampling with TPE's
 constant liar sees the other workers' running trials, the pruner compares against everyone's curves) and the budget
@@ -13,6 +15,7 @@ worker would hit the same error.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import signal
@@ -20,15 +23,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from melanoma_search.errors import ConfigError
+from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.recovery import fail_running, pending_retries, worker_id
 from melanoma_search.search.study import load_shared_study
-from melanoma_search.search.worker import WorkerJob
 
-__all__ = ["LaunchOutcome", "gpu_slots", "run_local_workers"]
+if TYPE_CHECKING:
+    from melanoma_search.data.prepare import PreparedData
+    from melanoma_search.search.worker import WorkerJob
+
+__all__ = ["LocalBackend", "gpu_slots", "run_local_workers"]
 
 #: Replacements per worker slot before the launcher gives up on it (a worker killed again and again is a bug to see).
 MAX_RESTARTS = 3
@@ -40,14 +49,52 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-@dataclass
-class LaunchOutcome:
-    """What happened to the workers of a run."""
+@register_backend
+class LocalBackend(Backend):
+    """Trials on this host: the lone worker runs in this process; ``--workers N`` starts N worker processes."""
 
-    interrupted: bool = False
-    error: str | None = None
-    restarts: int = 0
-    failed_trials: list[tuple[int, int | None]] = field(default_factory=list)
+    name = "local"
+    help = "--workers processes on this host (default 1, in this process)"
+
+    def __init__(self, *, workers: int = 1) -> None:
+        if workers < 1:
+            raise ConfigError(f"--workers {workers}: must be at least 1")
+        self.workers = workers
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--workers", type=int, default=None,
+                           help="worker processes on this host, one GPU each when there are GPUs (default 1)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LocalBackend:
+        return cls(workers=1 if args.workers is None else args.workers)
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    @property
+    def description(self) -> str:
+        return f"{self.workers} worker(s)" if self.workers > 1 else "1 worker"
+
+    def workers_for(self, n_trials: int | None) -> LocalBackend:
+        return LocalBackend(workers=min(self.workers, n_trials)) if n_trials else self
+
+    def run(self, job: WorkerJob, *, runs: Path, data: PreparedData | None,
+            log: Callable[[str], None]) -> RunOutcome:
+        if self.workers > 1:
+            outcome = run_local_workers(job, workers=self.workers, job_dir=runs, log=log)
+            if outcome.restarts:
+                log(f"{outcome.restarts} worker(s) were replaced after dying; their trials were re-queued")
+            return outcome
+        from melanoma_search.search.worker import run_worker
+
+        try:
+            run_worker(job, data=data)
+        except KeyboardInterrupt:  # Optuna has marked the running trial FAIL
+            return RunOutcome(interrupted=True)
+        return RunOutcome()
 
 
 @dataclass
@@ -86,7 +133,7 @@ def run_local_workers(
     job_dir: Path,
     log: Callable[[str], None] = _say,
     gpus: Sequence[str | None] | None = None,
-) -> LaunchOutcome:
+) -> RunOutcome:
     """Run ``workers`` processes of ``job`` until the budget is spent, a worker errors, or Ctrl-C."""
     slots = [_Slot(index=i, gpu=gpu) for i, gpu in enumerate(gpus if gpus is not None else gpu_slots(workers))]
     shared = [s.gpu for s in slots if s.gpu is not None]
@@ -96,7 +143,7 @@ def run_local_workers(
     assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)
     study = load_shared_study(job.storage_url, job.study_name)
-    outcome = LaunchOutcome()
+    outcome = RunOutcome()
     job_dir.mkdir(parents=True, exist_ok=True)
 
     def start(slot: _Slot) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma_search.data.tables import COLUMNS, SITES, detect_layout, load_table
+from melanoma_search.data.layouts import COLUMNS, SITES, detect_layout, load_table
 from melanoma_search.errors import DataError
 
 
@@ -51,7 +51,8 @@ def test_kaggle2020_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame
 
 
 def test_tfrecord_layout_keeps_fold_key(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
-    train = ham_rows[["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "target"]].copy()
+    columns = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "target"]
+    train = ham_rows[columns].copy()
     train["tfrecord"] = np.arange(len(train)) % 15
     train.loc[0, "tfrecord"] = -1
     train.to_csv(tmp_path / "train.csv", index=False)
@@ -64,7 +65,8 @@ def test_tfrecord_layout_keeps_fold_key(tmp_path: Path, ham_dir: Path, ham_rows:
 def test_marking_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
     marking = pd.DataFrame({
         "image_id": ham_rows["image_name"], "patient_id": ham_rows["patient_id"], "sex": ham_rows["sex"],
-        "age_approx": ham_rows["age_approx"], "anatom_site_general_challenge": ham_rows["anatom_site_general_challenge"],
+        "age_approx": ham_rows["age_approx"],
+        "anatom_site_general_challenge": ham_rows["anatom_site_general_challenge"],
         "source": "HAM10000", "target": ham_rows["target"],
     })
     marking.to_csv(tmp_path / "marking.csv", index=False)
@@ -134,3 +136,29 @@ def test_unknown_layout_folder(tmp_path: Path) -> None:
         load_table(tmp_path)
     with pytest.raises(DataError, match="data folder not found"):
         load_table(tmp_path / "nope")
+
+
+def test_a_new_layout_is_one_registered_reader(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder with ``ground_truth.tsv`` + ``img/``: one decorated reader; detection and ``data.layout`` know it."""
+    from melanoma_search.data import layouts
+    from melanoma_search.data.config import DataConfig
+    from melanoma_search.data.layouts import list_layouts, register_layout
+
+    monkeypatch.setattr(layouts, "_LAYOUTS", dict(layouts._LAYOUTS))
+
+    @register_layout("tsv", detect=lambda root: (root / "ground_truth.tsv").is_file(), priority=5)
+    def _read_tsv(root: Path) -> list[layouts.Part]:
+        frame = pd.read_csv(root / "ground_truth.tsv", sep="\t")
+        rows = layouts._base(frame, path=root / "ground_truth.tsv", name_col="image_name", source="tsv",
+                             site_col=None, labelled=True)
+        return [("train", rows, [root / "img"])]
+
+    _copy_images(ham_dir / "images", ham_rows["image_name"].tolist(), tmp_path / "img")
+    ham_rows[["image_name", "target"]].to_csv(tmp_path / "ground_truth.tsv", sep="\t", index=False)
+    assert list_layouts()[0] == "tsv" and detect_layout(tmp_path) == "tsv"
+    table = load_table(tmp_path)
+    assert list(table.columns) == list(COLUMNS) and len(table) == len(ham_rows)
+    assert DataConfig(layout="tsv").layout == "tsv"
+    with pytest.raises(ValueError, match="unknown layout 'csv'"):
+        DataConfig(layout="csv")

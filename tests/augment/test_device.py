@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from melanoma_search.batch_augment import BatchPolicy, DeviceConstants, batch_policy, cutmix, mixup, prepare_batch
+from melanoma_search.augment.device import BatchPolicy, DeviceConstants, cutmix, mixup, prepare_batch
+from melanoma_search.augment.policies import get_policy
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CONSTANTS = DeviceConstants(torch.device("cpu"), mean=MEAN, std=STD)
@@ -32,7 +33,7 @@ def test_dihedral_gives_each_image_one_of_eight_views(pixels: torch.Tensor) -> N
                         generator=torch.Generator().manual_seed(1))
     expected = _normalised(pixels)
     seen = set()
-    for original, augmented in zip(expected, out):
+    for original, augmented in zip(expected, out, strict=True):
         views = [original, original.flip(-1), original.flip(-2), original.flip(-1).flip(-2)]
         views += [v.transpose(-1, -2) for v in views]
         matches = [i for i, v in enumerate(views) if torch.allclose(v, augmented, atol=1e-4)]
@@ -67,7 +68,7 @@ def test_colour_jitter_is_per_sample(pixels: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("name", ["none", "light", "medium", "heavy"])
 def test_named_policies_run(pixels: torch.Tensor, name: str) -> None:
-    out = prepare_batch(pixels, constants=CONSTANTS, policy=batch_policy(name),
+    out = prepare_batch(pixels, constants=CONSTANTS, policy=get_policy(name).on_device,
                         generator=torch.Generator().manual_seed(0))
     assert out.shape == pixels.shape and torch.isfinite(out).all()
     assert torch.allclose(out, _normalised(pixels), atol=1e-5) == (name == "none")

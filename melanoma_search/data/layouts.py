@@ -1,10 +1,12 @@
-"""Readers for the dataset layouts users point the toolkit at, all normalised to one table.
+"""Dataset layouts: a registry of readers for the folders users point the toolkit at, all normalised to one table.
 
 Every reader returns a :class:`pandas.DataFrame` with the columns in :data:`COLUMNS`, so folds, metadata features,
 the image cache and training never need to know where a row came from. :func:`load_table` detects the layout from
-the files in a folder; a layout can also be forced by name.
+the files in a folder (each layout's ``detect`` is asked in ``priority`` order); a layout can also be forced by name
+(``data.layout``). A new layout is one function decorated with :func:`register_layout` (see the README's
+"Extending").
 
-Layouts (see ``DESIGN.md``):
+Built-in layouts:
 
 ``kaggle2020``
     SIIM-ISIC 2020 Kaggle: ``train.csv``, ``test.csv``, ``jpeg/train/*.jpg``, ``jpeg/test/*.jpg``.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,13 +39,16 @@ from melanoma_search.errors import DataError
 
 __all__ = [
     "COLUMNS",
-    "read_images_to_score",
     "IMAGE_SUFFIXES",
-    "LAYOUTS",
     "SITES",
+    "LayoutEntry",
+    "Part",
     "detect_layout",
+    "list_layouts",
     "load_table",
     "normalise_site",
+    "read_images_to_score",
+    "register_layout",
 ]
 
 _log = logging.getLogger(__name__)
@@ -87,8 +93,44 @@ _SITE_ALIASES: dict[str, str] = {
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
-Layout = Literal["kaggle2020", "tfrecord", "marking", "isic2019", "labels"]
-LAYOUTS: tuple[str, ...] = ("kaggle2020", "tfrecord", "marking", "isic2019", "labels")
+Part = tuple[str, pd.DataFrame, list[Path]]
+"""One split a reader found: ``(split, rows with the shared columns, folders to look for its images in)``."""
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """A registered layout: how to recognise its folder and how to read it."""
+
+    name: str
+    read: Callable[[Path], list[Part]]
+    detect: Callable[[Path], bool]
+    priority: int
+
+
+_LAYOUTS: dict[str, LayoutEntry] = {}
+
+
+def register_layout(name: str, *, detect: Callable[[Path], bool], priority: int = 100
+                    ) -> Callable[[Callable[[Path], list[Part]]], Callable[[Path], list[Part]]]:
+    """Register the decorated reader as layout ``name``; ``detect(root)`` says whether a folder has this layout.
+
+    Detection asks layouts in ascending ``priority``, so a layout whose files are a superset of another's (TFRecord
+    exports are Kaggle 2020 plus a ``tfrecord`` column) must come first.
+    """
+
+    def decorate(reader: Callable[[Path], list[Part]]) -> Callable[[Path], list[Part]]:
+        if name in _LAYOUTS:
+            raise ValueError(f"dataset layout {name!r} is already registered")
+        _LAYOUTS[name] = LayoutEntry(name=name, read=reader, detect=detect, priority=priority)
+        return reader
+
+    return decorate
+
+
+def list_layouts() -> tuple[str, ...]:
+    """The registered layout names, in detection order."""
+    return tuple(e.name for e in sorted(_LAYOUTS.values(), key=lambda e: e.priority))
+
 
 _ISIC2019_CLASSES: dict[str, str] = {
     "MEL": "melanoma",
@@ -103,19 +145,13 @@ _ISIC2019_CLASSES: dict[str, str] = {
 }
 
 
-def detect_layout(root: Path) -> Layout:
+def detect_layout(root: Path) -> str:
     """Name the layout of ``root`` from the files it holds."""
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
-    if (root / "marking.csv").is_file():
-        return "marking"
-    if (root / "ISIC_2019_Training_GroundTruth.csv").is_file():
-        return "isic2019"
-    if (root / "labels.csv").is_file():
-        return "labels"
-    if (root / "train.csv").is_file():
-        header = pd.read_csv(root / "train.csv", nrows=0).columns
-        return "tfrecord" if "tfrecord" in header else "kaggle2020"
+    for name in list_layouts():
+        if _LAYOUTS[name].detect(root):
+            return name
     raise DataError(
         f"cannot tell the dataset layout of {root}: expected one of labels.csv (+ images/), train.csv "
         "(Kaggle 2020 or TFRecord-derived), marking.csv or ISIC_2019_Training_GroundTruth.csv"
@@ -134,7 +170,7 @@ def load_table(
 
     Args:
         root: The dataset folder.
-        layout: One of :data:`LAYOUTS`, or ``"auto"`` to detect it.
+        layout: A registered layout (:func:`list_layouts`), or ``"auto"`` to detect it.
         external: Mark every row as external data (training folds only) and drop its test split.
         require_images: Resolve every row to an image file. ``False`` reads metadata alone (fold and metadata code
             on the real 2020 CSV without its 100 GB of JPEGs).
@@ -143,10 +179,9 @@ def load_table(
     """
     root = Path(root).expanduser().resolve()
     name = detect_layout(root) if layout == "auto" else layout
-    if name not in LAYOUTS:
-        raise DataError(f"unknown dataset layout {layout!r}; allowed: auto, {', '.join(LAYOUTS)}")
-    reader = _READERS[name]
-    parts = reader(root)
+    if name not in _LAYOUTS:
+        raise DataError(f"unknown dataset layout {layout!r}; allowed: auto, {', '.join(list_layouts())}")
+    parts = _LAYOUTS[name].read(root)
     frames: list[pd.DataFrame] = []
     for split, frame, folders in parts:
         if external and split == "test":
@@ -166,7 +201,10 @@ def load_table(
 
 
 # --------------------------------------------------------------------------------------------------------- readers
-Part = tuple[str, pd.DataFrame, list[Path]]
+
+
+def _csv_has_column(path: Path, column: str) -> bool:
+    return path.is_file() and column in pd.read_csv(path, nrows=0).columns
 
 
 def _read_csv(path: Path, *, required: Sequence[str]) -> pd.DataFrame:
@@ -208,7 +246,8 @@ def _base(
         out["target"] = np.nan
     out["patient_id"] = frame["patient_id"].astype("string") if "patient_id" in frame else pd.NA
     out["sex"] = _sex(frame["sex"], path=path) if "sex" in frame else np.nan
-    out["age_approx"] = _numeric(frame["age_approx"], path=path, column="age_approx") if "age_approx" in frame else np.nan
+    age = frame["age_approx"] if "age_approx" in frame else None
+    out["age_approx"] = _numeric(age, path=path, column="age_approx") if age is not None else np.nan
     if site_col is not None and site_col in frame:
         out["site"] = _sites(frame[site_col], path=path, column=site_col)
     else:
@@ -220,6 +259,7 @@ def _base(
     return out
 
 
+@register_layout("kaggle2020", detect=lambda root: (root / "train.csv").is_file(), priority=50)
 def _read_kaggle2020(root: Path) -> list[Part]:
     required = ("image_name", "target")
     train_csv = root / "train.csv"
@@ -239,6 +279,7 @@ def _read_kaggle2020(root: Path) -> list[Part]:
     return parts
 
 
+@register_layout("tfrecord", detect=lambda root: _csv_has_column(root / "train.csv", "tfrecord"), priority=40)
 def _read_tfrecord(root: Path) -> list[Part]:
     parts = _read_kaggle2020(root)
     train_csv = root / "train.csv"
@@ -251,6 +292,7 @@ def _read_tfrecord(root: Path) -> list[Part]:
     return parts
 
 
+@register_layout("marking", detect=lambda root: (root / "marking.csv").is_file(), priority=10)
 def _read_marking(root: Path) -> list[Part]:
     path = root / "marking.csv"
     frame = _read_csv(path, required=("image_id", "target"))
@@ -268,6 +310,8 @@ def _read_marking(root: Path) -> list[Part]:
     return parts
 
 
+@register_layout("isic2019", detect=lambda root: (root / "ISIC_2019_Training_GroundTruth.csv").is_file(),
+                 priority=20)
 def _read_isic2019(root: Path) -> list[Part]:
     truth_csv = root / "ISIC_2019_Training_GroundTruth.csv"
     truth = _read_csv(truth_csv, required=("image", "MEL"))
@@ -287,6 +331,7 @@ def _read_isic2019(root: Path) -> list[Part]:
     return [("train", base, [root / "ISIC_2019_Training_Input", root / "images", root / "train", root])]
 
 
+@register_layout("labels", detect=lambda root: (root / "labels.csv").is_file(), priority=30)
 def _read_labels(root: Path) -> list[Part]:
     path = root / "labels.csv"
     frame = _read_csv(path, required=("image_name", "target"))
@@ -305,13 +350,6 @@ def _read_labels(root: Path) -> list[Part]:
     return parts
 
 
-_READERS: dict[str, Callable[[Path], list[Part]]] = {
-    "kaggle2020": _read_kaggle2020,
-    "tfrecord": _read_tfrecord,
-    "marking": _read_marking,
-    "isic2019": _read_isic2019,
-    "labels": _read_labels,
-}
 
 
 def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
@@ -407,7 +445,7 @@ def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) 
                 if suffix in IMAGE_SUFFIXES:
                     index[stem] = entry.path
     paths = [index.get(name, "") for name in names]
-    absent = [name for name, found in zip(names, paths) if not found]
+    absent = [name for name, found in zip(names, paths, strict=True) if not found]
     if absent:
         where = ", ".join(str(f) for f in folders)
         message = f"{len(absent)} image file(s) not found in {where}, e.g. {absent[:5]}"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from melanoma_search.ensemble import EnsembleError, load_ensemble
+from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
 
 SPEC = {
     "objective": "holdout_auc",
@@ -63,7 +63,7 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
                "greedy/sub.csv", "--ensemble-dir", "greedy/ensemble")
     assert run.returncode == 0, run.stderr
-    line = next(l for l in run.stdout.splitlines() if l.startswith("blend of"))
+    line = next(text for text in run.stdout.splitlines() if text.startswith("blend of"))
     blend_auc, best_auc = float(line.split("OOF AUC ")[1].split()[0]), float(line.split("member ")[1].split()[0])
     assert blend_auc >= best_auc
     ensemble = load_ensemble(study_dir / "greedy" / "ensemble")

@@ -15,7 +15,7 @@ import plotly.io as pio
 from sklearn.metrics import roc_curve
 
 if TYPE_CHECKING:
-    from melanoma_search.export import Blend
+    from melanoma_search.ensemble.blend import Blend
 
 __all__ = ["write_report"]
 

@@ -1,0 +1,157 @@
+"""Start (or resume) a run of a study: the library form of ``python -m melanoma_search.run``.
+
+:func:`start_run` loads and checks the spec, reads the dataset once (a missing or malformed dataset fails before any
+trial), opens the study in its storage (adopting a SQLite study into a shared journal when the backend needs several
+writers), sets the run's trial budget and hands the trials to the backend. :func:`dry_run` prints what the sampler
+would try first, without training.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from melanoma_search.errors import ConfigError
+from melanoma_search.search.backends import Backend, LocalBackend, RunOutcome
+from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.objective import load_objective
+from melanoma_search.search.progress import leaderboard
+from melanoma_search.search.recovery import pending_retries
+from melanoma_search.search.spec import find_spec, load_spec
+from melanoma_search.search.study import (
+    adopt_sqlite_study,
+    build_sampler,
+    default_storage_url,
+    open_storage,
+    open_study,
+    redact,
+    single_writer,
+)
+from melanoma_search.search.trial import sample_params, trial_config
+from melanoma_search.search.worker import WorkerJob
+from melanoma_search.train.config import parse_config
+from melanoma_search.train.loop import prepare_for
+
+__all__ = ["RunSummary", "dry_run", "start_run"]
+
+Log = Callable[[str], None]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class RunSummary:
+    """The study after the run and what happened to the run's workers."""
+
+    study: optuna.Study
+    outcome: RunOutcome
+    storage_url: str
+    artifact_dir: Path
+
+
+def start_run(
+    study: str,
+    *,
+    backend: Backend | None = None,
+    data_dir: str | None = None,
+    overrides: Sequence[tuple[str, Any]] = (),
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    storage_dir: str | Path = "storage",
+    seed: int | None = None,
+    heartbeat: int = 60,
+    log: Log = _say,
+) -> RunSummary:
+    """Run ``n_trials`` trials (default: the spec's budget) of the spec ``study`` on ``backend`` (default: local).
+
+    ``overrides``: ``(key path, value)`` pairs set on every trial's config after the spec's ``fixed`` and ``data``.
+    """
+    backend = backend or LocalBackend()
+    spec = load_spec(study)
+    objective = load_objective(spec.objective)
+    pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
+    base_config = parse_config(spec.base_config(overrides=pairs), source=f"study {spec.name}: base config")
+    n_trials = n_trials if n_trials is not None else spec.budget.n_trials
+    timeout = timeout if timeout is not None else spec.budget.timeout
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    storage_dir = Path(storage_dir).resolve()
+    name = study_name or spec.name
+    url = storage or default_storage_url(name, storage_dir=storage_dir, parallel=backend.parallel)
+    if backend.parallel and single_writer(url):
+        raise ConfigError(f"--storage {redact(url)} is SQLite, which takes one writer at a time: for "
+                          f"{backend.description} use journal:{storage_dir / name}.log (one host) or a PostgreSQL URL")
+    data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
+    if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
+        log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
+            f"{storage_dir / name}.db is left as it was")
+    opened = open_study(spec, objective, storage=open_storage(url, heartbeat_interval=heartbeat or None),
+                        study_name=name, seed=seed)
+    opened.set_user_attr("spec", spec.model_dump(mode="json", by_alias=True))
+    opened.set_user_attr("objective", objective.name)
+    opened.set_user_attr("data", data.origin)
+    before = len(opened.trials)
+    for params in spec.enqueue:
+        opened.enqueue_trial(dict(params), skip_if_exists=True)
+    study_dir = storage_dir / name
+    launch = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    started = time.time()
+    runs = study_dir / "runs"  # this run's budget, job files and Ray's experiment folder: they hold the storage URL
+    runs.mkdir(parents=True, exist_ok=True)
+    runs.chmod(0o700)
+    budget = TrialBudget(runs / f"{launch}.budget", limit=n_trials,
+                         deadline=started + timeout if timeout else None, create=True)
+    job = WorkerJob(spec_path=str(find_spec(study).resolve()), study_name=name, storage_url=url,
+                    storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
+                    overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
+                    n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat)
+    backend = backend.workers_for(n_trials)
+    log(f"study {name!r} in {redact(url)}: {before} earlier trial(s); objective {objective.name} "
+        f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
+        + (f" within {timeout:.0f}s" if timeout else "") + f" on {backend.description} (run {launch})")
+    try:
+        outcome = backend.run(job, runs=runs, data=data, log=log)
+    finally:
+        for leftover in runs.glob(f"*{launch}*"):  # nothing of a finished run stays on disk with a password in it
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    log(leaderboard(opened, metric_names=objective.metric_names))
+    if waiting := pending_retries(opened):
+        log(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
+    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=study_dir / "artifacts")
+
+
+def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (), data_dir: str | None = None,
+            seed: int | None = None, log: Log = _say) -> None:
+    """Print the first ``n`` configurations the sampler would try, each checked; nothing is trained or stored."""
+    spec = load_spec(study)
+    objective = load_objective(spec.objective)
+    pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
+    base = spec.base_config(overrides=pairs)
+    parse_config(base, source=f"study {spec.name}: base config")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),
+                                        directions=list(objective.directions))  # type: ignore[arg-type]
+    for params in spec.enqueue:
+        sampler_study.enqueue_trial(dict(params))
+    log(f"dry run of study {spec.name!r}: {n} configuration(s) the sampler would try first "
+        "(a fresh study; TPE starts random, then learns from results)")
+    for number in range(n):
+        trial = sampler_study.ask()
+        params = sample_params(trial, spec, base)
+        try:
+            trial_config(base, params, objective)
+            status = "ok"
+        except ConfigError as exc:
+            status = "INVALID: " + " ".join(str(exc).split())
+        log(f"  {number:>3}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  [{status}]")

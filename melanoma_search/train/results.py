@@ -1,0 +1,116 @@
+"""What training returns: per-epoch stats, per-fold results, and the run's pooled results with their files.
+
+Plain data, so a search trial, the ``train`` CLI, a benchmark or a test reads the same object.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+if TYPE_CHECKING:
+    from melanoma_search.train.config import TrainConfig
+
+__all__ = ["EpochStats", "FoldResult", "RunResult"]
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one epoch did. ``step`` counts epochs over all folds of the run (Optuna's report step)."""
+
+    fold: int
+    epoch: int
+    epochs: int
+    step: int
+    image_size: int
+    train_loss: float
+    val_loss: float
+    val_auc: float
+    lr: float
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_epoch: int
+    best_epoch_auc: float
+    auc: float
+    """Validation AUC of the best weights with TTA (what the OOF predictions score)."""
+    oof: pd.DataFrame
+    test: pd.DataFrame | None
+    history: list[EpochStats]
+    lr: float
+    seconds: float
+    images_per_s: float
+    weights_path: str | None = None
+
+
+@dataclass
+class RunResult:
+    folds: list[FoldResult]
+    classes: tuple[str, ...]
+    device: str
+    seconds: float
+    peak_memory_mb: float
+    meta_encoders: dict[int, dict[str, object]] = field(default_factory=dict)
+
+    @property
+    def oof(self) -> pd.DataFrame:
+        return pd.concat([f.oof for f in self.folds], ignore_index=True)
+
+    @property
+    def auc(self) -> float:
+        """Pooled out-of-fold ROC AUC over every trained fold (primary-source rows only)."""
+        oof = self.oof
+        return float(roc_auc_score(oof["target"], oof["pred"]))
+
+    @property
+    def fold_aucs(self) -> list[float]:
+        return [f.auc for f in self.folds]
+
+    @property
+    def test(self) -> pd.DataFrame | None:
+        """Test predictions averaged over the folds' models."""
+        tests = [f.test for f in self.folds if f.test is not None]
+        if not tests:
+            return None
+        mean = np.mean([t["pred"].to_numpy() for t in tests], axis=0)
+        return tests[0].assign(pred=mean)
+
+    @property
+    def images_per_s(self) -> float:
+        return float(np.mean([f.images_per_s for f in self.folds]))
+
+    def save(self, folder: str | os.PathLike[str], *, config: TrainConfig) -> Path:
+        """Write ``oof.csv``, ``test.csv`` (when there is a test split), ``config.yaml`` and ``metrics.yaml``."""
+        import yaml
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.oof.to_csv(out / "oof.csv", index=False)
+        test = self.test
+        if test is not None:
+            test.to_csv(out / "test.csv", index=False)
+        (out / "config.yaml").write_text(config.to_yaml())
+        metrics = {
+            "val_auc": self.auc,
+            "fold_aucs": self.fold_aucs,
+            "best_epochs": [f.best_epoch for f in self.folds],
+            "lr": [f.lr for f in self.folds],
+            "seconds": self.seconds,
+            "images_per_s": self.images_per_s,
+            "peak_memory_mb": self.peak_memory_mb,
+            "device": self.device,
+            "classes": list(self.classes),
+            "meta_encoders": {str(k): v for k, v in self.meta_encoders.items()},
+        }
+        (out / "metrics.yaml").write_text(yaml.safe_dump(metrics, sort_keys=False))
+        return out
