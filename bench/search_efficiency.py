@@ -29,7 +29,7 @@ def run_arm(name: str, *, sampler: optuna.samplers.BaseSampler, pruner: optuna.p
             budget: float, spec_name: str, data_dir: str, work: Path) -> dict[str, float]:
     spec = load_spec(spec_name)
     objective = load_objective(spec.objective)
-    base = spec.base_config(overrides=(f"data.dir={Path(data_dir).resolve()}",))
+    base = spec.base_config(overrides={"data.dir": str(Path(data_dir).resolve())})
     data = prepare_for(parse_config(base))
     study = optuna.create_study(sampler=sampler, pruner=pruner, directions=list(objective.directions))
     for params in spec.enqueue:

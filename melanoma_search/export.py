@@ -1,13 +1,17 @@
 """``python -m melanoma_search.export --study NAME``: the best trials as a rank-blended submission and ensemble.
 
 Reads the study's finished trials (their ``oof.csv``/``test.csv`` artifacts), picks the top ``--top-k`` by the
-objective (skipping near-duplicate configurations and trials lacking artifacts, with a message), blends them by
-rank (``--method rank``: equal weights; ``greedy``: ensemble selection on OOF AUC), and writes:
+objective (skipping near-duplicate configurations and trials lacking artifacts, with a message), retrains each on
+the folds it lacks so that every member is the average of its fold models (``--no-refit`` skips this; finished folds
+are kept, so a killed refit resumes), blends them by rank (``--method rank``: equal weights; ``greedy``: ensemble
+selection, its AUC scored on the half of the rows its weights were not chosen on), and writes:
 
 * ``--out`` (``submission.csv``): ``image_name,target`` for every test image, in [0, 1];
 * ``report.html`` beside it: optimisation history, parameter importances, parallel coordinates, learning curves,
   ROC curves of members and blend, the member table (self-contained, opens offline);
 * ``--ensemble-dir``: a self-contained folder to score new images with ``python -m melanoma_search.predict``;
+* with ``--validate PATH`` (labelled images from elsewhere, any dataset layout): every member and the blend scored on
+  them, printed beside the in-search AUC, in the report and in the ensemble's manifest;
 
 and attaches the blend's ROC curve (``blend-roc.svg``) to the study so it shows in optuna-dashboard.
 The work is :func:`melanoma_search.ensemble.export_study`; this module only reads the command line.
@@ -28,10 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name (default storage sqlite:///storage/NAME.db)")
     parser.add_argument("--storage", help="storage URL (default: the run's default for --study)")
     parser.add_argument("--storage-dir", default="storage", help="folder of default storages and artifacts")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--method", choices=["rank", "greedy"], default="rank")
+    parser.add_argument("--top-k", type=int, help="members to blend (default: the spec's export.top_k, else 5)")
+    parser.add_argument("--method", choices=["rank", "greedy"], help="default: the spec's export.method, else rank")
     parser.add_argument("--out", default="submission.csv", help="submission CSV (report.html is written beside it)")
     parser.add_argument("--ensemble-dir", help="also write a self-contained ensemble folder here")
+    parser.add_argument("--no-refit", dest="refit", action="store_false", default=None,
+                        help="do not retrain members on the folds they lack (default: refit, so each member is the "
+                        "average of its fold models and its cv_auc covers every fold)")
+    parser.add_argument("--validate", metavar="PATH", help="labelled images from elsewhere (any dataset layout): "
+                        "score every member and the blend on them, beside the in-search AUC")
+    parser.add_argument("--device", default="auto", help="for --validate: cpu, cuda, cuda:N or auto")
     return parser
 
 
@@ -41,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from melanoma_search.ensemble import export_study
 
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
-                     method=args.method, out=args.out, ensemble_dir=args.ensemble_dir)
+                     method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,
+                     validate=args.validate, device=args.device)
     except MelanomaSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

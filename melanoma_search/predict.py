@@ -42,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out, index=False)
     print(f"scored {len(scores)} image(s) with {len(ensemble.members)} member(s) -> {out}")
+    if meta_members := ensemble.meta_members():
+        lacking = int(rows[["sex", "age_approx", "site"]].isna().all(axis=1).sum())
+        print(f"members using metadata: {', '.join(meta_members)}; {lacking} of {len(rows)} image(s) had none "
+              "(scored with every metadata field missing)")
     return 0
 
 

@@ -77,6 +77,20 @@ def test_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
     assert bad_storage.returncode == 2 and "cannot open storage mysql://u:***@127.0.0.1:1/x" in bad_storage.stderr
 
 
+def test_missing_pretrained_weights_stop_the_run_once_before_any_trial(tmp_path: Path) -> None:
+    """Without a hub, every trial used to fail in turn after the client's retries; now the run stops at once."""
+    space = {"model.name": {"choices": ["resnet18", "resnet34"]}}
+    fixed = {**TINY["fixed"], "model": {"pretrained": True}}
+    spec = write_spec(tmp_path, space=space, fixed=fixed)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2, run.stdout
+    assert "cannot load pretrained weights of 'resnet18'" in run.stderr
+    assert "model.checkpoints: {resnet18: PATH}" in run.stderr and "Traceback" not in run.stderr
+    assert "running 2 trial(s)" not in run.stdout  # stopped before the study started any trial
+
+
 def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
     process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],

@@ -28,6 +28,10 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         rows: Indices into ``images`` (or ``paths``) that this dataset exposes, e.g. one fold's rows.
         targets: One target per exposed row (float for binary, class index for multi-class); NaN/-1 if unknown.
         meta: ``(len(rows), F)`` float32 metadata features, or ``None``.
+        meta_missing: the same rows' features with the patient metadata (sex, age, site) missing; with
+            ``meta_dropout`` each item reads them instead of ``meta`` with that probability, so a model trained with
+            metadata also learns to score an image that comes without it.
+        meta_dropout: The probability of that swap, per item.
         transform: An albumentations pipeline applied to each image, or ``None``.
         paths: Image files to decode on each access, instead of ``images``.
         size: Decode size, with ``paths``.
@@ -40,6 +44,8 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         rows: Sequence[int] | np.ndarray,
         targets: np.ndarray,
         meta: np.ndarray | None = None,
+        meta_missing: np.ndarray | None = None,
+        meta_dropout: float = 0.0,
         transform: Any = None,
         paths: Sequence[str] | None = None,
         size: int | None = None,
@@ -50,6 +56,10 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.targets = np.asarray(targets)
         self.meta = meta
+        self.meta_missing = meta_missing
+        self.meta_dropout = meta_dropout
+        if meta_dropout > 0 and (meta is None or meta_missing is None or meta_missing.shape != meta.shape):
+            raise ValueError("meta_dropout needs meta and meta_missing of the same shape")
         self.transform = transform
         self.paths = list(paths) if paths is not None else None
         self.size = size
@@ -76,5 +86,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
             "index": torch.as_tensor(index),
         }
         if self.meta is not None:
-            item["meta"] = torch.from_numpy(self.meta[index])
+            dropped = self.meta_dropout > 0 and float(torch.rand(())) < self.meta_dropout  # torch: seeded per worker
+            source = self.meta_missing if dropped and self.meta_missing is not None else self.meta
+            item["meta"] = torch.from_numpy(source[index])
         return item

@@ -25,8 +25,17 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma_search.errors import ConfigError
 
-__all__ = ["Blend", "Candidate", "GreedyResult", "blend", "blend_candidates", "greedy_selection", "percentiles",
-           "signature"]
+__all__ = [
+    "Blend",
+    "Candidate",
+    "GreedyResult",
+    "blend",
+    "blend_candidates",
+    "cross_half_greedy",
+    "greedy_selection",
+    "percentiles",
+    "signature",
+]
 
 
 def percentiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -81,21 +90,35 @@ def greedy_selection(ranked_oof: Mapping[str, np.ndarray], target: np.ndarray, *
 
 @dataclass
 class Candidate:
-    """A finished trial with its downloaded predictions."""
+    """A finished trial with its downloaded predictions and, per fold, its weights and metadata encoder.
+
+    After a refit (:mod:`melanoma_search.ensemble.refit`) ``oof`` covers every fold, ``weight_files`` holds one model
+    per fold (the member is their average) and ``cv_auc`` is the pooled out-of-fold AUC.
+    """
 
     number: int
     value: float
     params: dict[str, Any]
     folder: Path
+    """Holds the trial's ``config.yaml`` (and its other downloaded artifacts)."""
     oof: pd.DataFrame
     test: pd.DataFrame | None
-    weights_dir: Path | None
     seconds: float
+    weight_files: dict[int, Path] = field(default_factory=dict)
+    """Fold -> weights file."""
+    encoders: dict[str, Any] = field(default_factory=dict)
+    """Fold (as text) -> the metadata encoder fitted on that fold's training rows."""
+    classes: list[str] = field(default_factory=list)
     curve: dict[int, float] = field(default_factory=dict)
+    cv_auc: float | None = None
 
     @property
     def name(self) -> str:
         return f"trial-{self.number:05d}"
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(int(f) for f in self.oof["fold"].unique()) if "fold" in self.oof else []
 
 
 def signature(params: dict[str, Any]) -> str:
@@ -112,10 +135,40 @@ class Blend:
     oof_raw: dict[str, np.ndarray]
     oof_ranked: dict[str, np.ndarray]
     oof_blend: np.ndarray
+    """Each row's blended score; with greedy weights, those chosen on the other half of the rows."""
     auc: float
+    """The blend's OOF AUC, never scored on the rows its weights were chosen on."""
     best_member_auc: float
     best_member: str
     test: pd.DataFrame | None
+    in_sample_auc: float | None = None
+    """Greedy only: the AUC of the final weights on the rows they were chosen on (optimistic; for comparison)."""
+
+
+def _halves(target: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the rows, each with about half of the melanomas."""
+    rng = np.random.default_rng(seed)
+    first = np.zeros(len(target), dtype=bool)
+    for label in np.unique(target):
+        rows = np.flatnonzero(target == label)
+        first[rng.permutation(rows)[: len(rows) // 2]] = True
+    return first, ~first
+
+
+def cross_half_greedy(ranked: Mapping[str, np.ndarray], target: np.ndarray) -> np.ndarray:
+    """Greedy weights chosen on one half of the rows blend the other half, and the other way round.
+
+    Weights chosen and scored on the same rows flatter the blend by construction (selection fits the noise of those
+    rows); scored on the half they never saw, the AUC is what the weights do on new rows.
+    """
+    out = np.zeros(len(target))
+    first, second = _halves(target)
+    for fit_rows, score_rows in ((first, second), (second, first)):
+        if len(np.unique(target[fit_rows])) < 2:
+            raise ConfigError("too few melanomas in the out-of-fold rows to choose greedy weights on half of them")
+        weights = greedy_selection({n: r[fit_rows] for n, r in ranked.items()}, target[fit_rows]).weights
+        out[score_rows] = blend({n: r[score_rows] for n, r in ranked.items()}, weights)
+    return out
 
 
 def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
@@ -130,11 +183,14 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
     raw = {m.name: m.oof.set_index("image_name").loc[sorted(common), "pred"].to_numpy() for m in candidates}
     ranked = {name: percentiles(scores, scores) for name, scores in raw.items()}
     singles = {name: roc_auc_score(target, ranked[name]) for name in ranked}
+    in_sample = None
     if method == "greedy":
         weights = greedy_selection(ranked, target).weights
+        in_sample = float(roc_auc_score(target, blend(ranked, weights)))
+        oof_blend = cross_half_greedy(ranked, target)
     else:
-        weights = {name: 1.0 / len(ranked) for name in ranked}
-    oof_blend = blend(ranked, weights)
+        weights = {name: 1.0 / len(ranked) for name in ranked}  # nothing chosen on the rows: no optimism
+        oof_blend = blend(ranked, weights)
     best = max(singles, key=lambda n: singles[n])
     test = None
     members = {m.name: m for m in candidates}
@@ -146,4 +202,4 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
         test = pd.DataFrame({"image_name": names.to_numpy(), "target": blend(ranked_test, weights)})
     return Blend(members=[members[n] for n in weights if weights[n] > 0], weights=weights, target=target,
                  oof_raw=raw, oof_ranked=ranked, oof_blend=oof_blend, auc=float(roc_auc_score(target, oof_blend)),
-                 best_member_auc=float(singles[best]), best_member=best, test=test)
+                 best_member_auc=float(singles[best]), best_member=best, test=test, in_sample_auc=in_sample)

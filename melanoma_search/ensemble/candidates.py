@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from melanoma_search.ensemble.blend import Candidate, signature
 from melanoma_search.errors import ConfigError
@@ -42,7 +43,8 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
             continue
         weights = kept_weights.get(str(trial.number))
         if need_weights and (weights is None or not Path(weights).is_dir()):
-            log(f"skipping trial {trial.number}: its weights were not kept (only the study's top_k_weights are)")
+            log(f"skipping trial {trial.number}: its weights were not kept (only the study's top_k_weights are; "
+                "export --refit retrains them)")
             continue
         folder = work / f"trial-{trial.number:05d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -52,10 +54,14 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
                                   artifact_id=metas[name].artifact_id)
         test = pd.read_csv(folder / "test.csv") if (folder / "test.csv").is_file() else None
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
+        metrics = yaml.safe_load((folder / "metrics.yaml").read_text()) if (folder / "metrics.yaml").is_file() else {}
+        files = {int(p.stem.removeprefix("fold")): p for p in sorted(Path(weights).glob("fold*.safetensors"))
+                 } if weights and Path(weights).is_dir() else {}
         chosen.append(Candidate(number=trial.number, value=trial.values[0], params=dict(trial.params), folder=folder,
-                                oof=pd.read_csv(folder / "oof.csv"), test=test,
-                                weights_dir=Path(weights) if weights else None, seconds=seconds,
-                                curve=dict(trial.intermediate_values)))
+                                oof=pd.read_csv(folder / "oof.csv"), test=test, seconds=seconds, weight_files=files,
+                                encoders=dict(metrics.get("meta_encoders") or {}),
+                                classes=list(metrics.get("classes") or []), curve=dict(trial.intermediate_values),
+                                cv_auc=study.user_attrs.get("cv_auc", {}).get(str(trial.number))))
         seen.add(key)
     if not chosen:
         raise ConfigError(f"study {study.study_name!r} has no usable finished trial "

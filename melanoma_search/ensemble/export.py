@@ -1,9 +1,12 @@
 """Export a study: its best trials blended into a submission, a report and a self-contained ensemble folder.
 
 :func:`export_study` is the library form of ``python -m melanoma_search.export``: it reads the study's finished
-trials (their ``oof.csv``/``test.csv`` artifacts), picks the top ``top_k`` by the objective, blends them by rank
-(``rank``: equal weights; ``greedy``: ensemble selection on OOF AUC) and writes the submission, ``report.html``
-beside it and, when asked, the ensemble folder; the blend's ROC curve is attached to the study for the dashboard.
+trials (their ``oof.csv``/``test.csv`` artifacts), picks the top ``top_k`` by the objective, retrains each on the
+folds it lacks so every member is the average of its fold models (``refit``, :mod:`.refit`), blends them by rank
+(``rank``: equal weights; ``greedy``: ensemble selection, scored on the half of the rows it was not chosen on) and
+writes the submission, ``report.html`` beside it and, when asked, the ensemble folder. With ``validate`` the
+ensemble is scored on labelled outside images (:mod:`.validate`), printed beside the in-search AUC, put in the
+report and recorded in the manifest. The blend's ROC curve is attached to the study for the dashboard.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sklearn.metrics import roc_auc_score
+
 from melanoma_search.ensemble.blend import Blend, blend_candidates
 from melanoma_search.ensemble.candidates import collect_candidates
-from melanoma_search.ensemble.folder import write_ensemble
+from melanoma_search.ensemble.folder import load_ensemble, record_in_manifest, write_ensemble
+from melanoma_search.ensemble.refit import refit_candidates
+from melanoma_search.ensemble.validate import Validation, validate_ensemble
 from melanoma_search.errors import ConfigError
+from melanoma_search.search.spec import ExportSpec
 
 __all__ = ["BlendMethod", "ExportResult", "export_study"]
 
@@ -32,6 +40,7 @@ class ExportResult:
     submission: Path | None
     report: Path
     ensemble_dir: Path | None
+    validation: Validation | None = None
 
 
 def export_study(
@@ -39,20 +48,31 @@ def export_study(
     *,
     storage: str | None = None,
     storage_dir: str | Path = "storage",
-    top_k: int = 5,
-    method: BlendMethod = "rank",
+    top_k: int | None = None,
+    method: BlendMethod | None = None,
     out: str | Path = "submission.csv",
     ensemble_dir: str | Path | None = None,
+    refit: bool | None = None,
+    validate: str | Path | None = None,
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> ExportResult:
-    """Blend the best ``top_k`` trials of ``study_name`` and write the submission, report and ensemble folder."""
+    """Blend the best ``top_k`` trials of ``study_name`` and write the submission, report and ensemble folder.
+
+    ``refit``: train each member on the folds it lacks first (fold bagging); ``validate``: a labelled dataset folder
+    of outside images to score the ensemble on. ``top_k``, ``method`` and ``refit`` default to the study spec's
+    ``export:`` section (recorded in the study by the run), else 5, rank and refit.
+    """
     import optuna
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     from melanoma_search.ensemble.report import write_report
     from melanoma_search.search.artifacts import roc_svg
     from melanoma_search.search.study import default_storage_url, open_storage, redact
+    from melanoma_search.train.device import resolve_device
 
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_dir = Path(storage_dir)
     url = storage or default_storage_url(study_name, storage_dir=storage_dir)
@@ -63,16 +83,32 @@ def export_study(
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
         raise ConfigError(f"no study {study_name!r} in {redact(url)}") from None
+    defaults = ExportSpec.model_validate(study.user_attrs.get("spec", {}).get("export", {}))
+    top_k = defaults.top_k if top_k is None else top_k
+    method = defaults.method if method is None else method
+    refit = defaults.refit if refit is None else refit
     store = FileSystemArtifactStore(str(storage_dir / study_name / "artifacts"))
     out = Path(out)
+    need_weights = ensemble_dir is not None or validate is not None
     with tempfile.TemporaryDirectory() as tmp:
-        candidates = collect_candidates(study, store, top_k=top_k, need_weights=ensemble_dir is not None,
+        candidates = collect_candidates(study, store, top_k=top_k, need_weights=need_weights and not refit,
                                         work=Path(tmp), log=log)
+        if refit:
+            cv_aucs = refit_candidates(candidates, refit_dir=storage_dir / study_name / "refit",
+                                       need_weights=need_weights, log=log)
+            if cv_aucs:  # Optuna keeps a finished trial's attributes read-only: the study holds them per trial
+                recorded = dict(study.user_attrs.get("cv_auc", {}))
+                recorded.update({str(n): round(v, 5) for n, v in cv_aucs.items()})
+                study.set_user_attr("cv_auc", recorded)
         result = blend_candidates(candidates, method=method)
-        log(f"blend of {len(result.members)} member(s) ({method}): OOF AUC {result.auc:.4f} vs best single "
-            f"member {result.best_member_auc:.4f} ({result.best_member})")
+        honest = "" if result.in_sample_auc is None else (
+            f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
+            "on the rows they were chosen on)")
+        log(f"blend of {len(result.members)} member(s) ({method}): OOF AUC {result.auc:.4f}{honest} vs best single "
+            f"member {result.best_member_auc:.4f} ({result.best_member}), on {len(result.target)} OOF row(s)")
         for member in result.members:
-            log(f"  {member.name}: weight {result.weights[member.name]:.3f}, objective {member.value:.4f}")
+            cv = f", cv_auc {member.cv_auc:.4f} over {len(member.folds)} folds" if member.cv_auc is not None else ""
+            log(f"  {member.name}: weight {result.weights[member.name]:.3f}, objective {member.value:.4f}{cv}")
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
         if result.test is None:
@@ -81,13 +117,27 @@ def export_study(
             result.test.to_csv(out, index=False)
             submission = out
             log(f"submission: {out} ({len(result.test)} rows)")
-        report = write_report(study, result, out.with_name("report.html"))
-        log(f"report: {report}")
         svg = Path(tmp) / "blend-roc.svg"
         svg.write_text(roc_svg(result.target, result.oof_blend, title=f"blend of {len(result.members)} (OOF)"))
         upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
-        folder = None
-        if ensemble_dir is not None:
-            folder = write_ensemble(result, out=Path(ensemble_dir), study_name=study_name, method=method)
-            log(f"ensemble: {folder} (score new images with python -m melanoma_search.predict --ensemble {folder})")
-    return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=folder)
+        folder, validation = None, None
+        if need_weights:
+            target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
+            folder = write_ensemble(result, out=target, study_name=study_name, method=method)
+            if validate is not None:
+                in_search = {name: float(roc_auc_score(result.target, ranked))
+                             for name, ranked in result.oof_ranked.items()}
+                validation = validate_ensemble(load_ensemble(folder), validate, in_search={**in_search,
+                                               "blend": result.auc}, device=resolve_device(device), log=log)
+                for line in validation.lines():
+                    log(line)
+                record_in_manifest(folder, "validation", validation.to_dict())
+            if ensemble_dir is None:
+                folder = None
+            else:
+                log(f"ensemble: {folder} (score new images with python -m melanoma_search.predict --ensemble "
+                    f"{folder})")
+        report = write_report(study, result, out.with_name("report.html"), validation=validation)
+        log(f"report: {report}")
+    return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=folder,
+                        validation=validation)

@@ -46,6 +46,7 @@ __all__ = [
     "Member",
     "file_digest",
     "load_ensemble",
+    "record_in_manifest",
     "write_ensemble",
 ]
 
@@ -84,9 +85,14 @@ class Ensemble:
     def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
               batch_size: int = 32) -> pd.DataFrame:
         """Blended P(melanoma)-like scores in [0, 1] (``image_name,target``) for ``rows`` (image paths + metadata)."""
+        ranked = self.member_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
+        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "target": self.blend(ranked)})
+
+    def member_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
+                      batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Each member's score per row, as its percentile among the member's own out-of-fold predictions."""
         rows = add_derived_columns(rows)
-        blended = np.zeros(len(rows))
-        total = sum(m.weight for m in self.members)
+        ranked = {}
         for member in self.members:
             if member.config.model.meta and not rows.attrs.get("has_meta", False) and not allow_missing_meta:
                 raise EnsembleError(
@@ -94,8 +100,17 @@ class Ensemble:
                     "age_approx, anatom_site_general_challenge (and patient_id), or pass --allow-missing-meta to "
                     "score with every metadata field treated as missing")
             raw = score_member(member, rows, device=device, batch_size=batch_size)
-            blended += percentiles(raw, member.oof_scores) * (member.weight / total)
-        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "target": blended})
+            ranked[member.name] = percentiles(raw, member.oof_scores)
+        return ranked
+
+    def blend(self, ranked: dict[str, np.ndarray]) -> np.ndarray:
+        """The members' weighted mean of :meth:`member_scores`."""
+        total = sum(m.weight for m in self.members)
+        return np.asarray(sum(ranked[m.name] * (m.weight / total) for m in self.members))
+
+    def meta_members(self) -> list[str]:
+        """Names of the members whose models read patient metadata."""
+        return [m.name for m in self.members if m.config.model.meta]
 
 
 def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, batch_size: int = 32) -> np.ndarray:
@@ -174,6 +189,14 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
     return Ensemble(root=root, manifest=manifest, members=members)
 
 
+def record_in_manifest(root: Path, key: str, value: Any) -> None:
+    """Add ``key`` to the ensemble's manifest (e.g. its outside check); the file hashes are left as they are."""
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest[key] = value
+    path.write_text(json.dumps(manifest, indent=1))
+
+
 def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str) -> Path:
     """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`)."""
     import optuna
@@ -189,20 +212,22 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str) ->
         folder = out / member.name
         folder.mkdir()
         shutil.copy2(member.folder / "config.yaml", folder / "config.yaml")
-        metrics = yaml.safe_load((member.folder / "metrics.yaml").read_text())
-        (folder / "meta.json").write_text(json.dumps({"classes": metrics["classes"],
-                                                      "meta_encoders": metrics["meta_encoders"]}, indent=1))
+        (folder / "meta.json").write_text(json.dumps({"classes": member.classes,
+                                                      "meta_encoders": member.encoders}, indent=1))
         # the reference distribution the blend ranked this member's test scores against
         pd.DataFrame({"pred": np.sort(result.oof_raw[member.name])}).to_csv(folder / "oof_scores.csv", index=False)
-        assert member.weights_dir is not None
-        weights = sorted(member.weights_dir.glob("fold*.safetensors"))
-        for path in weights:
-            shutil.copy2(path, folder / path.name)
+        if not member.weight_files:
+            raise EnsembleError(f"{member.name} has no kept weights to put in the ensemble")
+        names = []
+        for fold, path in sorted(member.weight_files.items()):
+            shutil.copy2(path, folder / f"fold{fold}.safetensors")
+            names.append(f"{member.name}/fold{fold}.safetensors")
         entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
-                        "value": member.value, "weights": [f"{member.name}/{p.name}" for p in weights]})
+                        "value": member.value, "cv_auc": member.cv_auc, "weights": names})
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,
+        "blend_oof_auc_in_sample": result.in_sample_auc,
         "best_member_oof_auc": result.best_member_auc, "members": entries, "files": files,
         "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "optuna": optuna.__version__, "python": sys.version.split()[0]},

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 if TYPE_CHECKING:
     from melanoma_search.ensemble.blend import Blend
+    from melanoma_search.ensemble.validate import Validation
 
 __all__ = ["write_report"]
 
@@ -75,7 +76,31 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_report(study: Any, result: Blend, path: Path) -> Path:
+def _validation_section(validation: Validation) -> tuple[str, go.Figure]:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{validation.in_search.get(name, float('nan')):.4f}</td>"
+        f"<td>{auc:.4f}</td><td>{validation.in_search.get(name, float('nan')) - auc:.3f}</td></tr>"
+        for name, auc in sorted(validation.outside.items(), key=lambda item: item[0] == "blend"))
+    text = (f"<p>{validation.n_images} images ({validation.n_melanoma} melanomas) of {html.escape(validation.source)};"
+            f" AUC standard error about {validation.standard_error:.3f}. "
+            + (f"Members using metadata: {html.escape(', '.join(validation.meta_members))}; "
+               f"{validation.rows_without_meta} rows have none.</p>" if validation.meta_members
+               else "No member uses metadata.</p>")
+            + "<table><tr><th>member</th><th>in-search AUC</th><th>outside AUC</th><th>gap</th></tr>"
+            + rows + "</table>")
+    figure = go.Figure()
+    for name, scores in validation.scores.items():
+        fpr, tpr, _ = roc_curve(validation.target, scores)
+        style = {"width": 4, "color": "black"} if name == "blend" else {}
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} ({validation.outside[name]:.3f})",
+                                    line=style, opacity=1.0 if name == "blend" else 0.6))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dash"}))
+    figure.update_layout(title="ROC on the outside images", xaxis_title="false positive rate",
+                         yaxis_title="true positive rate", width=700, height=560)
+    return text, figure
+
+
+def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None) -> Path:
     """Write the report to ``path`` and return it."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -87,8 +112,13 @@ def write_report(study: Any, result: Blend, path: Path) -> Path:
         f"against the best single member's {result.best_member_auc:.4f} ({html.escape(result.best_member)}).</p>",
         "<h2>Members</h2>", _members_table(result),
     ]
+    if validation is not None:
+        text, outside_roc = _validation_section(validation)
+        parts += ["<h2>Outside check: in-search vs outside AUC</h2>", text]
     figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves",
                                                                                   _curves_figure(result))]
+    if validation is not None:
+        figures.insert(1, ("ROC on the outside images", outside_roc))
     figures += _study_figures(study)
     first = True
     for title, figure in figures:

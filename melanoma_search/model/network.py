@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,16 @@ from torch import nn
 from melanoma_search.errors import ConfigError
 from melanoma_search.schema import StrictModel
 
-__all__ = ["ArcFaceHead", "GeM", "LesionModel", "ModelConfig", "Normalisation", "build_model", "check_model_name"]
+__all__ = [
+    "ArcFaceHead",
+    "GeM",
+    "LesionModel",
+    "ModelConfig",
+    "Normalisation",
+    "build_model",
+    "check_model_name",
+    "check_pretrained",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -177,11 +187,19 @@ class ModelConfig(StrictModel):
     name: str = "resnet18"
     """Any timm model name."""
     pretrained: bool = False
+    """Start from pretrained weights: ``checkpoints[name]`` when given, else timm's (hub or offline cache)."""
     checkpoint: str | None = None
+    """A local file of starting weights for the backbone (loaded whatever ``pretrained`` says)."""
+    checkpoints: dict[str, str] = {}
+    """Local weights per architecture, for a search over ``model.name`` on machines without a model hub:
+    with ``pretrained: true`` the file of the sampled name is loaded; names without an entry use timm's."""
     pool: Pool = "avg"
     head: Head = "linear"
     meta: bool = True
     """Fuse the metadata MLP with the image features."""
+    meta_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """The probability that a training image's patient metadata (sex, age, site) is replaced by "missing", so the
+    model still scores images that come without it (outside collections, a folder of JPEGs)."""
     drop_rate: float = Field(0.3, ge=0.0, lt=1.0)
     drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)
 
@@ -197,7 +215,8 @@ def build_model(config: ModelConfig, *, n_outputs: int, n_meta: int = 0, load_we
     """
     import timm
 
-    name, checkpoint = config.name, config.checkpoint
+    name = config.name
+    checkpoint = config.checkpoint or (config.checkpoints.get(name) if config.pretrained else None)
     check_model_name(name)
     kwargs: dict[str, Any] = {"num_classes": 0}
     if config.pool == "gem":
@@ -208,7 +227,8 @@ def build_model(config: ModelConfig, *, n_outputs: int, n_meta: int = 0, load_we
     if use_weights and checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.checkpoint: file not found: {path}")
+            key = "model.checkpoint" if config.checkpoint else f"model.checkpoints.{name}"
+            raise ConfigError(f"{key}: file not found: {path}")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     try:
         backbone = timm.create_model(name, pretrained=use_weights, **kwargs)
@@ -219,9 +239,29 @@ def build_model(config: ModelConfig, *, n_outputs: int, n_meta: int = 0, load_we
         if not use_weights:
             raise
         where = f"the local file {checkpoint}" if checkpoint else "the Hugging Face hub or its offline cache"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
-            f"cannot load pretrained weights of {name!r} from {where}: {exc}. Set model.pretrained=false to train "
-            "from scratch, or model.checkpoint=PATH to a local weights file"
+            f"cannot load pretrained weights of {name!r} from {where}: {reason}. Set model.pretrained=false to train "
+            f"from scratch, or give a local weights file: model.checkpoints: {{{name}: PATH}} (per architecture) "
+            "or model.checkpoint=PATH"
         ) from exc
     return LesionModel(backbone, n_outputs=n_outputs, n_meta=n_meta, head=config.head, pool=config.pool,
                        drop_rate=config.drop_rate, msd_samples=msd_samples)
+
+
+def check_pretrained(configs: list[ModelConfig], *, log: Callable[[str], None] = print) -> None:
+    """Load the starting weights of every architecture a run may build, once, before any trial.
+
+    Without a reachable hub a missing weight file otherwise fails every trial in turn, each after the hub client's
+    retries (about a minute); here it fails once, with the remedy in the message.
+    """
+    seen: set[tuple[str, str | None]] = set()
+    for config in configs:
+        if not (config.pretrained or config.checkpoint):
+            continue
+        source = config.checkpoint or config.checkpoints.get(config.name)
+        if (config.name, source) in seen:
+            continue
+        seen.add((config.name, source))
+        log(f"checking pretrained weights of {config.name} ({source or 'timm: hub or offline cache'})")
+        build_model(config, n_outputs=1)

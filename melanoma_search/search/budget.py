@@ -4,7 +4,9 @@
 the same moment. Optuna's ``MaxTrialsCallback`` counts the study's trials after each one ends, so two workers that
 finish together can both start one more. Here each worker takes a ticket before it starts a trial: the count lives in
 a small JSON file updated under ``flock``, so taking one is atomic across processes on a host. The deadline
-(``--timeout``) is checked at the same moment; like Optuna's own timeout it never interrupts a running trial.
+(``--timeout``) is checked at the same moment. A running trial is never interrupted; instead no trial starts that is
+unlikely to end in time: once trials of this run have finished, a new one needs at least their median duration
+before the deadline (otherwise a 30-minute budget of 4-minute trials ends after 34 minutes).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,14 @@ class TrialBudget:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"limit": limit, "taken": 0, "deadline": deadline}))
+            tmp.write_text(json.dumps({"limit": limit, "taken": 0, "deadline": deadline, "durations": []}))
             os.replace(tmp, self.path)
         elif not self.path.is_file():
             raise FileNotFoundError(f"trial budget file {self.path} is missing (was the launcher's folder removed?)")
 
     def take(self, *, ticket: bool = True) -> bool:
-        """Claim the start of one trial: ``False`` past the deadline or, for a new trial, once the limit is reached.
+        """Claim the start of one trial: ``False`` when no trial would end before the deadline or, for a new trial,
+        once the limit is reached.
 
         A dead worker's re-queued trial starts with ``ticket=False``: its ticket was taken when it first started, so
         only the deadline applies to it.
@@ -42,7 +46,7 @@ class TrialBudget:
         with open(self.path, "r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             state = json.load(handle)
-            if _past_deadline(state) or (ticket and _all_taken(state)):
+            if _out_of_time(state) or (ticket and _all_taken(state)):
                 return False
             if ticket:
                 state["taken"] += 1
@@ -51,6 +55,21 @@ class TrialBudget:
                 json.dump(state, handle)
                 handle.flush()
             return True
+
+    def record(self, seconds: float) -> None:
+        """Note how long a finished trial of this run took (the deadline rule's estimate of the next one)."""
+        with open(self.path, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            state = json.load(handle)
+            state.setdefault("durations", []).append(float(seconds))
+            handle.seek(0)
+            handle.truncate()
+            json.dump(state, handle)
+            handle.flush()
+
+    def out_of_time(self) -> bool:
+        """Whether the deadline has passed, or is nearer than this run's median trial."""
+        return _out_of_time(self._read())
 
     def _read(self) -> dict[str, Any]:
         with open(self.path) as handle:
@@ -67,11 +86,15 @@ class TrialBudget:
     def exhausted(self) -> bool:
         """No ticket left (limit reached or deadline passed), without taking one."""
         state = self._read()
-        return _past_deadline(state) or _all_taken(state)
+        return _out_of_time(state) or _all_taken(state)
 
 
-def _past_deadline(state: dict[str, Any]) -> bool:
-    return state["deadline"] is not None and time.time() >= state["deadline"]
+def _out_of_time(state: dict[str, Any]) -> bool:
+    if state["deadline"] is None:
+        return False
+    durations = state.get("durations") or []
+    expected = float(statistics.median(durations)) if durations else 0.0
+    return time.time() + expected >= state["deadline"]
 
 
 def _all_taken(state: dict[str, Any]) -> bool:

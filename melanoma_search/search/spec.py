@@ -37,6 +37,7 @@ __all__ = [
     "EFFICIENTNET_NATIVE_SIZES",
     "BudgetSpec",
     "Dimension",
+    "ExportSpec",
     "PrunerSpec",
     "SamplerSpec",
     "StudySpec",
@@ -136,6 +137,15 @@ class PrunerSpec(StrictModel):
     """Wrap in Optuna's PatientPruner: only prune after this many epochs without improvement (AUC is noisy)."""
 
 
+class ExportSpec(StrictModel):
+    """How ``python -m melanoma_search.export`` treats this study unless its flags say otherwise."""
+
+    top_k: int = Field(5, ge=1)
+    """Members of the exported ensemble (each retrained on every fold when ``refit``: mind the time on a CPU)."""
+    method: Literal["rank", "greedy"] = "rank"
+    refit: bool = True
+
+
 class BudgetSpec(StrictModel):
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
@@ -154,6 +164,7 @@ class StudySpec(StrictModel):
     pruner: PrunerSpec = PrunerSpec()
     budget: BudgetSpec = BudgetSpec()
     objective: str = "cv_auc"
+    export: ExportSpec = ExportSpec()
     top_k_weights: int = Field(3, ge=0)
     """Keep model weights as artifacts for the best this-many trials only."""
     enqueue: tuple[dict[str, Any], ...] = ()

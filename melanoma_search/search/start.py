@@ -19,12 +19,13 @@ from typing import Any
 import optuna
 
 from melanoma_search.errors import ConfigError
+from melanoma_search.model.network import ModelConfig, check_pretrained
 from melanoma_search.search.backends import Backend, LocalBackend, RunOutcome
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.objective import load_objective
 from melanoma_search.search.progress import leaderboard
 from melanoma_search.search.recovery import pending_retries
-from melanoma_search.search.spec import find_spec, load_spec
+from melanoma_search.search.spec import StudySpec, find_spec, load_spec
 from melanoma_search.search.study import (
     adopt_sqlite_study,
     build_sampler,
@@ -36,10 +37,10 @@ from melanoma_search.search.study import (
 )
 from melanoma_search.search.trial import sample_params, trial_config
 from melanoma_search.search.worker import WorkerJob
-from melanoma_search.train.config import parse_config
+from melanoma_search.train.config import apply_overrides, parse_config
 from melanoma_search.train.loop import prepare_for
 
-__all__ = ["RunSummary", "dry_run", "start_run"]
+__all__ = ["RunSummary", "candidate_models", "dry_run", "start_run"]
 
 Log = Callable[[str], None]
 
@@ -93,6 +94,7 @@ def start_run(
         raise ConfigError(f"--storage {redact(url)} is SQLite, which takes one writer at a time: for "
                           f"{backend.description} use journal:{storage_dir / name}.log (one host) or a PostgreSQL URL")
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
+    check_pretrained(candidate_models(spec, spec.base_config(overrides=pairs)), log=log)  # and missing weights
     if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
         log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
             f"{storage_dir / name}.db is left as it was")
@@ -139,6 +141,7 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
     pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
     base = spec.base_config(overrides=pairs)
     parse_config(base, source=f"study {spec.name}: base config")
+    check_pretrained(candidate_models(spec, base), log=log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),
                                         directions=list(objective.directions))  # type: ignore[arg-type]
@@ -155,3 +158,15 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
         except ConfigError as exc:
             status = "INVALID: " + " ".join(str(exc).split())
         log(f"  {number:>3}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  [{status}]")
+
+
+def candidate_models(spec: StudySpec, base: dict[str, Any]) -> list[ModelConfig]:
+    """Every ``model:`` section a trial of ``spec`` may build: each searched (or fixed) name and pretrained choice."""
+    def choices(path: str, fixed: Any) -> list[Any]:
+        dimension = spec.space.get(path)
+        return list(dimension.choices) if dimension is not None and dimension.choices is not None else [fixed]
+
+    model = base.get("model", {})
+    return [parse_config(apply_overrides(base, {"model.name": name, "model.pretrained": pretrained})).model
+            for name in choices("model.name", model.get("name", ModelConfig().name))
+            for pretrained in choices("model.pretrained", model.get("pretrained", False))]

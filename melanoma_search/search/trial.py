@@ -179,6 +179,8 @@ class TrialRunner:
 
     def _record(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, start: float) -> None:
         trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
+        trial.set_user_attr("checkpoint", config.checkpoint)  # which weights the value scores (see TrainConfig)
+        trial.set_user_attr("best_epoch_aucs", [round(f.best_epoch_auc, 5) for f in result.folds])
         trial.set_user_attr("epochs_run", sum(len(f.history) for f in result.folds))
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - start, 2))
         trial.set_user_attr("train_seconds", round(result.seconds, 2))

@@ -102,6 +102,8 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
 
     def finished(_: optuna.Study, trial: FrozenTrial) -> None:
         ran.append(trial)
+        if budget is not None and trial.duration is not None:
+            budget.record(trial.duration.total_seconds())
 
     while job.max_trials is None or len(ran) < job.max_trials:
         retry = budget is not None and bool(pending_retries(study))

@@ -90,6 +90,13 @@ class TrainConfig(StrictModel):
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
     freeze_epochs: int = Field(0, ge=0)
     clip_grad: float | None = Field(5.0, gt=0.0)
+    checkpoint: Literal["swa", "last", "best"] = "swa"
+    """Which weights a fold keeps, scores and predicts with: ``swa`` (the uniform average of the last ``swa_epochs``
+    epochs' weights, batch-norm statistics included), ``last`` (the final epoch's), or ``best`` (the epoch with the
+    best validation AUC: optimistic, since it is chosen on the very rows it is then scored on). Not to be confused
+    with ``model.checkpoint``, a file of starting weights."""
+    swa_epochs: int = Field(3, ge=1)
+    """How many final epochs ``checkpoint: swa`` averages (all of them when there are fewer)."""
     row_sampler: Literal["random", "balanced"] = "random"
     """How training rows are drawn (``sampler`` before 0.2; the spec's ``sampler:`` section is Optuna's)."""
     oversample: float = Field(1.0, ge=1.0)

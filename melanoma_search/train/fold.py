@@ -1,7 +1,9 @@
 """Train one configuration on one fold, in phases: rows, parts, loaders, optimiser, epochs, predictions.
 
 Train on every fold but ``fold`` (plus external rows), validate on ``fold`` after every epoch, then predict the
-validation rows (the out-of-fold predictions) and the test split with the kept weights.
+validation rows (the out-of-fold predictions) and the test split with the kept weights. Which weights are kept is
+``config.checkpoint``; by default they are not chosen by looking at this fold's AUC (``swa``: the average of the last
+epochs), so the fold's score is an honest estimate of what the weights do on new images.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from melanoma_search.augment.policies import build_eval_transform, build_train_transform, get_policy
@@ -54,6 +57,12 @@ class _Rows:
 
     def meta(self, rows: pd.DataFrame) -> np.ndarray | None:
         return self.encoder.transform(rows) if self.encoder is not None else None
+
+    def meta_missing(self, rows: pd.DataFrame) -> np.ndarray | None:
+        """The rows' features as they read without patient metadata (what ``model.meta_dropout`` trains on)."""
+        if self.encoder is None:
+            return None
+        return self.encoder.transform(rows.assign(sex=np.nan, age_approx=np.nan, site=np.nan))
 
 
 def _select_rows(config: TrainConfig, data: PreparedData, fold: int, layout: OutputLayout) -> _Rows:
@@ -99,10 +108,13 @@ def _train_loaders(config: TrainConfig, rows: _Rows, arrays: dict[int, np.ndarra
     """One training loader per image size the epochs use (progressive resizing trains several)."""
     seed = config.seed * 1000 + fold
     meta = rows.meta(rows.train)
+    dropout = config.model.meta_dropout if meta is not None else 0.0
+    missing = rows.meta_missing(rows.train) if dropout > 0 else None
     loaders = {}
     for size, array in arrays.items():
         dataset = LesionDataset(array, rows=rows.train["cache_row"].to_numpy(), targets=rows.train_targets,
-                                meta=meta, transform=build_train_transform(config.augment, size=size, seed=seed))
+                                meta=meta, meta_missing=missing, meta_dropout=dropout,
+                                transform=build_train_transform(config.augment, size=size, seed=seed))
         sampler = build_sampler(rows.train["target"].to_numpy(), kind=config.row_sampler,
                                 oversample=config.oversample, seed=seed)
         loaders[size] = make_loader(dataset, batch_size=config.batch_size, num_workers=config.data.num_workers,
@@ -159,6 +171,10 @@ def _stage_sizes(config: TrainConfig) -> list[int]:
     return [stages[min(epoch * len(stages) // config.epochs, len(stages) - 1)] for epoch in range(config.epochs)]
 
 
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> Path:
     from safetensors.torch import save_file
 
@@ -201,9 +217,11 @@ def fit_fold(
                        melanoma_index=layout.melanoma_index, scale=layout.scale, tta=tta,
                        loss_fn=parts.loss_fn if with_loss else None)
 
-    # ---- epochs: train, validate, keep the best weights
+    # ---- epochs: train, validate (for the curve and the pruner), average the last ones, remember the best one
     history: list[EpochStats] = []
     best_auc, best_epoch, best_state = -1.0, -1, None
+    averaged = AveragedModel(model, use_buffers=True) if config.checkpoint == "swa" else None
+    average_from = config.epochs - min(config.swa_epochs, config.epochs)
     images_seen, train_seconds = 0, 0.0
     for epoch in range(config.epochs):
         model.freeze_backbone(epoch < config.freeze_epochs)
@@ -224,15 +242,22 @@ def fit_fold(
         log(f"fold {fold} epoch {epoch + 1}/{config.epochs} size {sizes[epoch]} | train_loss {out.loss:.4f} | "
             f"val_loss {val_loss:.4f} | val_auc {auc:.4f} | lr {current_lr:.2e} | "
             f"{stats.images_per_s:.0f} img/s | {out.seconds:.1f}s")
+        if averaged is not None and epoch >= average_from:
+            averaged.update_parameters(model)
         if auc > best_auc:
             best_auc, best_epoch = auc, epoch + 1
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if config.checkpoint == "best":
+                best_state = _cpu_copy(model.state_dict())
         if callback is not None:
             callback(stats)
 
     # ---- predictions with the kept weights: out-of-fold rows, then the test split
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    if config.checkpoint == "best":
+        assert best_state is not None
+        model.load_state_dict(best_state)
+    elif averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
+    kept_state = _cpu_copy(model.state_dict())
     oof_probs, _ = score(val_loader, tta=config.tta)
     oof = pd.DataFrame({"image_name": rows.val["image_name"].to_numpy(), "target": rows.val["target"].to_numpy(),
                         "pred": oof_probs, "fold": fold})
@@ -245,11 +270,11 @@ def fit_fold(
                              "pred": test_probs})
     weights_path = None
     if weights_dir is not None and config.save_weights:
-        weights_path = str(_save_weights(best_state, Path(weights_dir) / f"fold{fold}.safetensors"))
-    result = FoldResult(fold=fold, best_epoch=best_epoch, best_epoch_auc=best_auc,
+        weights_path = str(_save_weights(kept_state, Path(weights_dir) / f"fold{fold}.safetensors"))
+    result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=best_epoch, best_epoch_auc=best_auc,
                         auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof, test=test, history=history,
                         lr=lr, seconds=time.perf_counter() - start,
                         images_per_s=images_seen / max(train_seconds, 1e-9), weights_path=weights_path)
-    log(f"fold {fold} done: best epoch {best_epoch}, val_auc {result.auc:.4f} (tta={config.tta}), "
-        f"{result.seconds:.0f}s")
+    log(f"fold {fold} done: val_auc {result.auc:.4f} with the {config.checkpoint} weights (tta={config.tta}); "
+        f"best single epoch {best_epoch} at {best_auc:.4f}; {result.seconds:.0f}s")
     return result, rows.encoder

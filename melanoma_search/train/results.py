@@ -40,10 +40,13 @@ class EpochStats:
 @dataclass
 class FoldResult:
     fold: int
+    checkpoint: str
+    """Which weights were kept (``swa``, ``last`` or ``best``): those behind ``auc``, the predictions and the file."""
     best_epoch: int
     best_epoch_auc: float
+    """The best single epoch's validation AUC: chosen on this fold, so optimistic; recorded beside ``auc``."""
     auc: float
-    """Validation AUC of the best weights with TTA (what the OOF predictions score)."""
+    """Validation AUC of the kept weights with TTA (what the OOF predictions score)."""
     oof: pd.DataFrame
     test: pd.DataFrame | None
     history: list[EpochStats]
@@ -103,7 +106,9 @@ class RunResult:
         metrics = {
             "val_auc": self.auc,
             "fold_aucs": self.fold_aucs,
+            "checkpoint": self.folds[0].checkpoint if self.folds else None,
             "best_epochs": [f.best_epoch for f in self.folds],
+            "best_epoch_aucs": [f.best_epoch_auc for f in self.folds],
             "lr": [f.lr for f in self.folds],
             "seconds": self.seconds,
             "images_per_s": self.images_per_s,

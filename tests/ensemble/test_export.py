@@ -47,6 +47,7 @@ def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> 
     run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "3", "--out", "rank/sub.csv")
     assert run.returncode == 0, run.stderr
     assert "OOF AUC" in run.stdout and "vs best single member" in run.stdout
+    assert "refit: 6 fold model(s) to train (0 already done)" in run.stdout and "ETA" in run.stdout  # 3 x 2 folds
     submission = pd.read_csv(study_dir / "rank" / "sub.csv")
     assert list(submission.columns) == ["image_name", "target"]
     assert len(submission) == 12 and submission["image_name"].is_unique
@@ -64,10 +65,13 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
                "greedy/sub.csv", "--ensemble-dir", "greedy/ensemble")
     assert run.returncode == 0, run.stderr
     line = next(text for text in run.stdout.splitlines() if text.startswith("blend of"))
-    blend_auc, best_auc = float(line.split("OOF AUC ")[1].split()[0]), float(line.split("member ")[1].split()[0])
-    assert blend_auc >= best_auc
+    in_sample = float(line.split("; ")[1].split()[0])  # the weights' AUC on the rows they were chosen on
+    best_auc = float(line.split("best single member ")[1].split()[0])
+    assert in_sample >= best_auc  # greedy selection never loses to its best member on its own rows ...
+    assert "scored on the half of the rows they were not chosen on" in line  # ... so that is not the AUC printed
     ensemble = load_ensemble(study_dir / "greedy" / "ensemble")
     assert ensemble.manifest["versions"]["torch"] and sum(m.weight for m in ensemble.members) == pytest.approx(1)
+    assert ensemble.manifest["blend_oof_auc_in_sample"] == pytest.approx(in_sample, abs=1e-4)
     scored = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir)), "--out", "greedy/scores.csv", "--device", "cpu")
     assert scored.returncode == 0, scored.stderr
@@ -107,3 +111,37 @@ def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
     empty = _cli(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
     assert empty.returncode == 2 and "has no usable finished trial" in empty.stderr
     assert "skipping trial 0: it has no oof.csv/config.yaml artifact" in empty.stdout
+
+
+def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) -> None:
+    """A fold-0 study's members are retrained on the other folds: K weights each, OOF over every training row."""
+    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",
+               "--ensemble-dir", "bag/ensemble")
+    assert run.returncode == 0, run.stderr
+    assert "refit:" in run.stdout and "cv_auc" in run.stdout
+    ensemble = load_ensemble(study_dir / "bag" / "ensemble")
+    for member, entry in zip(ensemble.members, ensemble.manifest["members"], strict=True):
+        assert sorted(p.name for p in member.weight_files) == ["fold0.safetensors", "fold1.safetensors",
+                                                                 "fold2.safetensors"]
+        assert 0 <= entry["cv_auc"] <= 1 and len(member.oof_scores) == 90  # every training row, once
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
+    recorded = study.user_attrs["cv_auc"]
+    assert {str(e["trial"]) for e in ensemble.manifest["members"]} <= set(recorded)
+    again = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag2/sub.csv")
+    assert again.returncode == 0, again.stderr
+    assert "already done, kept" in again.stdout and "refit: 0 fold model(s) to train" in again.stdout
+    no_refit = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
+                    "--out", "plain/sub.csv")
+    assert no_refit.returncode == 0 and "refit" not in no_refit.stdout
+
+
+def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_subset: Path) -> None:
+    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "val/sub.csv",
+               "--validate", str(ham_subset), "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    assert "outside check on" in run.stdout and "200 image(s), 60 melanoma(s)" in run.stdout
+    blend_line = next(text for text in run.stdout.splitlines() if text.startswith("  blend "))
+    inside, outside, gap = (float(v) for v in blend_line.split()[1:4])
+    assert 0 <= outside <= 1 and gap == pytest.approx(inside - outside, abs=2e-3)
+    report = (study_dir / "val" / "report.html").read_text()
+    assert "Outside check: in-search vs outside AUC" in report and "ROC on the outside images" in report

@@ -57,3 +57,31 @@ def test_freeze_backbone_stops_its_gradients() -> None:
 def test_normalisation_comes_from_the_backbone_config() -> None:
     model = build_model(ModelConfig(name="resnet18"), n_outputs=1)
     assert model.normalisation.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_pretrained_weights_per_architecture_and_one_check_before_trials(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model.checkpoints`` maps a searched name to its local file; a name without weights fails once, clearly."""
+    import huggingface_hub
+
+    from melanoma_search.model.network import check_pretrained
+
+    source = timm.create_model("resnet18", num_classes=0)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    mapping = {"resnet18": str(path)}
+    model = build_model(ModelConfig(name="resnet18", pretrained=True, checkpoints=mapping), n_outputs=1)
+    torch.testing.assert_close(model.backbone.conv1.weight, source.conv1.weight)
+    scratch = build_model(ModelConfig(name="resnet18", pretrained=False, checkpoints=mapping), n_outputs=1)
+    assert not torch.equal(scratch.backbone.conv1.weight, source.conv1.weight)  # the mapping only with pretrained
+    lines: list[str] = []
+    check_pretrained([ModelConfig(name="resnet18", pretrained=True, checkpoints=mapping)] * 3, log=lines.append)
+    assert len(lines) == 1  # each architecture's weights are loaded once
+    # no hub here: offline, the client fails at once rather than after its retries (it read the variable on import)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=r"cannot load pretrained weights of 'resnet34'.*"
+                                          r"model.checkpoints: \{resnet34: PATH\}"):
+        check_pretrained([ModelConfig(name="resnet34", pretrained=True, checkpoints=mapping)], log=lines.append)
+    with pytest.raises(ConfigError, match="model.checkpoints.resnet18: file not found"):
+        build_model(ModelConfig(name="resnet18", pretrained=True, checkpoints={"resnet18": str(tmp_path / "x")}),
+                    n_outputs=1)

@@ -24,6 +24,18 @@ def test_limit_and_deadline(tmp_path: Path) -> None:
         TrialBudget(tmp_path / "absent.json")
 
 
+def test_no_trial_starts_that_would_not_end_before_the_deadline(tmp_path: Path) -> None:
+    """After trials of ~200 s, a 30-minute budget with 100 s left starts no more: it ends near its deadline."""
+    budget = TrialBudget(tmp_path / "b.json", deadline=time.time() + 100, create=True)
+    assert budget.take() and not budget.out_of_time()  # nothing finished yet: no estimate, the deadline alone
+    for seconds in (180.0, 220.0, 30.0):  # the median (180 s), not a short pruned trial, is the estimate
+        budget.record(seconds)
+    assert budget.out_of_time() and not budget.take() and budget.exhausted()
+    roomy = TrialBudget(tmp_path / "roomy.json", deadline=time.time() + 1000, create=True)
+    roomy.record(200.0)
+    assert roomy.take() and not roomy.out_of_time()
+
+
 def test_processes_never_take_more_than_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "shared.json"
     TrialBudget(path, limit=40, create=True)

@@ -80,6 +80,7 @@ def test_callback_can_stop_a_run(synthetic_dir: Path, tmp_path: Path) -> None:
      "augment.hair": 0.5, "augment.microscope": 0.5, "augment.color_constancy": True, "augment.cutout": 0.5},
     {"lr": "auto", "loss.name": "focal", "model.head": "msd", "model.pool": "gem"},
     {"target": "diagnosis", "loss.name": "focal", "model.meta": False},
+    {"model.meta": True, "model.meta_dropout": 0.5, "checkpoint": "last"},
     {"loss.name": "arcface", "model.head": "arcface", "tta": 2},
     {"loss.name": "margin_focal", "loss.smoothing": 0.1},
     {"loss.name": "auc", "model.name": "efficientnet_b0"},
@@ -132,3 +133,39 @@ def test_cli_prints_progress_and_val_auc(synthetic_dir: Path, tmp_path: Path) ->
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "model.nmae: unknown key; did you mean 'name'?" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("checkpoint", ["swa", "last", "best"])
+def test_the_kept_weights_follow_the_checkpoint_rule(synthetic_dir: Path, tmp_path: Path, checkpoint: str) -> None:
+    """``swa`` keeps the mean of the last epochs' weights, ``last`` the final ones, ``best`` the best epoch's; the
+    fold's AUC and predictions are those of the kept weights, and the best epoch's AUC is recorded beside them."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    import melanoma_search.train.fold as fold_module
+
+    config = _config(synthetic_dir, tmp_path, epochs=3, checkpoint=checkpoint, swa_epochs=2, **{"model.meta": False})
+    data = prepare_for(config)
+    states: list[dict[str, torch.Tensor]] = []
+    original = fold_module.run_epoch
+
+    def spy(model: Any, *args: Any, **kwargs: Any) -> Any:  # the weights after every epoch, as trained
+        out = original(model, *args, **kwargs)
+        states.append({k: v.detach().clone().float() for k, v in model.state_dict().items()})
+        return out
+
+    fold_module.run_epoch = spy  # type: ignore[assignment]
+    try:
+        result, _ = fold_module.fit_fold(config, data, 0, log=lambda _: None, weights_dir=tmp_path / "w")
+    finally:
+        fold_module.run_epoch = original  # type: ignore[assignment]
+    assert result.weights_path is not None
+    kept = load_file(result.weights_path)
+    key = "head.1.weight"
+    expected = {"swa": (states[1][key] + states[2][key]) / 2, "last": states[2][key],
+                "best": states[result.best_epoch - 1][key]}[checkpoint]
+    torch.testing.assert_close(kept[key].float(), expected)
+    assert result.checkpoint == checkpoint and 0 <= result.best_epoch_auc <= 1
+    assert result.auc == pytest.approx(float(roc_auc_score(result.oof["target"], result.oof["pred"])))
+    if checkpoint == "best":
+        assert result.auc == pytest.approx(result.best_epoch_auc)  # the optimistic number, chosen on this fold

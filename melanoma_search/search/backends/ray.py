@@ -120,6 +120,7 @@ def _trainable(config: dict[str, Any], job_json: str) -> None:
         "optuna_trial": -1 if study_trial is None else study_trial.number,
         "optuna_state": "NONE" if study_trial is None else study_trial.state.name,
         "value": float("nan") if study_trial is None or study_trial.values is None else study_trial.values[0],
+        "seconds": 0.0 if study_trial is None or study_trial.duration is None else study_trial.duration.total_seconds(),
     })
 
 
@@ -155,8 +156,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
 
         # Tune's annotation says dict | None, but its documented FINISHED value is a str
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-            left = budget.seconds_left()
-            if left is not None and left <= 0:
+            if budget.out_of_time():
                 return Searcher.FINISHED
             if job.n_trials is not None and self.suggested >= job.n_trials and not pending_retries(study):
                 return Searcher.FINISHED
@@ -165,7 +165,8 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
                               ) -> None:
-            pass  # results live in the Optuna storage
+            if result and result.get("seconds"):  # results live in the Optuna storage; only the duration here
+                budget.record(float(result["seconds"]))
 
         def save(self, checkpoint_path: str) -> None:
             pass  # nothing to save: a resumed run reopens the Optuna study

@@ -1,0 +1,108 @@
+"""Fold-bagged members: retrain a chosen configuration on every fold, so the member is the mean of K fold models.
+
+A ``holdout_auc`` study trains each trial on fold 0 only: fast to search, but its one model saw 80 % of the data and
+its one score came from one fold. Before export, each chosen configuration is trained on the folds it lacks (with the
+same config, so the same seeds per fold); the member's out-of-fold predictions then cover every training row, its
+pooled ``cv_auc`` is an honest estimate over all of them, and its prediction is the average of its K fold models,
+the bagging the 2020 winners shipped. ``cv_auc`` studies already hold every fold and are not retrained.
+
+Each refitted fold is written to ``storage/<study>/refit/trial-NNNNN/fold<k>/`` and marked done last, so a killed
+refit resumes with the folds it has. Progress lines give the fold, its AUC and an ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from melanoma_search.ensemble.blend import Candidate
+from melanoma_search.train.config import apply_overrides, parse_config
+
+__all__ = ["refit_candidates"]
+
+_DONE = "done.json"
+
+
+def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weights: bool,
+                     log: Callable[[str], None] = print) -> dict[int, float]:
+    """Train every candidate on each fold it lacks (weights, when ``need_weights``, or predictions), in place.
+
+    Returns ``{trial number: pooled out-of-fold AUC}``, the ``cv_auc`` of each candidate.
+    """
+    from melanoma_search.train.loop import fit, prepare_for
+
+    plans: list[tuple[Candidate, list[int], list[int]]] = []
+    for member in candidates:
+        config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
+        have = [f for f in member.folds if f in member.weight_files or not need_weights]
+        missing = [f for f in range(config.data.n_folds) if f not in have]
+        plans.append((member, have, missing))
+    todo = sum(not (refit_dir / m.name / f"fold{f}" / _DONE).is_file() for m, _, missing in plans for f in missing)
+    kept = sum(len(missing) for *_, missing in plans) - todo
+    if todo or kept:
+        log(f"refit: {todo} fold model(s) to train ({kept} already done) for {sum(1 for *_, m in plans if m)} "
+            f"member(s), so each member is the average of its fold models (finished folds are kept in {refit_dir}, "
+            "so a stopped refit resumes)")
+    started, trained = time.perf_counter(), 0
+    cv_aucs: dict[int, float] = {}
+    for member, have, missing in plans:
+        config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
+        folder = refit_dir / member.name
+        data = None
+        # test predictions: the trial's (the mean over the folds it kept) and one per refitted fold, weighted by folds
+        tests = [(member.test, len(have))] if have and member.test is not None else []
+        for fold in missing:
+            out = folder / f"fold{fold}"
+            if not (out / _DONE).is_file():
+                if data is None:
+                    data = prepare_for(config)
+                fold_config = parse_config(apply_overrides(config.to_dict(), {"data.folds": [fold]}))
+                result = fit(fold_config, data=data, weights_dir=out, log=lambda line: None)
+                result.save(out, config=fold_config)
+                (out / _DONE).write_text(json.dumps({"auc": result.auc, "seconds": result.seconds}))
+                trained += 1
+                elapsed = time.perf_counter() - started
+                eta = elapsed / trained * (todo - trained)
+                log(f"refit {member.name} fold {fold}: val_auc {result.auc:.4f} ({result.seconds:.0f}s); "
+                    f"{trained}/{todo} fold model(s), ETA {eta / 60:.1f} min")
+            else:
+                log(f"refit {member.name} fold {fold}: already done, kept")
+            _merge_fold(member, out, fold)
+            if (out / "test.csv").is_file():
+                tests.append((pd.read_csv(out / "test.csv"), 1))
+        if missing:
+            member.test = _mean_test(tests)
+        if len(member.folds) > 1:
+            cv_aucs[member.number] = float(roc_auc_score(member.oof["target"], member.oof["pred"]))
+            member.cv_auc = cv_aucs[member.number]
+            log(f"{member.name}: cv_auc {member.cv_auc:.4f} over {len(member.folds)} folds "
+                f"(search value, fold 0: {member.value:.4f})")
+    return cv_aucs
+
+
+def _merge_fold(member: Candidate, out: Path, fold: int) -> None:
+    """Add one refitted fold's predictions, weights and encoder to the member (replacing that fold's old ones)."""
+    oof = pd.read_csv(out / "oof.csv")
+    member.oof = pd.concat([member.oof[member.oof["fold"] != fold], oof], ignore_index=True)
+    member.weight_files[fold] = out / f"fold{fold}.safetensors"
+    metrics = yaml.safe_load((out / "metrics.yaml").read_text())
+    member.encoders.update(metrics.get("meta_encoders") or {})
+    member.classes = member.classes or list(metrics.get("classes") or [])
+    member.oof = member.oof.sort_values(["fold", "image_name"], kind="stable").reset_index(drop=True)
+
+
+def _mean_test(tests: list[tuple[pd.DataFrame, int]]) -> pd.DataFrame | None:
+    """The fold models' mean test prediction, each part weighted by how many fold models it already averages."""
+    if not tests:
+        return None
+    names = tests[0][0]["image_name"]
+    total = sum(n for _, n in tests)
+    mean = sum(t.set_index("image_name").loc[names, "pred"].to_numpy() * n for t, n in tests) / total
+    return pd.DataFrame({"image_name": names.to_numpy(), "target": np.nan, "pred": mean})
