@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from melanoma_search.data.meta import without_metadata
 from melanoma_search.ensemble.folder import Member, score_member
 from melanoma_search.search import load_spec
 from melanoma_search.train import fit, parse_config, prepare_for
@@ -52,8 +53,7 @@ def main() -> None:
             rows = data.table[data.table["fold"].eq(0)].reset_index(drop=True)
             device = resolve_device("auto")
             with_meta = roc_auc_score(rows["target"], score_member(member, rows, device=device))
-            bare = rows.assign(sex=np.nan, age_approx=np.nan, site=np.nan)
-            without = roc_auc_score(rows["target"], score_member(member, bare, device=device))
+            without = roc_auc_score(rows["target"], score_member(member, without_metadata(rows), device=device))
             results.append((rate, with_meta, without, time.perf_counter() - start))
     print(f"\nfold 0 of {data.n_folds} ({len(rows)} images, {int(rows['target'].sum())} melanomas), "
           f"{config.model.name} at {config.image_size} px, {config.epochs} epochs")

@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores.to_csv(out, index=False)
     print(f"scored {len(scores)} image(s) with {len(ensemble.members)} member(s) -> {out}")
     if meta_members := ensemble.meta_members():
-        lacking = int(rows[["sex", "age_approx", "site"]].isna().all(axis=1).sum())
+        from melanoma_search.data.meta import rows_without_metadata
+
+        lacking = rows_without_metadata(rows)
         print(f"members using metadata: {', '.join(meta_members)}; {lacking} of {len(rows)} image(s) had none "
               "(scored with every metadata field missing)")
     return 0

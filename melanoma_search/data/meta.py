@@ -18,7 +18,20 @@ import pandas as pd
 from melanoma_search.data.layouts import SITES
 from melanoma_search.errors import DataError
 
-__all__ = ["MetaEncoder", "add_derived_columns"]
+__all__ = ["PATIENT_FIELDS", "MetaEncoder", "add_derived_columns", "rows_without_metadata", "without_metadata"]
+
+#: The metadata a patient record gives (the other features come from the image file and the patient's image count).
+PATIENT_FIELDS: tuple[str, ...] = ("sex", "age_approx", "site")
+
+
+def without_metadata(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` as they read when their patient metadata is missing (an outside collection, a folder of JPEGs)."""
+    return rows.assign(**{field: np.nan for field in PATIENT_FIELDS})
+
+
+def rows_without_metadata(rows: pd.DataFrame) -> int:
+    """How many rows have none of the patient metadata."""
+    return int(rows[list(PATIENT_FIELDS)].isna().all(axis=1).sum())
 
 
 def add_derived_columns(table: pd.DataFrame) -> pd.DataFrame:

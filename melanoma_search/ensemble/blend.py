@@ -143,6 +143,8 @@ class Blend:
     test: pd.DataFrame | None
     in_sample_auc: float | None = None
     """Greedy only: the AUC of the final weights on the rows they were chosen on (optimistic; for comparison)."""
+    member_aucs: dict[str, float] = field(default_factory=dict)
+    """Each member's AUC on the blend's OOF rows."""
 
 
 def _halves(target: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -202,4 +204,5 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
         test = pd.DataFrame({"image_name": names.to_numpy(), "target": blend(ranked_test, weights)})
     return Blend(members=[members[n] for n in weights if weights[n] > 0], weights=weights, target=target,
                  oof_raw=raw, oof_ranked=ranked, oof_blend=oof_blend, auc=float(roc_auc_score(target, oof_blend)),
-                 best_member_auc=float(singles[best]), best_member=best, test=test, in_sample_auc=in_sample)
+                 best_member_auc=float(singles[best]), best_member=best, test=test, in_sample_auc=in_sample,
+                 member_aucs={name: float(auc) for name, auc in singles.items()})

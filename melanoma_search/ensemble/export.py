@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sklearn.metrics import roc_auc_score
-
 from melanoma_search.ensemble.blend import Blend, blend_candidates
 from melanoma_search.ensemble.candidates import collect_candidates
 from melanoma_search.ensemble.folder import load_ensemble, record_in_manifest, write_ensemble
@@ -125,10 +123,9 @@ def export_study(
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
             folder = write_ensemble(result, out=target, study_name=study_name, method=method)
             if validate is not None:
-                in_search = {name: float(roc_auc_score(result.target, ranked))
-                             for name, ranked in result.oof_ranked.items()}
-                validation = validate_ensemble(load_ensemble(folder), validate, in_search={**in_search,
-                                               "blend": result.auc}, device=resolve_device(device), log=log)
+                validation = validate_ensemble(load_ensemble(folder), validate,
+                                               in_search={**result.member_aucs, "blend": result.auc},
+                                               device=resolve_device(device), log=log)
                 for line in validation.lines():
                     log(line)
                 record_in_manifest(folder, "validation", validation.to_dict())

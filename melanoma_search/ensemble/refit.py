@@ -23,7 +23,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.blend import Candidate
-from melanoma_search.train.config import apply_overrides, parse_config
+from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
 
 __all__ = ["refit_candidates"]
 
@@ -38,13 +38,13 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
     """
     from melanoma_search.train.loop import fit, prepare_for
 
-    plans: list[tuple[Candidate, list[int], list[int]]] = []
+    plans: list[tuple[Candidate, TrainConfig, list[int], list[int]]] = []
     for member in candidates:
         config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
         have = [f for f in member.folds if f in member.weight_files or not need_weights]
         missing = [f for f in range(config.data.n_folds) if f not in have]
-        plans.append((member, have, missing))
-    todo = sum(not (refit_dir / m.name / f"fold{f}" / _DONE).is_file() for m, _, missing in plans for f in missing)
+        plans.append((member, config, have, missing))
+    todo = sum(not (refit_dir / m.name / f"fold{f}" / _DONE).is_file() for m, _, _, missing in plans for f in missing)
     kept = sum(len(missing) for *_, missing in plans) - todo
     if todo or kept:
         log(f"refit: {todo} fold model(s) to train ({kept} already done) for {sum(1 for *_, m in plans if m)} "
@@ -52,8 +52,7 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
             "so a stopped refit resumes)")
     started, trained = time.perf_counter(), 0
     cv_aucs: dict[int, float] = {}
-    for member, have, missing in plans:
-        config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
+    for member, config, have, missing in plans:
         folder = refit_dir / member.name
         data = None
         # test predictions: the trial's (the mean over the folds it kept) and one per refitted fold, weighted by folds

@@ -20,13 +20,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
+from melanoma_search.data.meta import rows_without_metadata
 from melanoma_search.ensemble.folder import Ensemble
 from melanoma_search.errors import DataError
 
 __all__ = ["Validation", "auc_standard_error", "validate_ensemble"]
-
-_META_COLUMNS = ("sex", "age_approx", "site")
-
 
 def auc_standard_error(auc: float, *, positives: int, negatives: int) -> float:
     """Hanley & McNeil (1982): the standard error of an AUC from the two class sizes alone."""
@@ -94,7 +92,7 @@ def validate_ensemble(ensemble: Ensemble, path: str | Path, *, in_search: dict[s
     outside = {name: float(roc_auc_score(target, scores)) for name, scores in ranked.items()}
     outside["blend"] = float(roc_auc_score(target, blended))
     positives = int(target.sum())
-    no_meta = int(rows[list(_META_COLUMNS)].isna().all(axis=1).sum())
+    no_meta = rows_without_metadata(rows)
     return Validation(source=str(path), n_images=len(rows), n_melanoma=positives, outside=outside,
                       in_search=dict(in_search),
                       standard_error=auc_standard_error(outside["blend"], positives=positives,

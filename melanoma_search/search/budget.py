@@ -11,11 +11,13 @@ before the deadline (otherwise a 30-minute budget of 4-minute trials ends after 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +45,31 @@ class TrialBudget:
         A dead worker's re-queued trial starts with ``ticket=False``: its ticket was taken when it first started, so
         only the deadline applies to it.
         """
-        with open(self.path, "r+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            state = json.load(handle)
+        with self._update() as state:
             if _out_of_time(state) or (ticket and _all_taken(state)):
                 return False
             if ticket:
                 state["taken"] += 1
-                handle.seek(0)
-                handle.truncate()
-                json.dump(state, handle)
-                handle.flush()
             return True
 
     def record(self, seconds: float) -> None:
         """Note how long a finished trial of this run took (the deadline rule's estimate of the next one)."""
+        with self._update() as state:
+            state.setdefault("durations", []).append(float(seconds))
+
+    @contextlib.contextmanager
+    def _update(self) -> Iterator[dict[str, Any]]:
+        """The state under an exclusive lock, written back (if changed) before the lock is released."""
         with open(self.path, "r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             state = json.load(handle)
-            state.setdefault("durations", []).append(float(seconds))
-            handle.seek(0)
-            handle.truncate()
-            json.dump(state, handle)
-            handle.flush()
+            before = json.dumps(state)
+            yield state
+            if json.dumps(state) != before:
+                handle.seek(0)
+                handle.truncate()
+                json.dump(state, handle)
+                handle.flush()
 
     def out_of_time(self) -> bool:
         """Whether the deadline has passed, or is nearer than this run's median trial."""

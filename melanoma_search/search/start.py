@@ -81,8 +81,9 @@ def start_run(
     backend = backend or LocalBackend()
     spec = load_spec(study)
     objective = load_objective(spec.objective)
-    pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
-    base_config = parse_config(spec.base_config(overrides=pairs), source=f"study {spec.name}: base config")
+    pairs = _with_data_dir(overrides, data_dir)
+    base = spec.base_config(overrides=pairs)
+    base_config = parse_config(base, source=f"study {spec.name}: base config")
     n_trials = n_trials if n_trials is not None else spec.budget.n_trials
     timeout = timeout if timeout is not None else spec.budget.timeout
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,7 +95,7 @@ def start_run(
         raise ConfigError(f"--storage {redact(url)} is SQLite, which takes one writer at a time: for "
                           f"{backend.description} use journal:{storage_dir / name}.log (one host) or a PostgreSQL URL")
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
-    check_pretrained(candidate_models(spec, spec.base_config(overrides=pairs)), log=log)  # and missing weights
+    check_pretrained(candidate_models(spec, base), log=log)  # and missing weights
     if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
         log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
             f"{storage_dir / name}.db is left as it was")
@@ -138,8 +139,7 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
     """Print the first ``n`` configurations the sampler would try, each checked; nothing is trained or stored."""
     spec = load_spec(study)
     objective = load_objective(spec.objective)
-    pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
-    base = spec.base_config(overrides=pairs)
+    base = spec.base_config(overrides=_with_data_dir(overrides, data_dir))
     parse_config(base, source=f"study {spec.name}: base config")
     check_pretrained(candidate_models(spec, base), log=log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -158,6 +158,11 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
         except ConfigError as exc:
             status = "INVALID: " + " ".join(str(exc).split())
         log(f"  {number:>3}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  [{status}]")
+
+
+def _with_data_dir(overrides: Sequence[tuple[str, Any]], data_dir: str | None) -> list[tuple[str, Any]]:
+    """The ``--set`` pairs, then ``--data-dir`` (made absolute, so workers in other folders read the same data)."""
+    return list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
 
 
 def candidate_models(spec: StudySpec, base: dict[str, Any]) -> list[ModelConfig]:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from melanoma_search.augment.policies import build_eval_transform, build_train_transform, get_policy
 from melanoma_search.data.dataset import LesionDataset
-from melanoma_search.data.meta import MetaEncoder
+from melanoma_search.data.meta import MetaEncoder, without_metadata
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import DataError
 from melanoma_search.model.losses import OutputLayout, build_loss, output_layout
@@ -62,7 +62,7 @@ class _Rows:
         """The rows' features as they read without patient metadata (what ``model.meta_dropout`` trains on)."""
         if self.encoder is None:
             return None
-        return self.encoder.transform(rows.assign(sex=np.nan, age_approx=np.nan, site=np.nan))
+        return self.encoder.transform(without_metadata(rows))
 
 
 def _select_rows(config: TrainConfig, data: PreparedData, fold: int, layout: OutputLayout) -> _Rows:
