@@ -77,7 +77,7 @@ def engine(name: str, *, size: int, batch: int, images: int, device: torch.devic
                             transform=build_train_transform(AugmentConfig(policy="medium"), size=size, seed=0))
     sampler = RandomSampler(dataset, replacement=True, num_samples=images, generator=torch.Generator().manual_seed(0))
     loader = make_loader(dataset, batch_size=config.batch_size, num_workers=config.data.num_workers, device=device,
-                         sampler=sampler, train=True)
+                         sampler=sampler, train=True, epochs=2)  # a fold's epochs come from one loader pass
     model = build_model(config.model, n_outputs=1)
     channels_last = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -85,9 +85,11 @@ def engine(name: str, *, size: int, batch: int, images: int, device: torch.devic
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     common = dict(inputs=inputs, loss_fn=BCELoss(), optimizer=optimizer, precision=precision,
                   scaler=precision.scaler(), augment=get_policy("medium").on_device)
-    run_epoch(model, loader, n_batches=len(loader), max_batches=8, **common)  # warm-up: workers, cuDNN autotune
+    batches = iter(loader)  # as in a trial: the epochs read on from one iterator, the loader never restarts
+    per_epoch = len(loader) // 2
+    run_epoch(model, batches, n_batches=8, **common)  # warm-up: workers, cuDNN autotune
     _sync(device)
-    out = run_epoch(model, loader, n_batches=len(loader), **common)
+    out = run_epoch(model, batches, n_batches=per_epoch, **common)
     _sync(device)
     return out.images / out.seconds
 

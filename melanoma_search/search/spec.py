@@ -290,11 +290,18 @@ def spec_dirs() -> tuple[Path, ...]:
 
 
 def _lookup_dirs(name: str) -> tuple[Path, ...]:
-    """``./NAME`` of the working folder, then the package's built-in ``melanoma_search.NAME`` (once if the same)."""
+    """``./NAME`` of the working folder, then the package's built-in ``melanoma_search.NAME`` (once if the same).
+
+    Run from a source checkout on ``PYTHONPATH`` without installing (as on a lent GPU machine), the built-in folder
+    is the checkout's top-level ``NAME/``, which an install maps into the package.
+    """
     from importlib.resources import files
 
     here = Path.cwd() / name
-    builtin = Path(str(files(f"melanoma_search.{name}")))
+    try:
+        builtin = Path(str(files(f"melanoma_search.{name}")))
+    except ModuleNotFoundError:
+        builtin = Path(__file__).resolve().parents[2] / name
     return (here,) if here.resolve() == builtin.resolve() else (here, builtin)
 
 

@@ -9,6 +9,7 @@ double gradient accumulation (the same effective batch).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -24,10 +25,12 @@ import yaml
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
+from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import Objective
 from melanoma_search.search.spec import StudySpec, native_size
 from melanoma_search.train.config import TrainConfig, apply_overrides, flatten_config, parse_config
 from melanoma_search.train.loop import fit, prepare_for
+from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, RunResult
 
 __all__ = ["TrialRunner", "sample_params", "trial_config"]
@@ -89,9 +92,17 @@ class TrialRunner:
         work_dir: Path,
         log: Log = print,
         data: PreparedData | None = None,
+        process_started: float | None = None,
+        gpu_share: GpuShare | None = None,
     ) -> None:
+        """``process_started``: Unix time this process started; the first trial's breakdown counts the time from
+        then to its start as ``startup`` (imports, storage, study), the fixed cost a process pays once.
+        ``gpu_share``: this worker's lease on a GPU it shares with other workers; a trial out of memory even at half
+        its batch is retried once more alone on the card."""
         self.spec, self.objective, self.base = spec, objective, dict(base)
         self.artifacts, self.work_dir, self.log = artifacts, work_dir, log
+        self._startup = None if process_started is None else max(0.0, time.time() - process_started)
+        self.gpu_share = gpu_share
         self._data: dict[str, PreparedData] = {}
         if data is not None:
             self._data[self._data_key(parse_config(self.base))] = data
@@ -100,29 +111,41 @@ class TrialRunner:
     def _data_key(config: TrainConfig) -> str:
         return json.dumps(config.data.model_dump(mode="json", exclude={"folds", "num_workers"}), sort_keys=True)
 
-    def data_for(self, config: TrainConfig) -> PreparedData:
+    def data_for(self, config: TrainConfig, *, clock: PhaseClock | None = None) -> PreparedData:
         """Read each distinct dataset once per process, however many trials use it."""
         key = self._data_key(config)
         if key not in self._data:
-            self._data[key] = prepare_for(config)
+            with (clock or PhaseClock()).phase("data"):
+                self._data[key] = prepare_for(config)
         return self._data[key]
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         start = time.perf_counter()
+        clock = PhaseClock()
+        if self._startup is not None:  # the process's start-up, paid by its first trial
+            clock.add("startup", self._startup)
+            self._startup = None
         try:
-            config = trial_config(self.base, sample_params(trial, self.spec, self.base), self.objective)
+            with clock.phase("config"):
+                config = trial_config(self.base, sample_params(trial, self.spec, self.base), self.objective)
         except ConfigError as exc:
             _fail(trial, f"impossible config: {exc}")
             raise
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
         try:
-            (folder / "config.yaml").write_text(config.to_yaml())
-            self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
-            result, config = self._fit_with_oom_retry(trial, config, folder)
+            with clock.phase("config"):
+                (folder / "config.yaml").write_text(config.to_yaml())
+                self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
+            result, config = self._fit_with_oom_retry(trial, config, folder, clock)
             values = self.objective.score(result)
-            self._record(trial, result, config, start)
-            self._save_outputs(trial, result, config, folder, values[0])
+            with clock.phase("artifacts"):
+                self._record(trial, result, config, start)
+                self._save_outputs(trial, result, config, folder, values[0])
+            self._record_time(trial, clock, start=start - clock.seconds.get("startup", 0.0))
             return values if len(values) > 1 else values[0]
+        except optuna.TrialPruned:
+            self._record_time(trial, clock, start=start - clock.seconds.get("startup", 0.0))
+            raise
         except KeyboardInterrupt:  # Optuna marks the trial FAIL; say why in the dashboard
             _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial")
             raise
@@ -134,25 +157,36 @@ class TrialRunner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path
+    def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path, clock: PhaseClock
                             ) -> tuple[RunResult, TrainConfig]:
-        for attempt in range(2):
+        alone = False
+        for attempt in range(3):
             history: list[EpochStats] = []
             try:
-                result = fit(config, data=self.data_for(config), callback=self._reporter(trial, history),
-                             log=lambda line: self.log(f"trial {trial.number} {line}"), weights_dir=folder)
+                with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
+                    result = fit(config, data=self.data_for(config, clock=clock),
+                                 callback=self._reporter(trial, history),
+                                 log=lambda line: self.log(f"trial {trial.number} {line}"), weights_dir=folder,
+                                 clock=clock)
                 return result, config
             except torch.cuda.OutOfMemoryError as exc:
-                if attempt == 1 or config.batch_size < 2:
-                    _fail(trial, f"out of memory at batch {config.batch_size}: {str(exc).splitlines()[0]}")
-                    raise
-                smaller = config.model_copy(update={"batch_size": config.batch_size // 2,
-                                                    "accum_steps": config.accum_steps * 2})
-                self.log(f"trial {trial.number}: out of memory at batch {config.batch_size}; retrying at batch "
-                         f"{smaller.batch_size} with accum_steps {smaller.accum_steps}")
-                trial.set_user_attr("oom_retry", f"batch {config.batch_size} -> {smaller.batch_size}")
                 torch.cuda.empty_cache()
-                config = smaller
+                if attempt == 0 and config.batch_size >= 2:
+                    smaller = config.model_copy(update={"batch_size": config.batch_size // 2,
+                                                        "accum_steps": config.accum_steps * 2})
+                    self.log(f"trial {trial.number}: out of memory at batch {config.batch_size}; retrying at batch "
+                             f"{smaller.batch_size} with accum_steps {smaller.accum_steps}")
+                    trial.set_user_attr("oom_retry", f"batch {config.batch_size} -> {smaller.batch_size}")
+                    config = smaller
+                    continue
+                if not alone and self.gpu_share is not None and self.gpu_share.held == "shared":
+                    self.log(f"trial {trial.number}: out of memory at batch {config.batch_size} beside other trials "
+                             "on its GPU; waiting to retry it alone on the card")
+                    trial.set_user_attr("oom_retry_alone", True)
+                    alone = True
+                    continue
+                _fail(trial, f"out of memory at batch {config.batch_size}: {str(exc).splitlines()[0]}")
+                raise
             except optuna.TrialPruned:
                 trial.set_user_attr("epochs_run", len(history))
                 raise
@@ -188,6 +222,14 @@ class TrialRunner:
         trial.set_user_attr("peak_memory_mb", round(result.peak_memory_mb, 1))
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("lr_used", [f.lr for f in result.folds])
+
+    @staticmethod
+    def _record_time(trial: optuna.Trial, clock: PhaseClock, *, start: float) -> None:
+        """Where the trial's seconds went (``time_breakdown``) and all of it but the training steps."""
+        wall = time.perf_counter() - start
+        trial.set_user_attr("time_breakdown", clock.breakdown(wall=wall))
+        trial.set_user_attr("fixed_seconds", round(clock.fixed_seconds(wall=wall), 2))
+        trial.set_user_attr("train_step_seconds", round(clock.seconds.get(TRAINING_PHASE, 0.0), 2))
 
     def _save_outputs(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, folder: Path,
                       value: float) -> None:

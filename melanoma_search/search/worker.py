@@ -11,10 +11,13 @@ a ticket per new trial (:class:`~melanoma_search.search.budget.TrialBudget`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import MelanomaSearchError
 from melanoma_search.search.artifacts import ArtifactWriter
 from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import load_objective
 from melanoma_search.search.progress import TrialProgress
 from melanoma_search.search.recovery import pending_retries, tag_trial
@@ -63,6 +67,8 @@ class WorkerJob:
     """Extra user attributes the backend puts on each trial (e.g. the Ray Tune trial that ran it)."""
     max_trials: int | None = None
     """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
+    gpu_lock: str | None = None
+    """The lock file of this worker's GPU when several workers share it (see :mod:`~.gpu_share`)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -89,8 +95,9 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     study = open_study(spec, objective, storage=storage, study_name=job.study_name, seed=job.seed)
     study_dir = Path(job.storage_dir) / job.study_name
     artifacts = ArtifactWriter(study_dir / "artifacts", weights_root=study_dir / "weights", top_k=spec.top_k_weights)
-    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts,
-                         work_dir=study_dir / "work", log=emit, data=data)
+    share = GpuShare(job.gpu_lock) if job.gpu_lock else None
+    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts, work_dir=study_dir / "work",
+                         log=emit, data=data, process_started=process_start_time(), gpu_share=share)
     budget = TrialBudget(job.budget_path) if job.budget_path else None
     progress = TrialProgress(metric_names=objective.metric_names, n_trials=job.n_trials, timeout=job.timeout,
                              log=emit, launch=job.launch, started=job.started)
@@ -109,14 +116,25 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
         retry = budget is not None and bool(pending_retries(study))
         if budget is not None and not budget.take(ticket=not retry):
             break
-        study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
-                       gc_after_trial=True)
+        with share.shared() if share is not None else contextlib.nullcontext():
+            study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
+                           gc_after_trial=True)
         if retry and ran and "failed_trial" not in ran[-1].system_attrs:
             # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
             assert budget is not None
             if not budget.take():
                 break
     return ran
+
+
+def process_start_time() -> float | None:
+    """Unix time this process started (Linux ``/proc``), so a trial can count the imports before any of our code."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,14 @@ class TrainConfig(StrictModel):
     """With the balanced row sampler: how much more often a melanoma is drawn than a benign image."""
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
+    compile: Literal["off", "default", "reduce-overhead"] = "off"
+    """``torch.compile`` the model's forward (and so its backward): ``default`` fuses kernels, ``reduce-overhead``
+    also replays CUDA graphs (small batches on a fast GPU). Compiling costs tens of seconds per trial, so it pays on
+    long trials only; off by default."""
+    cudnn_benchmark: bool = False
+    """Let cuDNN time its kernels for every new input shape. On an H200 (b0 at 256 px, bf16) the first epochs with
+    it took 16 to 30 s against 1.4 s once tuned: more than a short search trial's whole training, so it is off unless
+    the trials are long."""
     tta: Literal[1, 2, 4, 8] = 1
     device: str = "auto"
     seed: int = 0

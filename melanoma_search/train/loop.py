@@ -18,6 +18,7 @@ from melanoma_search.data.prepare import PreparedData, load_dataset
 from melanoma_search.train.config import TrainConfig
 from melanoma_search.train.device import device_name, peak_memory_mb, resolve_device
 from melanoma_search.train.fold import fit_fold
+from melanoma_search.train.phases import PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, RunResult
 
 __all__ = ["fit", "prepare_for"]
@@ -42,23 +43,30 @@ def fit(
     callback: Callback | None = None,
     log: Log = _print,
     weights_dir: str | os.PathLike[str] | None = None,
+    clock: PhaseClock | None = None,
 ) -> RunResult:
-    """Train ``config`` on each of its folds (``config.data.folds``) and collect the predictions."""
+    """Train ``config`` on each of its folds (``config.data.folds``) and collect the predictions.
+
+    ``clock``: adds up where the seconds went by phase (a trial passes its own, to add its fixed costs to).
+    """
     start = time.perf_counter()
-    data = data if data is not None else prepare_for(config)
+    clock = clock if clock is not None else PhaseClock()
+    if data is None:
+        with clock.phase("data"):
+            data = prepare_for(config)
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark  # tuning pays only on long trials (see the key)
     folds: list[FoldResult] = []
     encoders: dict[int, dict[str, object]] = {}
     for position, fold in enumerate(config.data.fold_list()):
         result, encoder = fit_fold(config, data, fold, callback=callback, log=log, device=device,
                                    step_offset=position * config.epochs,
-                                   weights_dir=None if weights_dir is None else str(weights_dir))
+                                   weights_dir=None if weights_dir is None else str(weights_dir), clock=clock)
         folds.append(result)
         if encoder is not None:
             encoders[fold] = encoder.to_dict()
     return RunResult(folds=folds, classes=data.classes, device=device_name(device),
                      seconds=time.perf_counter() - start, peak_memory_mb=peak_memory_mb(device),
-                     meta_encoders=encoders)
+                     meta_encoders=encoders, phases=dict(clock.seconds))

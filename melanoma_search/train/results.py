@@ -64,6 +64,8 @@ class RunResult:
     seconds: float
     peak_memory_mb: float
     meta_encoders: dict[int, dict[str, object]] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds by phase (see :class:`~melanoma_search.train.phases.PhaseClock`)."""
 
     @property
     def oof(self) -> pd.DataFrame:

@@ -11,6 +11,7 @@ Models with BatchNorm still see micro-batch statistics, which no accumulation ca
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -89,6 +90,8 @@ class EpochOutput:
     images: int
     seconds: float
     optimizer_steps: int
+    first_batch_seconds: float = 0.0
+    """Of ``seconds``, the wait for the first batch: the loader's start (worker processes, prefetch), not steps."""
 
 
 def run_epoch(
@@ -126,10 +129,11 @@ def run_epoch(
     group_loss = torch.zeros((), device=inputs.device)
     seen, steps, position = 0, 0, 0
     start = time.perf_counter()
+    first_batch = 0.0
     optimizer.zero_grad(set_to_none=True)
-    for index, batch in enumerate(batches):
-        if index >= limit:
-            break
+    for index, batch in enumerate(itertools.islice(batches, limit)):  # never a batch more: a fold's epochs share
+        if index == 0:                                                 # one iterator (see train/loaders.py)
+            first_batch = time.perf_counter() - start
         images, meta, target = inputs(batch, augment=augment)
         weight = 1.0 / group_sizes[index // accum_steps]
         with precision.autocast():
@@ -160,7 +164,8 @@ def run_epoch(
     mean = float(running) / max(seen, 1)
     if not math.isfinite(mean):
         raise NonFiniteLossError(f"training loss became {mean} during the epoch")
-    return EpochOutput(loss=mean, images=seen, seconds=time.perf_counter() - start, optimizer_steps=steps)
+    return EpochOutput(loss=mean, images=seen, seconds=time.perf_counter() - start, optimizer_steps=steps,
+                       first_batch_seconds=first_batch)
 
 
 def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradScaler | None,
@@ -210,17 +215,22 @@ def predict(
     """P(melanoma) per row (mean over ``tta`` dihedral views) and, with ``loss_fn``, the mean loss of the plain view."""
     model.eval()
     probs: list[torch.Tensor] = []
-    total_loss, seen = torch.zeros((), device=inputs.device), 0
+    total_loss, seen, full = torch.zeros((), device=inputs.device), 0, 0
     for batch in batches:
         images, meta, target = inputs(batch)
-        view_probs = []
+        n = images.shape[0]
+        full = full or n
+        if n < full:  # a short last batch keeps the others' shape: no new cuDNN autotuning, no recompilation
+            images = torch.cat([images, images[-1:].expand(full - n, *images.shape[1:])])
+            meta = None if meta is None else torch.cat([meta, meta[-1:].expand(full - n, *meta.shape[1:])])
+        views = list(dihedral_views(images, tta))
         with precision.autocast():
-            for view_index, view in enumerate(dihedral_views(images, tta)):
-                logits = model(view, meta)
-                if view_index == 0 and loss_fn is not None:
-                    total_loss += loss_fn(logits, target).float() * images.shape[0]
-                view_probs.append(melanoma_probability(logits, melanoma_index=melanoma_index, scale=scale))
-        probs.append(torch.stack(view_probs).mean(0).float().cpu())
-        seen += images.shape[0]
+            # every view in one forward pass (a square image's views share a shape): one launch per layer, not tta
+            logits = model(torch.cat(views), None if meta is None else meta.repeat(len(views), 1))
+            if loss_fn is not None:
+                total_loss += loss_fn(logits[:n], target).float() * n
+            view_probs = melanoma_probability(logits, melanoma_index=melanoma_index, scale=scale)
+        probs.append(view_probs.view(len(views), -1)[:, :n].mean(0).float().cpu())
+        seen += n
     values = torch.cat(probs).numpy() if probs else np.zeros(0, np.float32)
     return values, float(total_loss) / max(seen, 1)

@@ -79,6 +79,24 @@ def test_predict_with_tta_views() -> None:
     assert not np.allclose(plain, tta8)
 
 
+def test_tta_views_in_one_pass_equal_the_mean_of_each_view_alone() -> None:
+    """The views go through the model as one batch, and a short last batch is padded to the others' shape; neither
+    may change a score: compare with each view scored on its own, image by image."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="resnet18"), n_outputs=1, n_meta=4).eval()
+    dataset = _dataset(n=7)  # batches of 3, 3 and a short 1
+    inputs = BatchInputs(torch.device("cpu"), model.normalisation, channels_last=False)
+    batched, _ = predict(model, DataLoader(dataset, batch_size=3), inputs=inputs, precision=Precision("cpu", None),
+                         melanoma_index=0, tta=4)
+    with torch.no_grad():
+        expected = []
+        for index in range(len(dataset)):
+            images, meta, _ = inputs(next(iter(DataLoader(torch.utils.data.Subset(dataset, [index])))))
+            views = [images, images.flip(-1), images.flip(-2), images.flip(-1).flip(-2)]
+            expected.append(np.mean([torch.sigmoid(model(v, meta)[:, 0]).item() for v in views]))
+    np.testing.assert_allclose(batched, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_lr_finder_suggests_a_rate_and_restores_the_model() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="resnet18"), n_outputs=1)

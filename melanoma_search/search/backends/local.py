@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from melanoma_search.errors import ConfigError
 from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
+from melanoma_search.search.packing import GpuCard, PackingPlan, measured_peak_mb, plan_packing, visible_gpus
 from melanoma_search.search.recovery import fail_running, pending_retries, worker_id
 from melanoma_search.search.study import load_shared_study
 
@@ -49,42 +50,91 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _workers_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 @register_backend
 class LocalBackend(Backend):
-    """Trials on this host: the lone worker runs in this process; ``--workers N`` starts N worker processes."""
+    """Trials on this host: the lone worker runs in this process; ``--workers N`` starts N worker processes.
+
+    ``--workers auto`` packs several trials on each GPU (:func:`~melanoma_search.search.packing.plan_packing`).
+    """
 
     name = "local"
     help = "--workers processes on this host (default 1, in this process)"
 
-    def __init__(self, *, workers: int = 1) -> None:
-        if workers < 1:
-            raise ConfigError(f"--workers {workers}: must be at least 1")
+    def __init__(self, *, workers: int | str = 1, trials_per_gpu: int | None = None,
+                 gpus: Sequence[GpuCard] | None = None) -> None:
+        """``gpus``: the cards ``--workers auto`` packs (default: the visible ones; tests pass made-up cards)."""
+        if workers != "auto" and (not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"--workers {workers}: must be at least 1, or auto")
+        if trials_per_gpu is not None and trials_per_gpu < 1:
+            raise ConfigError(f"--trials-per-gpu {trials_per_gpu}: must be at least 1")
+        if trials_per_gpu is not None and workers != "auto":
+            raise ConfigError(f"--trials-per-gpu: only with --workers auto (--workers {workers} is already a count)")
         self.workers = workers
+        self.trials_per_gpu = trials_per_gpu
+        self.gpus = list(gpus) if gpus is not None else (visible_gpus() if workers == "auto" else [])
+        if trials_per_gpu is not None and not self.gpus:
+            raise ConfigError("--trials-per-gpu: no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)")
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--workers", type=int, default=None,
-                           help="worker processes on this host, one GPU each when there are GPUs (default 1)")
+        group.add_argument("--workers", type=_workers_arg, default=None,
+                           help="worker processes on this host, one GPU each when there are GPUs (default 1); "
+                           "auto: as many trials per GPU as the study's measured memory and the CPU cores allow")
+        group.add_argument("--trials-per-gpu", type=int, default=None, metavar="N",
+                           help="with --workers auto: N trials on each GPU instead of the measured choice")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LocalBackend:
-        return cls(workers=1 if args.workers is None else args.workers)
+        workers = args.workers if args.workers is not None else ("auto" if args.trials_per_gpu else 1)
+        return cls(workers=workers, trials_per_gpu=args.trials_per_gpu)
 
     @property
     def parallel(self) -> bool:
-        return self.workers > 1
+        return bool(self.gpus) if self.workers == "auto" else int(self.workers) > 1
 
     @property
     def description(self) -> str:
-        return f"{self.workers} worker(s)" if self.workers > 1 else "1 worker"
+        if self.workers == "auto":
+            return f"{len(self.gpus)} GPU(s), trials per GPU from measured memory" if self.gpus else "1 worker"
+        return f"{self.workers} worker(s)" if int(self.workers) > 1 else "1 worker"
 
     def workers_for(self, n_trials: int | None) -> LocalBackend:
-        return LocalBackend(workers=min(self.workers, n_trials)) if n_trials else self
+        if self.workers == "auto" or not n_trials:
+            return self
+        return LocalBackend(workers=min(int(self.workers), n_trials))
+
+    def plan(self, job: WorkerJob) -> PackingPlan:
+        """The packing ``--workers auto`` runs for ``job``: from its study's measured peaks and this host's cores."""
+        from melanoma_search.search.spec import load_spec
+
+        peak, measured = measured_peak_mb(load_shared_study(job.storage_url, job.study_name))
+        configured = load_spec(job.spec_path).base_config(overrides=job.overrides).get("data", {})
+        return plan_packing(gpus=self.gpus, cpu_cores=os.cpu_count() or 1, peak_mb=peak, measured_trials=measured,
+                            trials_per_gpu=self.trials_per_gpu, loader_workers=int(configured.get("num_workers", -1)))
 
     def run(self, job: WorkerJob, *, runs: Path, data: PreparedData | None,
             log: Callable[[str], None]) -> RunOutcome:
-        if self.workers > 1:
-            outcome = run_local_workers(job, workers=self.workers, job_dir=runs, log=log)
+        workers, gpus = (self.workers, None) if self.workers != "auto" else (1, None)
+        if self.workers == "auto" and self.gpus:
+            plan = self.plan(job)
+            log(f"packing: {plan.reason}")
+            workers = min(plan.workers, job.n_trials) if job.n_trials else plan.workers
+            gpus = [self.gpus[i % len(self.gpus)].device for i in range(workers)]  # round-robin over the cards
+            if plan.loader_workers is not None:
+                job = dataclasses.replace(job, overrides=(*job.overrides, ("data.num_workers", plan.loader_workers)))
+        elif self.workers == "auto":
+            log("packing: no GPU visible: one trial at a time on the CPU, with every core")
+        if int(workers) > 1 or gpus:
+            outcome = run_local_workers(job, workers=int(workers), job_dir=runs, log=log, gpus=gpus)
             if outcome.restarts:
                 log(f"{outcome.restarts} worker(s) were replaced after dying; their trials were re-queued")
             return outcome
@@ -140,6 +190,7 @@ def run_local_workers(
     if len(shared) != len(set(shared)):
         log(f"note: {workers} workers share {len(set(shared))} GPU(s); each GPU runs several trials at once")
     threads = max(1, (os.cpu_count() or 1) // workers)
+    per_card = {gpu: shared.count(gpu) for gpu in shared}
     assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)
     study = load_shared_study(job.storage_url, job.study_name)
@@ -148,19 +199,21 @@ def run_local_workers(
 
     def start(slot: _Slot) -> None:
         seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
-        slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed)
+        sharers = per_card.get(slot.gpu, 0) if slot.gpu is not None else 0
+        lock = str(job_dir / f"{job.launch}-gpu{slot.gpu}.lock") if sharers > 1 else None
+        slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed, gpu_lock=lock)
         path = job_dir / f"{job.launch}-w{slot.index}.json"
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
             handle.write(slot_job.to_json())  # it holds the storage URL, password included: owner-only, not argv
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if slot.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-        else:  # share the CPU cores instead of every worker spawning a thread per core
-            env.setdefault("OMP_NUM_THREADS", str(threads))
+        env.setdefault("OMP_NUM_THREADS", str(threads))  # share the cores, not a thread per core in every worker
         slot.process = subprocess.Popen([sys.executable, "-m", "melanoma_search.search.worker", str(path)],
                                         env=env, start_new_session=True)
         slot.starts += 1
-        where = f"GPU {slot.gpu}" if slot.gpu is not None else f"CPU, {env['OMP_NUM_THREADS']} thread(s)"
+        where = f"CPU, {env['OMP_NUM_THREADS']} thread(s)" if slot.gpu is None else f"GPU {slot.gpu}"
+        where += f", shared with {sharers - 1} other worker(s)" if lock else ""
         log(f"[w{slot.index}] started (pid {slot.process.pid}, {where})")
 
     def reap(slot: _Slot, code: int) -> None:
