@@ -123,18 +123,18 @@ class LocalBackend(Backend):
 
     def run(self, job: WorkerJob, *, runs: Path, data: PreparedData | None,
             log: Callable[[str], None]) -> RunOutcome:
-        workers, gpus = (self.workers, None) if self.workers != "auto" else (1, None)
-        if self.workers == "auto" and self.gpus:
+        workers = 1 if self.workers == "auto" else int(self.workers)
+        gpus: list[str | None] | None = None
+        if self.workers == "auto":
             plan = self.plan(job)
             log(f"packing: {plan.reason}")
-            workers = min(plan.workers, job.n_trials) if job.n_trials else plan.workers
-            gpus = [self.gpus[i % len(self.gpus)].device for i in range(workers)]  # round-robin over the cards
+            if self.gpus:
+                workers = min(plan.workers, job.n_trials) if job.n_trials else plan.workers
+                gpus = [self.gpus[i % len(self.gpus)].device for i in range(workers)]  # round-robin over the cards
             if plan.loader_workers is not None:
                 job = dataclasses.replace(job, overrides=(*job.overrides, ("data.num_workers", plan.loader_workers)))
-        elif self.workers == "auto":
-            log("packing: no GPU visible: one trial at a time on the CPU, with every core")
-        if int(workers) > 1 or gpus:
-            outcome = run_local_workers(job, workers=int(workers), job_dir=runs, log=log, gpus=gpus)
+        if workers > 1 or gpus:
+            outcome = run_local_workers(job, workers=workers, job_dir=runs, log=log, gpus=gpus)
             if outcome.restarts:
                 log(f"{outcome.restarts} worker(s) were replaced after dying; their trials were re-queued")
             return outcome
