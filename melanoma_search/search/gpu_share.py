@@ -73,10 +73,3 @@ class GpuShare:
             self._release()
             if previous == "shared":
                 self._acquire("shared")
-
-    def close(self) -> None:
-        self._release()
-        for fd in (self._lease, self._turnstile):
-            if fd is not None:
-                os.close(fd)
-        self._lease = self._turnstile = None

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import optuna
 
-__all__ = ["GpuCard", "PackingPlan", "measured_peak_mb", "plan_packing", "visible_gpus"]
+from melanoma_search.train.loaders import MAX_LOADER_WORKERS
+
+__all__ = ["GpuCard", "PackingPlan", "measured_peak_mb", "plan_packing", "visible_devices", "visible_gpus"]
 
 #: Trials per GPU before any trial of the study has measured its memory (three gave 3x the trials on one H100).
 UNMEASURED_PER_GPU = 3
@@ -53,6 +55,11 @@ class PackingPlan:
     reason: str
 
 
+def visible_devices(visible: str) -> list[str]:
+    """The devices a ``CUDA_VISIBLE_DEVICES`` value names (``""`` and ``"-1"`` hide every GPU)."""
+    return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+
+
 def visible_gpus(*, visible: str | None = None, query: Callable[[], list[GpuCard]] | None = None
                  ) -> list[GpuCard]:
     """The GPUs this process may use (``CUDA_VISIBLE_DEVICES`` respected), without opening a CUDA context here.
@@ -66,8 +73,7 @@ def visible_gpus(*, visible: str | None = None, query: Callable[[], list[GpuCard
         return cards
     by_device = {card.device: card for card in cards}
     smallest = min(card.total_mb for card in cards)  # a UUID or a remapped index: assume the smallest card
-    return [by_device.get(d, GpuCard(device=d, total_mb=smallest))
-            for d in (d.strip() for d in visible.split(",")) if d and d != "-1"]
+    return [by_device.get(d, GpuCard(device=d, total_mb=smallest)) for d in visible_devices(visible)]
 
 
 def _query_gpus() -> list[GpuCard]:
@@ -137,8 +143,8 @@ def plan_packing(
         chosen = max(1, min(by_memory, by_cpu, MAX_PER_GPU))
     workers = chosen * len(gpus)
     per_trial = None
-    if loader_workers < 0:  # share the cores out, instead of every trial starting min(8, cores) loader processes
-        per_trial = max(1, min(8, cpu_cores // workers - 1))
+    if loader_workers < 0:  # share the cores out, instead of every trial starting its own full set of loaders
+        per_trial = max(1, min(MAX_LOADER_WORKERS, cpu_cores // workers - 1))
         notes.append(f"each trial gets {per_trial} loader worker(s)")
     where = ", ".join(f"GPU {c.device}" + (f" ({c.name})" if c.name else "") for c in gpus)
     return PackingPlan(trials_per_gpu=chosen, workers=workers, loader_workers=per_trial,

@@ -141,10 +141,10 @@ class TrialRunner:
             with clock.phase("artifacts"):
                 self._record(trial, result, config, start)
                 self._save_outputs(trial, result, config, folder, values[0])
-            self._record_time(trial, clock, start=start - clock.seconds.get("startup", 0.0))
+            self._record_time(trial, clock, start=start)
             return values if len(values) > 1 else values[0]
         except optuna.TrialPruned:
-            self._record_time(trial, clock, start=start - clock.seconds.get("startup", 0.0))
+            self._record_time(trial, clock, start=start)
             raise
         except KeyboardInterrupt:  # Optuna marks the trial FAIL; say why in the dashboard
             _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial")
@@ -225,8 +225,9 @@ class TrialRunner:
 
     @staticmethod
     def _record_time(trial: optuna.Trial, clock: PhaseClock, *, start: float) -> None:
-        """Where the trial's seconds went (``time_breakdown``) and all of it but the training steps."""
-        wall = time.perf_counter() - start
+        """Where the trial's seconds went (``time_breakdown``) and all of it but the training steps; the process's
+        start-up, when this trial paid it, counts in."""
+        wall = time.perf_counter() - start + clock.seconds.get("startup", 0.0)
         trial.set_user_attr("time_breakdown", clock.breakdown(wall=wall))
         trial.set_user_attr("fixed_seconds", round(clock.fixed_seconds(wall=wall), 2))
         trial.set_user_attr("train_step_seconds", round(clock.seconds.get(TRAINING_PHASE, 0.0), 2))

@@ -15,12 +15,15 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from melanoma_search.data.dataset import LesionDataset
 
-__all__ = ["EpochBatches", "loader_workers", "make_loader"]
+__all__ = ["MAX_LOADER_WORKERS", "EpochBatches", "loader_workers", "make_loader"]
+
+#: The most loader processes ``data.num_workers: -1`` starts for one trial (more only contend for the cores).
+MAX_LOADER_WORKERS = 8
 
 
 def loader_workers(requested: int) -> int:
-    """``data.num_workers``, with -1 meaning min(8, CPU cores)."""
-    return requested if requested >= 0 else min(8, os.cpu_count() or 1)
+    """``data.num_workers``, with -1 meaning min(MAX_LOADER_WORKERS, CPU cores)."""
+    return requested if requested >= 0 else min(MAX_LOADER_WORKERS, os.cpu_count() or 1)
 
 
 def _worker_init(worker_id: int) -> None:

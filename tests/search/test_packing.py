@@ -156,4 +156,3 @@ def test_a_shared_lease_is_taken_back_after_the_trial_ran_alone(tmp_path: Path) 
             assert share.held == "alone"
         assert share.held == "shared"
     assert share.held is None
-    share.close()

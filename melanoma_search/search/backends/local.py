@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,14 @@ from typing import TYPE_CHECKING
 from melanoma_search.errors import ConfigError
 from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
-from melanoma_search.search.packing import GpuCard, PackingPlan, measured_peak_mb, plan_packing, visible_gpus
+from melanoma_search.search.packing import (
+    GpuCard,
+    PackingPlan,
+    measured_peak_mb,
+    plan_packing,
+    visible_devices,
+    visible_gpus,
+)
 from melanoma_search.search.recovery import fail_running, pending_retries, worker_id
 from melanoma_search.search.study import load_shared_study
 
@@ -164,7 +172,7 @@ def gpu_slots(workers: int, *, visible: str | None = None, count: Callable[[], i
     if visible is None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        devices = [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+        devices = visible_devices(visible)
     else:
         if count is None:
             import torch
@@ -190,7 +198,7 @@ def run_local_workers(
     if len(shared) != len(set(shared)):
         log(f"note: {workers} workers share {len(set(shared))} GPU(s); each GPU runs several trials at once")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    per_card = {gpu: shared.count(gpu) for gpu in shared}
+    per_card = Counter(shared)
     assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)
     study = load_shared_study(job.storage_url, job.study_name)
@@ -199,7 +207,7 @@ def run_local_workers(
 
     def start(slot: _Slot) -> None:
         seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
-        sharers = per_card.get(slot.gpu, 0) if slot.gpu is not None else 0
+        sharers = per_card[slot.gpu] if slot.gpu is not None else 0
         lock = str(job_dir / f"{job.launch}-gpu{slot.gpu}.lock") if sharers > 1 else None
         slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed, gpu_lock=lock)
         path = job_dir / f"{job.launch}-w{slot.index}.json"
