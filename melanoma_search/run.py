@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a fixed training setting for every trial, e.g. --set epochs=3")
     parser.add_argument("--dry-run", action="store_true", help="print the configs the sampler would try; no training")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print a failed trial's traceback (default: its reason, in one line)")
     scale = parser.add_argument_group("scaling out (see the README's 'Scaling out')")
     names = list_backends()
     scale.add_argument("--backend", choices=names, default="local",
@@ -86,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.heartbeat < 0:
         raise ConfigError(f"--heartbeat {args.heartbeat}: must be 0 (off) or a number of seconds")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError(f"--n-trials {args.n_trials}: must be at least 1 (leave it out for the spec's budget)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
     backend = _backend(args)
     assert isinstance(backend, Backend)
     overrides = [parse_override(text) for text in args.overrides]
@@ -98,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = start_run(args.study, backend=backend, data_dir=args.data_dir, overrides=overrides,
                         n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
                         study_name=args.study_name, storage_dir=args.storage_dir, seed=args.seed,
-                        heartbeat=args.heartbeat)
+                        heartbeat=args.heartbeat, verbose=args.verbose)
     shown = redact(summary.storage_url).removeprefix("journal:")
     print(f"dashboard: optuna-dashboard {shown} --artifact-dir {summary.artifact_dir}")
     outcome = summary.outcome

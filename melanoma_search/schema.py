@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "format_validation_error"]
+__all__ = ["StrictModel", "format_validation_error", "format_yaml_error"]
 
 
 class StrictModel(BaseModel):
@@ -47,3 +47,13 @@ def _fields_at(model: type[BaseModel], loc: Iterable[Any]) -> list[str]:
             return []
         current = field.annotation
     return list(current.model_fields)
+
+
+def format_yaml_error(exc: Exception, *, source: str) -> str:
+    """One line for a YAML syntax error: where (``source``, line, column) and what, not PyYAML's multi-line dump
+    that names ``<unicode string>``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")

@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from melanoma_search.run import main
 from tests.studies import TINY, run_cli, write_spec
 
 
@@ -29,6 +31,7 @@ def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
     assert "leaderboard of study 'tiny'" in first.stdout
     assert "trial 0 fold 0 epoch 2/2" in first.stdout  # per-epoch progress
     assert "trial 1 fail: FAIL (impossible config" in first.stdout  # arcface loss without its head
+    assert "Traceback" not in first.stdout + first.stderr  # the failure in one line (run --verbose for Optuna's)
     study = _study(tmp_path)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -75,6 +78,34 @@ def test_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "no study spec 'no-such-study'" in unknown.stderr
     bad_storage = run_cli(tmp_path, "--study", str(write_spec(tmp_path)), "--storage", "mysql://u:pw@127.0.0.1:1/x")
     assert bad_storage.returncode == 2 and "cannot open storage mysql://u:***@127.0.0.1:1/x" in bad_storage.stderr
+
+
+def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(write_spec(tmp_path))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("objective: holdout_auc\nspace:\n  lr: {low: 1.0e-3, high: 3.0e-3\nbudget: {n_trials: 1}\n")
+    for argv, message in (
+        (["--study", spec, "--n-trials", "-1"], "--n-trials -1: must be at least 1"),
+        (["--study", spec, "--n-trials", "0"], "--n-trials 0: must be at least 1"),
+        (["--study", spec, "--timeout", "-5"], "--timeout -5: must be a positive number of seconds"),
+        (["--study", spec, "--set", "model.name=resnet_nope"], "model.name: unknown timm model 'resnet_nope'"),
+        (["--study", spec, "--dry-run", "--set", "model.name=resnet_nope"], "unknown timm model 'resnet_nope'"),
+        (["--study", str(broken)], f"{broken}, line 4, column 7: not valid YAML: expected ',' or '}}'"),
+        (["--study", spec, "--set", "lr=[1,"], "--set lr=[1,, line 1, column 4: not valid YAML"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert not (tmp_path / "storage" / "tiny.db").exists()  # no study was started by any of them
+
+
+def test_verbose_keeps_optunas_traceback_of_a_failed_trial(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, enqueue=[{"loss.name": "arcface"}])
+    run = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1", "--verbose")
+    assert run.returncode == 0, run.stderr
+    assert "trial 0 fail: FAIL (impossible config" in run.stdout
+    assert "Trial 0 failed with parameters" in run.stderr and "Traceback" in run.stderr
 
 
 def test_missing_pretrained_weights_stop_the_run_once_before_any_trial(tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from torch import nn
 
 from melanoma_search.errors import ConfigError
@@ -183,8 +183,16 @@ def check_model_name(name: str) -> None:
     raise ConfigError(f"unknown timm model {name!r}{hint}")
 
 
+def _known_model(name: str) -> str:
+    try:
+        check_model_name(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
 class ModelConfig(StrictModel):
-    name: str = "resnet18"
+    name: Annotated[str, AfterValidator(_known_model)] = "resnet18"
     """Any timm model name."""
     pretrained: bool = False
     """Start from pretrained weights: ``checkpoints[name]`` when given, else timm's (hub or offline cache)."""

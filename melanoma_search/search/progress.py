@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from melanoma_search.search.recovery import retried_numbers
 from melanoma_search.search.study import best_first
 
-__all__ = ["TrialProgress", "leaderboard"]
+__all__ = ["TrialProgress", "leaderboard", "one_line_trial_failures"]
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -27,6 +28,22 @@ def _fmt_params(params: dict[str, object], width: int = 110) -> str:
 
 def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class _NoTracebacks(logging.Filter):
+    """Drops Optuna's "Trial N failed ... because of the following error" record, which carries the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+def one_line_trial_failures() -> None:
+    """A failed trial is told in one line (``trial N fail: FAIL (reason)``), not as Optuna's warning with the
+    exception's whole traceback: every failure a trial can have is caught and its reason recorded, so the traceback
+    only repeats it (``run --verbose`` keeps Optuna's record). Optuna logs it from ``optuna.study._optimize``."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoTracebacks) for f in logger.filters):
+        logger.addFilter(_NoTracebacks())
 
 
 class TrialProgress:

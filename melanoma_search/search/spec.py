@@ -22,7 +22,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from melanoma_search.errors import ConfigError
-from melanoma_search.schema import StrictModel, format_validation_error
+from melanoma_search.schema import StrictModel, format_validation_error, format_yaml_error
 from melanoma_search.train.config import (
     DEPRECATED_KEYS,
     apply_overrides,
@@ -311,7 +311,7 @@ def load_spec(name_or_path: str | os.PathLike[str]) -> StudySpec:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(format_yaml_error(exc, source=str(path))) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study spec must be a mapping")
     raw.setdefault("name", path.stem)

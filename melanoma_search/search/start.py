@@ -72,11 +72,13 @@ def start_run(
     storage_dir: str | Path = "storage",
     seed: int | None = None,
     heartbeat: int = 60,
+    verbose: bool = False,
     log: Log = _say,
 ) -> RunSummary:
     """Run ``n_trials`` trials (default: the spec's budget) of the spec ``study`` on ``backend`` (default: local).
 
     ``overrides``: ``(key path, value)`` pairs set on every trial's config after the spec's ``fixed`` and ``data``.
+    ``verbose``: a failed trial's traceback too (else its reason in one line).
     """
     backend = backend or LocalBackend()
     spec = load_spec(study)
@@ -118,7 +120,8 @@ def start_run(
     job = WorkerJob(spec_path=str(find_spec(study).resolve()), study_name=name, storage_url=url,
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
-                    n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat)
+                    n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat,
+                    verbose=verbose)
     backend = backend.workers_for(n_trials)
     log(f"study {name!r} in {redact(url)}: {before} earlier trial(s); objective {objective.name} "
         f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"

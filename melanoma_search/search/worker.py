@@ -32,7 +32,7 @@ from melanoma_search.search.artifacts import ArtifactWriter
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import load_objective
-from melanoma_search.search.progress import TrialProgress
+from melanoma_search.search.progress import TrialProgress, one_line_trial_failures
 from melanoma_search.search.recovery import pending_retries, tag_trial
 from melanoma_search.search.spec import load_spec
 from melanoma_search.search.study import open_storage, open_study
@@ -68,6 +68,8 @@ class WorkerJob:
     max_trials: int | None = None
     """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
     gpu_lock: str | None = None
+    verbose: bool = False
+    """Keep Optuna's record of a failed trial with its traceback (else one line per failure)."""
     """The lock file of this worker's GPU when several workers share it (see :mod:`~.gpu_share`)."""
 
     def to_json(self) -> str:
@@ -88,6 +90,8 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     """
     prefix = f"{job.label} " if job.label else ""
     emit = log or (lambda line: print(f"{prefix}{line}", flush=True))
+    if not job.verbose:
+        one_line_trial_failures()
     spec = load_spec(job.spec_path)
     objective = load_objective(spec.objective)
     base = spec.base_config(overrides=job.overrides)

@@ -29,7 +29,7 @@ from melanoma_search.data.config import DataConfig, SyntheticConfig
 from melanoma_search.errors import ConfigError
 from melanoma_search.model.losses import LossConfig, get_loss
 from melanoma_search.model.network import ModelConfig
-from melanoma_search.schema import StrictModel, format_validation_error
+from melanoma_search.schema import StrictModel, format_validation_error, format_yaml_error
 
 __all__ = [
     "DEPRECATED_KEYS",
@@ -265,7 +265,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        raise ConfigError(format_yaml_error(exc, source=f"--set {key}={raw}")) from None
     return key.strip(), value
 
 
@@ -285,7 +285,7 @@ def load_config(path: str | os.PathLike[str] | None, *, overrides: Iterable[str]
         try:
             loaded = yaml.safe_load(file.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+            raise ConfigError(format_yaml_error(exc, source=str(file))) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{file}: a config must be a mapping of keys to values")
         data = loaded or {}
