@@ -23,12 +23,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from melanoma_search.cli import parser_for
 from melanoma_search.errors import MelanomaSearchError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m melanoma_search.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("melanoma_search.export", __doc__)
     parser.add_argument("--study", required=True, help="study name (default storage sqlite:///storage/NAME.db)")
     parser.add_argument("--storage", help="storage URL (default: the run's default for --study)")
     parser.add_argument("--storage-dir", default="storage", help="folder of default storages and artifacts")

@@ -9,17 +9,16 @@ what else is in the batch. Output: ``image_name,target``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from melanoma_search.cli import parser_for
 from melanoma_search.errors import MelanomaSearchError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m melanoma_search.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("melanoma_search.predict", __doc__)
     parser.add_argument("--ensemble", required=True, help="folder written by export --ensemble-dir")
     parser.add_argument("--images", required=True, help="a folder of images, or a CSV (image_name + metadata)")
     parser.add_argument("--out", default="scores.csv")

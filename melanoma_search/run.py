@@ -17,15 +17,17 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from melanoma_search.cli import parser_for
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 
 
 def build_parser() -> argparse.ArgumentParser:
     from melanoma_search.search.backends import get_backend, list_backends
+    from melanoma_search.search.spec import list_specs
 
-    parser = argparse.ArgumentParser(prog="python -m melanoma_search.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", required=True, help="spec name in search_spaces/ (or a path to a YAML spec)")
+    parser = parser_for("melanoma_search.run", __doc__)
+    parser.add_argument("--study", required=True,
+                        help=f"spec name in search_spaces/ ({', '.join(list_specs())}) or a path to a YAML spec")
     parser.add_argument("--data-dir", help="dataset folder (overrides the spec's data.dir)")
     parser.add_argument("--n-trials", type=int, help="trials to run now, all workers together (default: the spec's)")
     parser.add_argument("--timeout", type=float, help="seconds for this run (default: the spec's budget)")

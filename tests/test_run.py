@@ -100,6 +100,15 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "storage" / "tiny.db").exists()  # no study was started by any of them
 
 
+def test_help_lists_the_shipped_studies_in_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert "demo, effnet-sweep, ham-cpu" in " ".join(shown.split())  # the option's help wraps lines
+    assert "``" not in shown and ":func:" not in shown
+
+
 def test_verbose_keeps_optunas_traceback_of_a_failed_trial(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, enqueue=[{"loss.name": "arcface"}])
     run = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1", "--verbose")

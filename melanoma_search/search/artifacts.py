@@ -33,7 +33,7 @@ def roc_svg(target: ArrayLike, pred: ArrayLike, *, title: str, size: int = 320) 
     """A small self-contained SVG of the ROC curve (no plotting library, renders in any browser and the dashboard)."""
     fpr, tpr, _ = roc_curve(np.asarray(target), np.asarray(pred))
     auc = roc_auc_score(np.asarray(target), np.asarray(pred))
-    pad, side = 40, size - 60
+    pad, side = 40, size - 72  # room below the plot for the tick labels, then the axis title
     points = " ".join(f"{pad + x * side:.1f},{pad + (1 - y) * side:.1f}" for x, y in zip(fpr, tpr, strict=True))
     ticks = "".join(
         f'<text x="{pad + t * side:.0f}" y="{pad + side + 16}" font-size="10" text-anchor="middle">{t:.1f}</text>'

@@ -42,6 +42,7 @@ __all__ = [
     "SamplerSpec",
     "StudySpec",
     "find_spec",
+    "list_specs",
     "load_spec",
     "native_size",
     "spec_dirs",
@@ -279,9 +280,13 @@ def find_spec(name_or_path: str, *, search_dirs: tuple[Path, ...] | None = None)
             path = folder / f"{name_or_path}{suffix}"
             if path.is_file():
                 return path
-    available = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.y*ml")})
     raise ConfigError(f"no study spec {name_or_path!r} in {', '.join(str(d) for d in dirs)}; "
-                      f"available: {', '.join(available) or 'none'}")
+                      f"available: {', '.join(list_specs(dirs)) or 'none'}")
+
+
+def list_specs(dirs: tuple[Path, ...] | None = None) -> list[str]:
+    """The names ``--study`` accepts: every spec in ``./search_spaces`` and the built-in ones."""
+    return sorted({p.stem for d in (dirs or spec_dirs()) if d.is_dir() for p in d.glob("*.y*ml")})
 
 
 def spec_dirs() -> tuple[Path, ...]:

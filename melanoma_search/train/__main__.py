@@ -7,17 +7,16 @@ Without ``--config`` it trains the defaults on the embedded synthetic set.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 
+from melanoma_search.cli import parser_for
 from melanoma_search.errors import MelanomaSearchError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m melanoma_search.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser_for("melanoma_search.train", __doc__)
     parser.add_argument("--config", help="YAML config (default: built-in defaults on the synthetic set)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set model.name=efficientnet_b0 --set data.folds=all")
