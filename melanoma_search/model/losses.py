@@ -14,7 +14,7 @@ is the one exception: its micro-batches only see their own pairs).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -189,22 +189,37 @@ class LossEntry:
     """The model head it needs (and that needs it), e.g. ArcFace's cosine head."""
     classes_for_binary: int
     """Output width for a binary target: 1 (a sigmoid logit) or 2 (two class cosines, for ArcFace)."""
+    reads: Mapping[Target, tuple[str, ...]] | None = None
+    """The ``loss:`` keys its ``build`` uses, per target; another key set to a non-default value is refused (it
+    would do nothing). ``None``: not declared, nothing refused."""
+
+    def unused(self, config: LossConfig, *, target: Target) -> list[str]:
+        """The keys of ``config`` set away from their defaults that this loss ignores for ``target``."""
+        if self.reads is None:
+            return []
+        return sorted(key for key in config.model_fields_set - {"name"} if key not in self.reads.get(target, ())
+                      and getattr(config, key) != LossConfig.model_fields[key].default)
 
 
 _LOSSES: dict[str, LossEntry] = {}
 
 
 def register_loss(*names: str, targets: tuple[Target, ...] = ("binary", "diagnosis"), head: str | None = None,
-                  classes_for_binary: int = 1
+                  classes_for_binary: int = 1, reads: tuple[str, ...] | Mapping[Target, tuple[str, ...]] | None = None
                   ) -> Callable[[Callable[[LossConfig, Target], nn.Module]], Callable[[LossConfig, Target], nn.Module]]:
-    """Register the decorated ``build(config, target) -> nn.Module`` under each of ``names``."""
+    """Register the decorated ``build(config, target) -> nn.Module`` under each of ``names``.
+
+    ``reads``: the ``loss:`` keys ``build`` uses (the same for every target, or per target), so that a key it
+    ignores is refused up front instead of silently doing nothing.
+    """
+    per_target = {t: reads for t in targets} if isinstance(reads, tuple) else reads
 
     def decorate(build: Callable[[LossConfig, Target], nn.Module]) -> Callable[[LossConfig, Target], nn.Module]:
         for name in names:
             if name in _LOSSES:
                 raise ValueError(f"loss {name!r} is already registered")
             _LOSSES[name] = LossEntry(name=name, build=build, targets=targets, head=head,
-                                      classes_for_binary=classes_for_binary)
+                                      classes_for_binary=classes_for_binary, reads=per_target)
         return build
 
     return decorate
@@ -250,31 +265,31 @@ def build_loss(config: LossConfig, *, target: Target = "binary") -> nn.Module:
     return entry.build(config, target)
 
 
-@register_loss("bce", "ce")
+@register_loss("bce", "ce", reads=("smoothing",))
 def _cross_entropy(config: LossConfig, target: Target) -> nn.Module:
     if target == "binary":
         return BCELoss(smoothing=config.smoothing)
     return CrossEntropyLoss(smoothing=config.smoothing)
 
 
-@register_loss("focal")
+@register_loss("focal", reads={"binary": ("gamma", "alpha", "smoothing"), "diagnosis": ("gamma", "smoothing")})
 def _focal_loss(config: LossConfig, target: Target) -> nn.Module:
     if target == "binary":
         return FocalLoss(gamma=config.gamma, alpha=config.alpha, smoothing=config.smoothing)
     return MulticlassFocalLoss(gamma=config.gamma, smoothing=config.smoothing)
 
 
-@register_loss("margin_focal", targets=("binary",))
+@register_loss("margin_focal", targets=("binary",), reads=("gamma", "alpha", "margin"))
 def _margin_focal(config: LossConfig, target: Target) -> nn.Module:
     return MarginFocalLoss(gamma=config.gamma, alpha=config.alpha, margin=config.margin)
 
 
-@register_loss("auc", targets=("binary",))
+@register_loss("auc", targets=("binary",), reads=("tau", "bce_weight"))
 def _auc(config: LossConfig, target: Target) -> nn.Module:
     return AUCSurrogateLoss(tau=config.tau, bce_weight=config.bce_weight)
 
 
-@register_loss("arcface", head="arcface", classes_for_binary=2)
+@register_loss("arcface", head="arcface", classes_for_binary=2, reads=("arc_scale", "arc_margin", "smoothing"))
 def _arcface(config: LossConfig, target: Target) -> nn.Module:
     return ArcFaceLoss(scale=config.arc_scale, margin=config.arc_margin, smoothing=config.smoothing)
 

@@ -130,6 +130,10 @@ class TrainConfig(StrictModel):
         if self.target not in loss.targets:
             raise ValueError(f"loss.name {self.loss.name!r} needs target {' or '.join(map(repr, loss.targets))}; "
                              f"for {self.target} use {', '.join(_losses_for(self.target))}")
+        if unused := loss.unused(self.loss, target=self.target):
+            raise ValueError(f"{', '.join(f'loss.{k}' for k in unused)} does nothing with loss "
+                             f"{self.loss.name!r} for a {self.target} target (it reads "
+                             f"{', '.join(loss.reads.get(self.target, ())) if loss.reads else 'other keys'})")
         head_losses = _losses_needing_head(self.model.head)  # the losses this head only works with
         pair = ((self.loss.name, loss.head) if loss.head is not None and loss.head != self.model.head
                 else (head_losses[0], self.model.head) if head_losses and self.loss.name not in head_losses

@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from pydantic import ValidationError
 
 from melanoma_search.errors import ConfigError
 from melanoma_search.model.network import ModelConfig, build_model
+from melanoma_search.train.config import parse_config
 
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "convnext_atto", "mobilenetv3_small_050"])
@@ -29,8 +31,11 @@ def test_meta_model_requires_meta() -> None:
 
 
 def test_unknown_timm_name_suggests_close_matches() -> None:
+    """Refused where a ``model:`` section is read (a spec, ``--set``, a config file), so before any trial builds."""
     with pytest.raises(ConfigError, match=r"unknown timm model 'efficentnet_b0'.*efficientnet_b0"):
-        build_model(ModelConfig(name="efficentnet_b0"), n_outputs=1)
+        parse_config({"model": {"name": "efficentnet_b0"}})
+    with pytest.raises(ValidationError, match=r"unknown timm model 'efficentnet_b0'.*efficientnet_b0"):
+        ModelConfig(name="efficentnet_b0")
 
 
 def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:

@@ -44,6 +44,18 @@ def test_cross_field_rules() -> None:
         parse_config({"epochs": 2, "freeze_epochs": 2})
 
 
+def test_a_loss_option_the_loss_ignores_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"loss.smoothing does nothing with loss 'margin_focal' for a binary target "
+                                          r"\(it reads gamma, alpha, margin\)"):
+        parse_config({"loss": {"name": "margin_focal", "smoothing": 0.05}})
+    with pytest.raises(ConfigError, match="loss.smoothing does nothing with loss 'auc'"):
+        parse_config({"loss": {"name": "auc", "smoothing": 0.1}})
+    with pytest.raises(ConfigError, match="loss.alpha does nothing with loss 'focal' for a diagnosis target"):
+        parse_config({"target": "diagnosis", "loss": {"name": "focal", "alpha": 0.5}})
+    assert parse_config({"loss": {"name": "focal", "alpha": 0.5}}).loss.alpha == 0.5  # binary focal reads it
+    assert parse_config({"loss": {"name": "auc", "smoothing": 0.0}}).loss.name == "auc"  # the default does nothing
+
+
 def test_overrides_parse_yaml_values() -> None:
     texts = ["model.name=efficientnet_b0", "lr=auto", "data.folds=[0, 1]", "augment.hair=0.3"]
     data = apply_overrides({"model": {"name": "resnet18"}}, [parse_override(t) for t in texts])
@@ -61,6 +73,11 @@ def test_missing_or_invalid_file(tmp_path: Path) -> None:
     bad.write_text("- a\n- list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: 3\nmodel: {name: resnet18\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml, line 3, column 1: not valid YAML") as error:
+        load_config(broken)
+    assert len(str(error.value).splitlines()) == 1
     assert isinstance(load_config(None), TrainConfig)
 
 
