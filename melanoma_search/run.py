@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
         from melanoma_search.search import load_spec
 
         n = args.n_trials or load_spec(args.study).budget.n_trials or 10
-        dry_run(args.study, n=n, overrides=overrides, data_dir=args.data_dir, seed=args.seed)
+        dry_run(args.study, n=n, overrides=overrides, data_dir=args.data_dir, seed=args.seed, backend=backend,
+                storage=args.storage, study_name=args.study_name, storage_dir=args.storage_dir)
         return 0
     summary = start_run(args.study, backend=backend, data_dir=args.data_dir, overrides=overrides,
                         n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,

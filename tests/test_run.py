@@ -51,6 +51,9 @@ def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "3 earlier trial(s)" in again.stdout
     assert len(_study(tmp_path).trials) == 4
+    dry = run_cli(tmp_path, "--study", str(spec), "--dry-run", "--n-trials", "1")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{tmp_path}/storage/tiny.db already holds 4 trial(s), which a real run would continue" in dry.stdout
 
 
 def test_pruning_is_recorded(tmp_path: Path) -> None:
@@ -82,6 +85,7 @@ def test_bad_inputs_exit_cleanly(tmp_path: Path) -> None:
 
 def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = str(write_spec(tmp_path))
+    real = write_spec(tmp_path, "real", data={"n_folds": 3})  # no folder, no synthetic section
     broken = tmp_path / "broken.yaml"
     broken.write_text("objective: holdout_auc\nspace:\n  lr: {low: 1.0e-3, high: 3.0e-3\nbudget: {n_trials: 1}\n")
     for argv, message in (
@@ -92,12 +96,17 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytes
         (["--study", spec, "--dry-run", "--set", "model.name=resnet_nope"], "unknown timm model 'resnet_nope'"),
         (["--study", str(broken)], f"{broken}, line 4, column 7: not valid YAML: expected ',' or '}}'"),
         (["--study", spec, "--set", "lr=[1,"], "--set lr=[1,, line 1, column 4: not valid YAML"),
+        (["--study", str(real), "--dry-run"], "study 'real' trains on a dataset folder and none is given"),
+        (["--study", str(real)], "pass --data-dir PATH"),
+        (["--study", spec, "--dry-run", "--data-dir", str(tmp_path / "absent")], "data folder not found"),
+        (["--study", spec, "--dry-run", "--workers", "2", "--storage", f"sqlite:///{tmp_path}/x.db"],
+         "is SQLite, which takes one writer at a time"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err, (argv, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
-    assert not (tmp_path / "storage" / "tiny.db").exists()  # no study was started by any of them
+    assert not (tmp_path / "storage").exists() and not (tmp_path / "x.db").exists()  # nothing started or written
 
 
 def test_help_lists_the_shipped_studies_in_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,8 +120,9 @@ def test_help_lists_the_shipped_studies_in_plain_text(capsys: pytest.CaptureFixt
 
 def test_verbose_keeps_optunas_traceback_of_a_failed_trial(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, enqueue=[{"loss.name": "arcface"}])
-    run = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1", "--verbose")
+    run = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1", "--verbose", "--storage-dir", "elsewhere")
     assert run.returncode == 0, run.stderr
+    assert (tmp_path / "elsewhere" / "cache").is_dir() and not (tmp_path / "storage").exists()  # caches follow
     assert "trial 0 fail: FAIL (impossible config" in run.stdout
     assert "Trial 0 failed with parameters" in run.stderr and "Traceback" in run.stderr
 

@@ -37,7 +37,7 @@ from melanoma_search.search.study import (
 )
 from melanoma_search.search.trial import sample_params, trial_config
 from melanoma_search.search.worker import WorkerJob
-from melanoma_search.train.config import apply_overrides, parse_config
+from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
 from melanoma_search.train.loop import prepare_for
 
 __all__ = ["RunSummary", "candidate_models", "dry_run", "start_run"]
@@ -83,19 +83,14 @@ def start_run(
     backend = backend or LocalBackend()
     spec = load_spec(study)
     objective = load_objective(spec.objective)
-    pairs = _with_data_dir(overrides, data_dir)
-    base = spec.base_config(overrides=pairs)
-    base_config = parse_config(base, source=f"study {spec.name}: base config")
+    storage_dir = Path(storage_dir).resolve()
+    pairs, base, base_config = _checked_base(spec, overrides=overrides, data_dir=data_dir, storage_dir=storage_dir)
     n_trials = n_trials if n_trials is not None else spec.budget.n_trials
     timeout = timeout if timeout is not None else spec.budget.timeout
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    storage_dir = Path(storage_dir).resolve()
     name = study_name or spec.name
-    url = storage or default_storage_url(name, storage_dir=storage_dir, parallel=backend.parallel)
-    if backend.parallel and single_writer(url):
-        raise ConfigError(f"--storage {redact(url)} is SQLite, which takes one writer at a time: for "
-                          f"{backend.description} use journal:{storage_dir / name}.log (one host) or a PostgreSQL URL")
+    url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend)
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
     check_pretrained(candidate_models(spec, base), log=log)  # and missing weights
     if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
@@ -138,20 +133,32 @@ def start_run(
 
 
 def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (), data_dir: str | None = None,
-            seed: int | None = None, log: Log = _say) -> None:
-    """Print the first ``n`` configurations the sampler would try, each checked; nothing is trained or stored."""
+            seed: int | None = None, backend: Backend | None = None, storage: str | None = None,
+            study_name: str | None = None, storage_dir: str | Path = "storage", log: Log = _say) -> None:
+    """Print the first ``n`` configurations the sampler would try, each checked; nothing is trained or stored.
+
+    Checks what a run checks before its first trial: the spec, the base config, the dataset folder, the pretrained
+    weights and the storage for the backend.
+    """
     spec = load_spec(study)
     objective = load_objective(spec.objective)
-    base = spec.base_config(overrides=_with_data_dir(overrides, data_dir))
-    parse_config(base, source=f"study {spec.name}: base config")
+    storage_dir = Path(storage_dir).resolve()
+    _, base, base_config = _checked_base(spec, overrides=overrides, data_dir=data_dir, storage_dir=storage_dir)
+    name = study_name or spec.name
+    url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend or LocalBackend())
+    if base_config.data.dir:  # reads the table and checks the images are there; writes nothing
+        prepare_for(base_config)
     check_pretrained(candidate_models(spec, base), log=log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    earlier = _existing_trials(url, name)
     sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),
                                         directions=list(objective.directions))  # type: ignore[arg-type]
     for params in spec.enqueue:
         sampler_study.enqueue_trial(dict(params))
-    log(f"dry run of study {spec.name!r}: {n} configuration(s) the sampler would try first "
-        "(a fresh study; TPE starts random, then learns from results)")
+    log(f"dry run of study {spec.name!r}: {n} configuration(s) the sampler would try first in a fresh study "
+        "(TPE starts random, then learns from results)"
+        + (f"; {redact(url)} already holds {earlier} trial(s), which a real run would continue from, so its "
+           "first configurations will differ" if earlier else ""))
     for number in range(n):
         trial = sampler_study.ask()
         params = sample_params(trial, spec, base)
@@ -163,9 +170,45 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
         log(f"  {number:>3}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  [{status}]")
 
 
-def _with_data_dir(overrides: Sequence[tuple[str, Any]], data_dir: str | None) -> list[tuple[str, Any]]:
-    """The ``--set`` pairs, then ``--data-dir`` (made absolute, so workers in other folders read the same data)."""
-    return list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
+def _checked_base(spec: StudySpec, *, overrides: Sequence[tuple[str, Any]], data_dir: str | None,
+                  storage_dir: Path) -> tuple[list[tuple[str, Any]], dict[str, Any], TrainConfig]:
+    """The ``--set`` pairs every trial gets, the base config they make, and that config parsed.
+
+    The pairs are the ``--set`` ones, then ``--data-dir`` (made absolute, so workers in other folders read the same
+    data), then the image cache under ``storage_dir`` unless the spec or ``--set`` places it. A spec with neither a
+    dataset folder nor a ``data.synthetic`` section is meant for real images: it stops here instead of quietly
+    training on the built-in synthetic lesions.
+    """
+    pairs = list(overrides) + ([("data.dir", str(Path(data_dir).expanduser().resolve()))] if data_dir else [])
+    data = spec.base_config(overrides=pairs).get("data", {})
+    if not data.get("dir") and "synthetic" not in data:
+        raise ConfigError(f"study {spec.name!r} trains on a dataset folder and none is given: pass --data-dir PATH "
+                          "(or set data.dir); only a spec with a data.synthetic section runs on the built-in "
+                          "synthetic lesions")
+    if "cache_dir" not in data:
+        pairs.append(("data.cache_dir", str(storage_dir / "cache")))
+    base = spec.base_config(overrides=pairs)
+    return pairs, base, parse_config(base, source=f"study {spec.name}: base config")
+
+
+def _storage_url(storage: str | None, *, name: str, storage_dir: Path, backend: Backend) -> str:
+    """``--storage`` or the default, refused when it is SQLite and the backend writes from several processes."""
+    url = storage or default_storage_url(name, storage_dir=storage_dir, parallel=backend.parallel)
+    if backend.parallel and single_writer(url):
+        raise ConfigError(f"--storage {redact(url)} is SQLite, which takes one writer at a time: for "
+                          f"{backend.description} use journal:{storage_dir / name}.log (one host) or a PostgreSQL URL")
+    return url
+
+
+def _existing_trials(url: str, name: str) -> int:
+    """How many trials the study ``name`` already has at ``url`` (0 when neither the file nor the study exists)."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and not Path(url.removeprefix(prefix)).exists():
+            return 0  # opening it would create the file
+    try:
+        return len(optuna.load_study(study_name=name, storage=open_storage(url)).trials)
+    except KeyError:
+        return 0
 
 
 def candidate_models(spec: StudySpec, base: dict[str, Any]) -> list[ModelConfig]:
