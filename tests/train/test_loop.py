@@ -83,7 +83,7 @@ def test_callback_can_stop_a_run(synthetic_dir: Path, tmp_path: Path) -> None:
     {"target": "diagnosis", "loss.name": "focal", "model.meta": False},
     {"model.meta": True, "model.meta_dropout": 0.5, "checkpoint": "last"},
     {"loss.name": "arcface", "model.head": "arcface", "tta": 2},
-    {"loss.name": "margin_focal", "loss.smoothing": 0.1},
+    {"loss.name": "margin_focal", "loss.margin": 0.3},
     {"loss.name": "auc", "model.name": "efficientnet_b0"},
 ])
 def test_training_options_run_end_to_end(synthetic_dir: Path, tmp_path: Path, overrides: dict[str, Any]) -> None:
