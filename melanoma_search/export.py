@@ -6,7 +6,7 @@ the folds it lacks so that every member is the average of its fold models (``--n
 are kept, so a killed refit resumes), blends them by rank (``--method rank``: equal weights; ``greedy``: ensemble
 selection, its AUC scored on the half of the rows its weights were not chosen on), and writes:
 
-* ``--out`` (``submission.csv``): ``image_name,target`` for every test image, in [0, 1];
+* ``--out`` (default ``storage/NAME/export/submission.csv``): ``image_name,target`` for every test image, in [0, 1];
 * ``report.html`` beside it: optimisation history, parameter importances, parallel coordinates, learning curves,
   ROC curves of members and blend, the member table (self-contained, opens offline);
 * ``--ensemble-dir``: a self-contained folder to score new images with ``python -m melanoma_search.predict``;
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-dir", default="storage", help="folder of default storages and artifacts")
     parser.add_argument("--top-k", type=int, help="members to blend (default: the spec's export.top_k, else 5)")
     parser.add_argument("--method", choices=["rank", "greedy"], help="default: the spec's export.method, else rank")
-    parser.add_argument("--out", default="submission.csv", help="submission CSV (report.html is written beside it)")
+    parser.add_argument("--out", help="submission CSV, report.html beside it (default: "
+                        "<storage-dir>/<study>/export/submission.csv)")
     parser.add_argument("--ensemble-dir", help="also write a self-contained ensemble folder here")
     parser.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                         help="do not retrain members on the folds they lack (default: refit, so each member is the "

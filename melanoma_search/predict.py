@@ -1,10 +1,11 @@
 """``python -m melanoma_search.predict --ensemble DIR --images DIR_OR_CSV --out scores.csv``: score new images.
 
 ``--images`` is a folder of images (scored without metadata) or a CSV with ``image_name`` and, for members that use
-metadata, ``sex``, ``age_approx``, ``anatom_site_general_challenge`` and ``patient_id`` (images found through an
-``image_path`` column, else by name in ``images/`` beside the CSV). Each member's output is mapped to its percentile
-among that member's out-of-fold predictions before the weighted average, so an image's score does not depend on
-what else is in the batch. Output: ``image_name,target``.
+metadata, ``sex``, ``age_approx``, ``anatom_site_general_challenge``, ``patient_id`` and ``n_images`` (images found
+through an ``image_path`` column, else by name in ``images/`` beside the CSV). Each member's output is mapped to its
+percentile among that member's out-of-fold predictions before the weighted average, so an image's score does not
+depend on what else is in the batch, with one exception the output names: a metadata member's images-per-patient
+feature is counted in the file by ``patient_id`` unless an ``n_images`` column gives it. Output: ``image_name,target``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lacking = rows_without_metadata(rows)
         print(f"members using metadata: {', '.join(meta_members)}; {lacking} of {len(rows)} image(s) had none "
               "(scored with every metadata field missing)")
+        print(f"images per patient: {rows.attrs['n_images']}")
     return 0
 
 

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from melanoma_search.cli import parser_for
 from melanoma_search.errors import ConfigError, MelanomaSearchError
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the configs the sampler would try; no training")
     parser.add_argument("--verbose", action="store_true",
                         help="print a failed trial's traceback (default: its reason, in one line)")
+    student = parser.add_argument_group("noisy student (see the README's 'Unlabelled images')")
+    student.add_argument("--student-of", metavar="ENSEMBLE_DIR",
+                         help="run a student round: this exported ensemble pseudo-labels --unlabelled, and the "
+                         "round's study (NAME-student-rK, in NAME's storage) trains on them with more noise")
+    student.add_argument("--unlabelled", metavar="DIR_OR_CSV", help="the images a student round pseudo-labels")
     scale = parser.add_argument_group("scaling out (see the README's 'Scaling out')")
     names = list_backends()
     scale.add_argument("--backend", choices=names, default="local",
@@ -83,7 +89,7 @@ def _backend(args: argparse.Namespace) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from melanoma_search.search import dry_run, start_run
+    from melanoma_search.search import dry_run, load_spec, start_run
     from melanoma_search.search.backends import Backend
     from melanoma_search.search.study import redact
     from melanoma_search.train.config import parse_override
@@ -97,17 +103,27 @@ def _run(args: argparse.Namespace) -> int:
     backend = _backend(args)
     assert isinstance(backend, Backend)
     overrides = [parse_override(text) for text in args.overrides]
-    if args.dry_run:
-        from melanoma_search.search import load_spec
+    spec = load_spec(args.study)
+    storage, study_name, home, attrs = args.storage, args.study_name, None, None
+    if args.student_of or args.unlabelled or spec.student.teacher:
+        from melanoma_search.ensemble.student import plan_student_round
+        from melanoma_search.search.study import default_storage_url
 
-        n = args.n_trials or load_spec(args.study).budget.n_trials or 10
+        storage_dir = Path(args.storage_dir).resolve()
+        student = plan_student_round(spec, teacher=args.student_of, unlabelled=args.unlabelled,
+                                     storage_dir=storage_dir, study_name=args.study_name, label=not args.dry_run)
+        overrides = [*student.overrides, *overrides]  # --set still has the last word
+        study_name, home, attrs = student.study_name, student.home, {"student": student.attrs}
+        storage = storage or default_storage_url(home, storage_dir=storage_dir, parallel=backend.parallel)
+    if args.dry_run:
+        n = args.n_trials or spec.budget.n_trials or 10
         dry_run(args.study, n=n, overrides=overrides, data_dir=args.data_dir, seed=args.seed, backend=backend,
-                storage=args.storage, study_name=args.study_name, storage_dir=args.storage_dir)
+                storage=storage, study_name=study_name, storage_dir=args.storage_dir)
         return 0
     summary = start_run(args.study, backend=backend, data_dir=args.data_dir, overrides=overrides,
-                        n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
-                        study_name=args.study_name, storage_dir=args.storage_dir, seed=args.seed,
-                        heartbeat=args.heartbeat, verbose=args.verbose)
+                        n_trials=args.n_trials, timeout=args.timeout, storage=storage,
+                        study_name=study_name, storage_dir=args.storage_dir, seed=args.seed,
+                        heartbeat=args.heartbeat, verbose=args.verbose, artifact_home=home, study_attrs=attrs)
     shown = redact(summary.storage_url).removeprefix("journal:")
     print(f"dashboard: optuna-dashboard {shown} --artifact-dir {summary.artifact_dir}")
     outcome = summary.outcome

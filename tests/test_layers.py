@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "train": 3,
     "search": 4,
     "ensemble": 5,
-    "run": 6, "export": 6, "predict": 6, "__init__": 6,
+    "run": 6, "export": 6, "predict": 6, "pseudo": 6, "__init__": 6,
 }
 
 

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from melanoma_search.schema import StrictModel
 
-__all__ = ["DataConfig", "SyntheticConfig"]
+__all__ = ["DataConfig", "PseudoConfig", "SyntheticConfig"]
 
 
 class SyntheticConfig(StrictModel):
@@ -18,6 +18,24 @@ class SyntheticConfig(StrictModel):
     n_test: int = Field(100, ge=0)
     size: int = Field(128, ge=32)
     seed: int = 0
+
+
+class PseudoConfig(StrictModel):
+    """Pseudo-labelled images (``python -m melanoma_search.pseudo``'s CSV) added to every training fold.
+
+    They only ever train: never validated, never in the out-of-fold predictions, so no fold score is computed on a
+    label the model's own teacher made up.
+    """
+
+    file: str
+    """The CSV ``pseudo`` wrote: ``image_name``, ``image_path``, ``target`` (the teacher's calibrated probability),
+    ``confidence``, ``agreement`` and the metadata the images came with."""
+    weight: float = Field(0.5, gt=0.0, le=1.0)
+    """Each pseudo row's loss weight (a labelled row weighs 1)."""
+    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    """Keep rows whose ``confidence`` (``|2p - 1|``: 0 at p = 0.5, 1 at 0 or 1) is at least this."""
+    soft: bool = True
+    """Train on the probability itself (BCE / focal losses); ``false`` rounds it to 0 or 1."""
 
 
 class DataConfig(StrictModel):
@@ -35,9 +53,13 @@ class DataConfig(StrictModel):
     cache_dir: str = "storage/cache"
     missing_images: Literal["error", "skip"] = "error"
     bad_images: Literal["error", "skip"] = "error"
+    unknown_sites: Literal["missing", "error"] = "missing"
+    """An anatomical site outside the 2020 vocabulary: read as missing with a counted warning, or refuse the file."""
     num_workers: int = Field(-1, ge=-1)
     """Loader worker processes; -1 picks min(8, CPU cores)."""
     synthetic: SyntheticConfig = SyntheticConfig()
+    pseudo: PseudoConfig | None = None
+    """Pseudo-labelled images to train on too (a noisy-student round sets it; see ``run --student-of``)."""
 
     @model_validator(mode="after")
     def _check_folds(self) -> DataConfig:

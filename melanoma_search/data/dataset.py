@@ -35,6 +35,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         transform: An albumentations pipeline applied to each image, or ``None``.
         paths: Image files to decode on each access, instead of ``images``.
         size: Decode size, with ``paths``.
+        weights: One loss weight per exposed row (pseudo-labelled rows train lighter), or ``None`` for all 1.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         transform: Any = None,
         paths: Sequence[str] | None = None,
         size: int | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         if images is None and (paths is None or size is None):
             raise ValueError("LesionDataset needs either a cached image array or paths and a size")
@@ -67,6 +69,9 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
             raise ValueError(f"{len(self.targets)} targets for {len(self.rows)} rows")
         if meta is not None and len(meta) != len(self.rows):
             raise ValueError(f"{len(meta)} metadata rows for {len(self.rows)} rows")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        if self.weights is not None and len(self.weights) != len(self.rows):
+            raise ValueError(f"{len(self.weights)} row weights for {len(self.rows)} rows")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,6 +90,8 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
             "target": torch.as_tensor(self.targets[index]),
             "index": torch.as_tensor(index),
         }
+        if self.weights is not None:
+            item["weight"] = torch.as_tensor(self.weights[index])
         if self.meta is not None:
             dropped = self.meta_dropout > 0 and float(torch.rand(())) < self.meta_dropout  # torch: seeded per worker
             source = self.meta_missing if dropped and self.meta_missing is not None else self.meta

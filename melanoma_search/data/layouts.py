@@ -14,7 +14,8 @@ Built-in layouts:
     JPEG sets resized from the competition TFRecords: ``train.csv`` with a ``tfrecord`` fold key (``-1`` marks a
     duplicate), images in ``train/`` and ``test/``.
 ``marking``
-    The merged external set: ``marking.csv`` (``image_id``, ``source``, ...), images in one folder.
+    The merged external set: ``marking.csv`` (``image_id``, ``source``, ...), images in one folder. Rows whose
+    ``source`` is not the 2020 collection are external (training folds only) when the file holds 2020 rows.
 ``isic2019``
     ISIC 2019 ``ISIC_2019_Training_GroundTruth.csv`` (one-hot) + ``ISIC_2019_Training_Metadata.csv``.
 ``labels``
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+_UNKNOWN_SITE = "_unknown_site"  # a reader's unknown site values, checked and dropped by _finalise
 
 #: The normalised table's columns, in order.
 COLUMNS: tuple[str, ...] = (
@@ -165,6 +168,7 @@ def load_table(
     external: bool = False,
     require_images: bool = True,
     missing_images: Literal["error", "skip"] = "error",
+    unknown_sites: Literal["missing", "error"] = "missing",
 ) -> pd.DataFrame:
     """Read the dataset in ``root`` into the normalised table (:data:`COLUMNS`).
 
@@ -176,6 +180,8 @@ def load_table(
             on the real 2020 CSV without its 100 GB of JPEGs).
         missing_images: ``"error"`` raises naming the missing files; ``"skip"`` drops those rows with a warning
             that counts them.
+        unknown_sites: ``"missing"`` reads an anatomical site outside :data:`SITES` as missing, with a warning
+            that counts the rows; ``"error"`` refuses the file.
     """
     root = Path(root).expanduser().resolve()
     name = detect_layout(root) if layout == "auto" else layout
@@ -197,7 +203,7 @@ def load_table(
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     if external:
         table["is_external"] = True
-    return _finalise(table, origin=root)
+    return _finalise(table, origin=root, unknown_sites=unknown_sites)
 
 
 # --------------------------------------------------------------------------------------------------------- readers
@@ -249,12 +255,15 @@ def _base(
     age = frame["age_approx"] if "age_approx" in frame else None
     out["age_approx"] = _numeric(age, path=path, column="age_approx") if age is not None else np.nan
     if site_col is not None and site_col in frame:
-        out["site"] = _sites(frame[site_col], path=path, column=site_col)
+        out["site"], out[_UNKNOWN_SITE] = _sites(frame[site_col])
     else:
         out["site"] = np.nan
+        out[_UNKNOWN_SITE] = np.nan
     out["source"] = frame["source"].astype(str) if "source" in frame else source
     out["is_external"] = False
-    out["diagnosis"] = frame["diagnosis"].astype("string").str.strip().str.lower() if "diagnosis" in frame else pd.NA
+    # an unlabelled read (a test split, images to score or pseudo-label) reads no label: no target, no diagnosis
+    diagnosis = labelled and "diagnosis" in frame
+    out["diagnosis"] = frame["diagnosis"].astype("string").str.strip().str.lower() if diagnosis else pd.NA
     out["fold_key"] = np.nan
     return out
 
@@ -298,6 +307,14 @@ def _read_marking(root: Path) -> list[Part]:
     frame = _read_csv(path, required=("image_id", "target"))
     base = _base(frame, path=path, name_col="image_id", source="marking",
                  site_col="anatom_site_general_challenge", labelled=True)
+    primary = base["source"].map(_is_isic2020_source)
+    if primary.any():
+        # The merged set pools 2020 images with earlier collections; only the 2020 rows may be validated on,
+        # or the fold AUC would be scored on images unlike the ones the competition (and the user) scores.
+        base["is_external"] = ~primary
+    elif "source" in frame:
+        _log.info("%s: no ISIC 2020 rows (sources %s): every row can be validated on", path,
+                  ", ".join(sorted(set(base["source"]))[:5]))
     folders = [root / "train", root / "train_512", root / "512x512-dataset-melanoma", root / "images", root]
     folders += sorted(p for p in root.iterdir() if p.is_dir() and "test" not in p.name.lower())
     parts: list[Part] = [("train", base, folders)]
@@ -377,8 +394,29 @@ def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
     else:
         raise DataError(f"--images: no such folder or CSV file: {path}")
     table["split"] = "test"
-    table.attrs["has_meta"] = path.is_file() and bool({"sex", "age_approx"} & set(frame.columns))
-    return _finalise(table, origin=path)
+    has_meta = path.is_file() and bool({"sex", "age_approx"} & set(frame.columns))
+    scored = _finalise(table, origin=path, unknown_sites="missing")
+    scored.attrs["has_meta"] = has_meta
+    if path.is_file() and "n_images" in frame:
+        counts = _numeric(frame["n_images"], path=path, column="n_images")
+        if (counts.dropna() < 1).any():
+            raise DataError(f"{path}: column 'n_images' (the patient's images) must be at least 1 where given")
+        scored["n_images"] = counts.to_numpy()
+    scored.attrs["n_images"] = _n_images_rule(scored, columns=set(frame.columns) if path.is_file() else set())
+    return scored
+
+
+def _n_images_rule(table: pd.DataFrame, *, columns: set[str]) -> str:
+    """Say how the images-per-patient feature of scored rows is found (printed by ``predict``)."""
+    given = int(table["n_images"].notna().sum()) if "n_images" in columns else 0
+    if given == len(table):
+        return "from the n_images column"
+    if "patient_id" not in columns:
+        rule = "1 per image (no patient_id column)"
+    else:
+        rule = ("counted in this file by patient_id, so an image's score depends on which images of its patient "
+                "the file holds (an n_images column fixes it)")
+    return f"from the n_images column for {given} row(s), else {rule}" if given else rule
 
 
 # --------------------------------------------------------------------------------------------------------- columns
@@ -406,6 +444,12 @@ def _sex(values: pd.Series, *, path: Path) -> pd.Series:
     return text.astype(object).where(text.notna(), np.nan)
 
 
+def _is_isic2020_source(source: str) -> bool:
+    """Whether a merged set's ``source`` names the SIIM-ISIC 2020 collection (``ISIC20``, ``ISIC_2020``, ``SIIM``)."""
+    text = str(source).strip().lower().replace("_", "").replace("-", "").replace(" ", "")
+    return text in ("isic20", "isic2020", "siim", "siimisic", "siimisic2020")
+
+
 def normalise_site(value: object) -> str | float:
     """Map one site value to the 2020 vocabulary (``NaN`` for blank); unknown values raise ``KeyError``."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
@@ -418,21 +462,37 @@ def normalise_site(value: object) -> str | float:
     return _SITE_ALIASES[text]
 
 
-def _sites(values: pd.Series, *, path: Path, column: str) -> pd.Series:
+def _sites(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The sites in the 2020 vocabulary (NaN where blank or unknown), and the unknown values as written (else NaN)."""
     out: list[str | float] = []
-    unknown: set[str] = set()
+    unknown: list[str | float] = []
     for value in values.tolist():
         try:
             out.append(normalise_site(value))
+            unknown.append(np.nan)
         except KeyError:
-            unknown.add(str(value))
             out.append(np.nan)
-    if unknown:
-        raise DataError(
-            f"{path}: column {column!r} has unknown site value(s) {sorted(unknown)[:5]}; allowed: "
-            f"{', '.join(SITES)} (ISIC 2019 anterior/posterior/lateral torso are mapped to torso), or blank"
-        )
-    return pd.Series(out, index=values.index, dtype=object)
+            unknown.append(str(value))
+    return pd.Series(out, index=values.index, dtype=object), pd.Series(unknown, index=values.index, dtype=object)
+
+
+def _check_unknown_sites(table: pd.DataFrame, *, origin: Path, unknown_sites: str) -> None:
+    """Refuse, or warn once with a count, about sites outside the vocabulary (already read as missing).
+
+    A site the model never saw carries no information it could use, so treating it as missing (the indicator column
+    the model did learn) is the honest reading; ``error`` is for curating a training set, where a misspelt column
+    would otherwise silently drop a feature.
+    """
+    unknown = table[_UNKNOWN_SITE].dropna()
+    if unknown.empty:
+        return
+    counts = unknown.value_counts()
+    examples = ", ".join(f"{value!r} ({n})" for value, n in counts.head(5).items())
+    message = (f"{origin}: {len(unknown)} row(s) have an anatomical site outside the vocabulary: {examples}; "
+               f"allowed: {', '.join(SITES)} (ISIC 2019 anterior/posterior/lateral torso read as torso) or blank")
+    if unknown_sites == "error":
+        raise DataError(message + " (set data.unknown_sites=missing to read them as missing)")
+    _log.warning("%s; read as missing", message)
 
 
 def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) -> list[str]:
@@ -455,9 +515,10 @@ def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) 
     return paths
 
 
-def _finalise(table: pd.DataFrame, *, origin: Path) -> pd.DataFrame:
+def _finalise(table: pd.DataFrame, *, origin: Path, unknown_sites: str) -> pd.DataFrame:
     if table.empty:
         raise DataError(f"no rows read from {origin}")
+    _check_unknown_sites(table, origin=origin, unknown_sites=unknown_sites)
     dupes = table.duplicated(subset=["split", "image_name"])
     if dupes.any():
         raise DataError(f"{origin}: image name(s) listed twice: {table.loc[dupes, 'image_name'].head(5).tolist()}")

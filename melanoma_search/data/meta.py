@@ -35,9 +35,16 @@ def rows_without_metadata(rows: pd.DataFrame) -> int:
 
 
 def add_derived_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Add ``n_images`` (images of the patient within its split) and ``file_size`` (bytes, NaN if unknown)."""
+    """Add ``n_images`` (images of the patient) and ``file_size`` (bytes, NaN if unknown).
+
+    ``n_images`` already given for a row (a scoring CSV's column: the patient's images in the clinic's records) is
+    kept; otherwise it is counted within the row's split, by ``patient_id``. The count is what training saw, but it
+    makes a score depend on which other images of the patient are in the same file, hence the column.
+    """
     out = table.copy()
-    out["n_images"] = out.groupby(["split", "patient_id"])["image_name"].transform("size").astype(float)
+    counted = out.groupby(["split", "patient_id"])["image_name"].transform("size").astype(float)
+    given = out["n_images"].astype(float) if "n_images" in out else pd.Series(np.nan, index=out.index)
+    out["n_images"] = given.fillna(counted)
     sizes = []
     for path in out["image_path"]:
         try:

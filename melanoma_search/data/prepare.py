@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from melanoma_search.data.cache import load_or_build_cache
-from melanoma_search.data.config import DataConfig
+from melanoma_search.data.config import DataConfig, PseudoConfig
 from melanoma_search.data.folds import assign_folds, drop_duplicates, read_duplicate_list
 from melanoma_search.data.layouts import load_table
 from melanoma_search.data.meta import add_derived_columns
+from melanoma_search.data.pseudo import PSEUDO_SOURCE, read_pseudo_rows
 from melanoma_search.data.synthetic import ensure_synthetic_dataset
 from melanoma_search.errors import DataError
 
@@ -32,9 +33,10 @@ _DUPLICATE_LIST = "ISIC_2020_Training_Duplicates.csv"
 class PreparedData:
     """The run's table (train and test rows) and what training needs to know about it.
 
-    ``table`` has the normalised columns plus ``fold`` (NaN for test rows, -1 for external rows), ``n_images``,
-    ``file_size``, ``cache_row`` (the row's index in the image cache, stable when bad rows are dropped) and
-    ``class_index`` (the diagnosis class, for a multi-class target).
+    ``table`` has the normalised columns plus ``fold`` (NaN for test rows, -1 for external and pseudo-labelled rows),
+    ``loss_weight`` (1, or ``data.pseudo.weight`` for a pseudo-labelled row), ``n_images``, ``file_size``,
+    ``cache_row`` (the row's index in the image cache, stable when bad rows are dropped) and ``class_index`` (the
+    diagnosis class, for a multi-class target).
     """
 
     table: pd.DataFrame
@@ -66,20 +68,27 @@ def prepare_data(
     n_folds: int = 5,
     fold_seed: int = 42,
     missing_images: str = "error",
+    unknown_sites: str = "missing",
     synthetic_dir: str = "storage/cache",
     synthetic_params: dict[str, int] | None = None,
+    pseudo: PseudoConfig | None = None,
 ) -> PreparedData:
-    """Read the dataset at ``root`` (the synthetic set when ``None``) plus external sets, and assign folds."""
+    """Read the dataset at ``root`` (the synthetic set when ``None``) plus external sets and pseudo-labelled rows,
+    and assign folds."""
     if root is None:
         folder = ensure_synthetic_dataset(synthetic_dir, **(synthetic_params or {}))
     else:
         folder = Path(root).expanduser()
         if not folder.is_dir():
             raise DataError(f"data folder not found: {folder} (set data.dir, or --data-dir)")
-    table = load_table(folder, layout=layout, missing_images=missing_images)  # type: ignore[arg-type]
-    extra = [load_table(p, external=True, missing_images=missing_images) for p in external]  # type: ignore[arg-type]
+    read = {"missing_images": missing_images, "unknown_sites": unknown_sites}
+    table = load_table(folder, layout=layout, **read)  # type: ignore[arg-type]
+    extra = [load_table(p, external=True, **read) for p in external]  # type: ignore[arg-type]
     if extra:
         table = pd.concat([table, *extra], ignore_index=True)
+    table["loss_weight"] = 1.0
+    if pseudo is not None:
+        table = pd.concat([table, read_pseudo_rows(pseudo, labelled=table)], ignore_index=True)
     dup_path = Path(duplicates) if duplicates else folder / _DUPLICATE_LIST
     names = read_duplicate_list(dup_path) if (duplicates or dup_path.is_file()) else None
     table = drop_duplicates(table, duplicates=names)
@@ -90,11 +99,14 @@ def prepare_data(
     diagnosis = diagnosis.where(table["target"].ne(1), MELANOMA)
     diagnosis = diagnosis.fillna("other").astype(str)
     train = table["split"].eq("train")
-    classes = tuple(sorted(set(diagnosis[train]) | {MELANOMA}))
-    table["class_index"] = np.where(train, diagnosis.map({c: i for i, c in enumerate(classes)}), -1).astype(int)
-    positives = int(table.loc[train, "target"].sum())
-    _log.info("%s: %d training rows (%d melanoma, %d external), %d test rows, %d folds",
-              folder, int(train.sum()), positives, int(table["is_external"].sum()), int((~train).sum()), n_folds)
+    labelled = train & table["source"].ne(PSEUDO_SOURCE)  # a pseudo label names no diagnosis
+    classes = tuple(sorted(set(diagnosis[labelled]) | {MELANOMA}))
+    table["class_index"] = np.where(labelled, diagnosis.map({c: i for i, c in enumerate(classes)}), -1).astype(int)
+    positives = int(table.loc[train, "target"].gt(0.5).sum())
+    pseudo_rows = int(table["source"].eq(PSEUDO_SOURCE).sum()) if pseudo is not None else 0
+    _log.info("%s: %d training rows (%d melanoma, %d external, %d pseudo-labelled), %d test rows, %d folds",
+              folder, int(train.sum()), positives, int(table["is_external"].sum()) - pseudo_rows, pseudo_rows,
+              int((~train).sum()), n_folds)
     return PreparedData(table=table, paths=table["image_path"].tolist(), classes=classes, n_folds=n_folds,
                         origin=str(folder))
 
@@ -103,5 +115,6 @@ def load_dataset(config: DataConfig) -> PreparedData:
     """Read the dataset a ``data:`` section names (the synthetic set when ``dir`` is empty)."""
     return prepare_data(root=config.dir, layout=config.layout, external=config.external,
                         duplicates=config.duplicates, n_folds=config.n_folds, fold_seed=config.fold_seed,
-                        missing_images=config.missing_images, synthetic_dir=config.cache_dir,
-                        synthetic_params=config.synthetic.model_dump())
+                        missing_images=config.missing_images, unknown_sites=config.unknown_sites,
+                        synthetic_dir=config.cache_dir,
+                        synthetic_params=config.synthetic.model_dump(), pseudo=config.pseudo)

@@ -48,7 +48,7 @@ def export_study(
     storage_dir: str | Path = "storage",
     top_k: int | None = None,
     method: BlendMethod | None = None,
-    out: str | Path = "submission.csv",
+    out: str | Path | None = None,
     ensemble_dir: str | Path | None = None,
     refit: bool | None = None,
     validate: str | Path | None = None,
@@ -57,23 +57,25 @@ def export_study(
 ) -> ExportResult:
     """Blend the best ``top_k`` trials of ``study_name`` and write the submission, report and ensemble folder.
 
-    ``refit``: train each member on the folds it lacks first (fold bagging); ``validate``: a labelled dataset folder
-    of outside images to score the ensemble on. ``top_k``, ``method`` and ``refit`` default to the study spec's
-    ``export:`` section (recorded in the study by the run), else 5, rank and refit.
+    ``out``: the submission CSV, ``report.html`` beside it (default ``<storage_dir>/<study>/export/submission.csv``,
+    out of the working tree's way); ``refit``: train each member on the folds it lacks first (fold bagging);
+    ``validate``: a labelled dataset folder of outside images to score the ensemble on. ``top_k``, ``method`` and
+    ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else 5, rank and
+    refit.
     """
     import optuna
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
     from melanoma_search.ensemble.report import write_report
     from melanoma_search.search.artifacts import roc_svg
-    from melanoma_search.search.study import default_storage_url, open_storage, redact
+    from melanoma_search.search.study import default_storage_url, open_storage, redact, storage_home, study_folder
     from melanoma_search.train.device import resolve_device
 
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_dir = Path(storage_dir)
-    url = storage or default_storage_url(study_name, storage_dir=storage_dir)
+    url = storage or default_storage_url(storage_home(study_name, storage_dir=storage_dir), storage_dir=storage_dir)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ConfigError(f"no study storage at {url}; run `python -m melanoma_search.run --study {study_name}` first")
     rdb = open_storage(url, heartbeat_interval=None)
@@ -85,19 +87,24 @@ def export_study(
     top_k = defaults.top_k if top_k is None else top_k
     method = defaults.method if method is None else method
     refit = defaults.refit if refit is None else refit
-    store = FileSystemArtifactStore(str(storage_dir / study_name / "artifacts"))
-    out = Path(out)
+    recorded_store = Path(study.user_attrs.get("artifact_dir", "/nonexistent"))  # set by the run (student rounds
+    store = FileSystemArtifactStore(str(recorded_store if recorded_store.is_dir()  # share their first study's)
+                                        else storage_dir / study_name / "artifacts"))
+    out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
     need_weights = ensemble_dir is not None or validate is not None
     with tempfile.TemporaryDirectory() as tmp:
         candidates = collect_candidates(study, store, top_k=top_k, need_weights=need_weights and not refit,
                                         work=Path(tmp), log=log)
         if refit:
-            cv_aucs = refit_candidates(candidates, refit_dir=storage_dir / study_name / "refit",
+            cv_aucs = refit_candidates(candidates, refit_dir=study_folder(study, storage_dir=storage_dir) / "refit",
                                        need_weights=need_weights, log=log)
             if cv_aucs:  # Optuna keeps a finished trial's attributes read-only: the study holds them per trial
                 recorded = dict(study.user_attrs.get("cv_auc", {}))
                 recorded.update({str(n): round(v, 5) for n, v in cv_aucs.items()})
                 study.set_user_attr("cv_auc", recorded)
+        if len(candidates) < top_k:
+            log(f"{len(candidates)} of the {top_k} member(s) asked for: the study has no more usable finished "
+                "trials (the lines above say which were skipped and why)")
         result = blend_candidates(candidates, method=method)
         honest = "" if result.in_sample_auc is None else (
             f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
@@ -121,7 +128,8 @@ def export_study(
         folder, validation = None, None
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
-            folder = write_ensemble(result, out=target, study_name=study_name, method=method)
+            folder = write_ensemble(result, out=target, study_name=study_name, method=method,
+                                    lineage=study.user_attrs.get("student"))
             if validate is not None:
                 validation = validate_ensemble(load_ensemble(folder), validate,
                                                in_search={**result.member_aucs, "blend": result.auc},

@@ -7,6 +7,7 @@ Layout written by ``python -m melanoma_search.export --ensemble-dir DIR``::
     DIR/trial-00009/fold0.safetensors the member's best weights per fold
     DIR/trial-00009/oof_scores.csv    the member's out-of-fold predictions (its score distribution)
     DIR/trial-00009/meta.json         its metadata encoders per fold and its class list
+    DIR/calibration.csv               the blend's out-of-fold scores and their labels (score -> probability)
 
 Loading checks every file against the manifest's hashes, so a tampered or mismatched file is refused with a message
 naming it; weights are read with safetensors (no pickle) and loaded strictly into the member's architecture.
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_CALIBRATION = "calibration.csv"
 
 
 class EnsembleError(MelanomaSearchError):
@@ -81,6 +83,8 @@ class Ensemble:
     root: Path
     manifest: dict[str, Any]
     members: list[Member]
+    calibration: pd.DataFrame | None = None
+    """The blend's out-of-fold ``score`` and ``target`` (ensembles exported before it existed have none)."""
 
     def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
               batch_size: int = 32) -> pd.DataFrame:
@@ -107,6 +111,23 @@ class Ensemble:
         """The members' weighted mean of :meth:`member_scores`."""
         total = sum(m.weight for m in self.members)
         return np.asarray(sum(ranked[m.name] * (m.weight / total) for m in self.members))
+
+    def probability(self, blended: np.ndarray) -> np.ndarray:
+        """P(melanoma) for blended scores: isotonic regression of the labels on the blend's out-of-fold scores.
+
+        The blend is a mean of percentiles, which ranks well but is no probability (a score of 0.9 is "above 90 %
+        of the training images", not "90 % melanoma"). A pseudo-label needs the probability; the fit is monotone,
+        so it never reorders images, and it reads the training set's melanoma rate, which the caller should know
+        when the images to label come from a collection with another rate.
+        """
+        from sklearn.isotonic import IsotonicRegression
+
+        if self.calibration is None:
+            raise EnsembleError(f"{self.root} has no calibration.csv (exported by an earlier version): export the "
+                                "study again to get calibrated probabilities")
+        fit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        fit.fit(self.calibration["score"].to_numpy(float), self.calibration["target"].to_numpy(float))
+        return np.asarray(fit.predict(np.asarray(blended, dtype=float)))
 
     def meta_members(self) -> list[str]:
         """Names of the members whose models read patient metadata."""
@@ -186,7 +207,12 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
                               classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
-    return Ensemble(root=root, manifest=manifest, members=members)
+    calibration = pd.read_csv(root / _CALIBRATION) if (root / _CALIBRATION) in _listed(root, manifest) else None
+    return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration)
+
+
+def _listed(root: Path, manifest: dict[str, Any]) -> set[Path]:
+    return {root / relative for relative in manifest.get("files", {})}
 
 
 def record_in_manifest(root: Path, key: str, value: Any) -> None:
@@ -197,8 +223,12 @@ def record_in_manifest(root: Path, key: str, value: Any) -> None:
     path.write_text(json.dumps(manifest, indent=1))
 
 
-def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str) -> Path:
-    """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`)."""
+def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
+                   lineage: dict[str, Any] | None = None) -> Path:
+    """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`).
+
+    ``lineage``: for a noisy-student study, its round and teacher (``pseudo`` labels the next round from it).
+    """
     import optuna
     import timm
 
@@ -224,11 +254,13 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str) ->
             names.append(f"{member.name}/fold{fold}.safetensors")
         entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
+    pd.DataFrame({"score": result.oof_blend, "target": result.target}).to_csv(out / _CALIBRATION, index=False)
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,
         "blend_oof_auc_in_sample": result.in_sample_auc,
         "best_member_oof_auc": result.best_member_auc, "members": entries, "files": files,
+        "lineage": lineage or {"round": 0},
         "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "optuna": optuna.__version__, "python": sys.version.split()[0]},
     }

@@ -6,8 +6,9 @@ same config, so the same seeds per fold); the member's out-of-fold predictions t
 pooled ``cv_auc`` is an honest estimate over all of them, and its prediction is the average of its K fold models,
 the bagging the 2020 winners shipped. ``cv_auc`` studies already hold every fold and are not retrained.
 
-Each refitted fold is written to ``storage/<study>/refit/trial-NNNNN/fold<k>/`` and marked done last, so a killed
-refit resumes with the folds it has. Progress lines give the fold, its AUC and an ETA.
+Each refitted fold is written to ``storage/<study>/study-<key>/refit/trial-NNNNN/fold<k>/`` (the study's own folder,
+:func:`~melanoma_search.search.study.study_folder`) and marked done last, so a killed refit resumes with the folds it
+has. Progress lines give the fold, its AUC and an ETA.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ Each loss is registered once with :func:`register_loss`, which records what the 
 about it: which targets it supports, which head it needs, how wide the model's output must be, and how to build it
 from the config section. A new loss is one class and one decorated builder (see the README's "Extending").
 
-All losses take ``(logits, target)``: for a binary target the logits are ``(N, 1)`` and the target a float in
-[0, 1] (soft after mixup); for a multi-class target (diagnosis, or ArcFace's two classes) the logits are ``(N, C)``
-and the target a class index. Every loss is a mean over the batch, so gradient accumulation can weight micro-batches
-by their share of the effective batch and get the big batch's gradient exactly (the AUC surrogate, being pairwise,
-is the one exception: its micro-batches only see their own pairs).
+All losses take ``(logits, target, weight=None)``: for a binary target the logits are ``(N, 1)`` and the target a
+float in [0, 1] (soft after mixup, or a pseudo-label's probability); for a multi-class target (diagnosis, or ArcFace's
+two classes) the logits are ``(N, C)`` and the target a class index. ``weight`` (``(N,)``, optional) scales each
+row's loss: pseudo-labelled rows train at a lower weight than labelled ones. Every loss is a mean over the batch
+(of the weighted row losses), so gradient accumulation can weight micro-batches by their share of the effective batch
+and get the big batch's gradient exactly (the AUC surrogate, being pairwise, is the one exception: its micro-batches
+only see their own pairs).
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ class BCELoss(nn.Module):
         super().__init__()
         self.smoothing = smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         target = target.float() * (1 - self.smoothing) + 0.5 * self.smoothing
-        return F.binary_cross_entropy_with_logits(logits.view(-1).float(), target.view(-1))
+        rows = F.binary_cross_entropy_with_logits(logits.view(-1).float(), target.view(-1), reduction="none")
+        return _mean(rows, weight)
 
 
 class FocalLoss(nn.Module):
@@ -70,20 +74,27 @@ class FocalLoss(nn.Module):
         super().__init__()
         self.gamma, self.alpha, self.smoothing = gamma, alpha, smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         logits = logits.view(-1).float()
         target = target.float().view(-1) * (1 - self.smoothing) + 0.5 * self.smoothing
-        return _focal(logits, target, gamma=self.gamma, alpha=self.alpha)
+        return _mean(_focal(logits, target, gamma=self.gamma, alpha=self.alpha), weight)
+
+
+def _mean(rows: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The batch mean of per-row losses, each scaled by its row's weight when given."""
+    return rows.mean() if weight is None else (rows * weight.float().view(-1)).mean()
 
 
 def _focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float, alpha: float | None) -> torch.Tensor:
+    """Per-row focal loss; a soft target (a pseudo-label's probability) weighs both classes' terms by it."""
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     prob = torch.sigmoid(logits)
     p_t = prob * target + (1 - prob) * (1 - target)
     loss = bce * (1 - p_t).clamp_min(0).pow(gamma)
     if alpha is not None:
         loss = loss * (alpha * target + (1 - alpha) * (1 - target))
-    return loss.mean()
+    return loss
 
 
 class MarginFocalLoss(nn.Module):
@@ -98,11 +109,12 @@ class MarginFocalLoss(nn.Module):
         super().__init__()
         self.gamma, self.alpha, self.margin, self.scale = gamma, alpha, margin, scale
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         logits = logits.view(-1).float()
         target = target.float().view(-1)
         shifted = self.scale * (logits - self.margin * (2 * target - 1))
-        return _focal(shifted, target, gamma=self.gamma, alpha=self.alpha)
+        return _mean(_focal(shifted, target, gamma=self.gamma, alpha=self.alpha), weight)
 
 
 class AUCSurrogateLoss(nn.Module):
@@ -116,14 +128,18 @@ class AUCSurrogateLoss(nn.Module):
         super().__init__()
         self.tau, self.bce_weight = tau, bce_weight
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         logits = logits.view(-1).float()
         target = target.float().view(-1)
-        bce = F.binary_cross_entropy_with_logits(logits, target)
-        pos, neg = logits[target > 0.5], logits[target <= 0.5]
+        rows = torch.ones_like(logits) if weight is None else weight.float().view(-1)
+        bce = _mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), rows)
+        positive = target > 0.5
+        pos, neg = logits[positive], logits[~positive]
         if pos.numel() == 0 or neg.numel() == 0:
             return bce
-        rank = F.softplus(-(pos[:, None] - neg[None, :]) / self.tau).mean()
+        pairs = rows[positive][:, None] * rows[~positive][None, :]  # a pair weighs what both its rows weigh
+        rank = (F.softplus(-(pos[:, None] - neg[None, :]) / self.tau) * pairs).mean()
         return rank + self.bce_weight * bce
 
 
@@ -134,11 +150,12 @@ class MulticlassFocalLoss(nn.Module):
         super().__init__()
         self.gamma, self.smoothing = gamma, smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         logits = logits.float()
         ce = F.cross_entropy(logits, target.long(), reduction="none", label_smoothing=self.smoothing)
         p_t = torch.softmax(logits, dim=1).gather(1, target.long().view(-1, 1)).view(-1)
-        return (ce * (1 - p_t).pow(self.gamma)).mean()
+        return _mean(ce * (1 - p_t).pow(self.gamma), weight)
 
 
 class CrossEntropyLoss(nn.Module):
@@ -148,8 +165,10 @@ class CrossEntropyLoss(nn.Module):
         super().__init__()
         self.smoothing = smoothing
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target.long(), label_smoothing=self.smoothing)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        rows = F.cross_entropy(logits.float(), target.long(), label_smoothing=self.smoothing, reduction="none")
+        return _mean(rows, weight)
 
 
 class ArcFaceLoss(nn.Module):
@@ -166,14 +185,16 @@ class ArcFaceLoss(nn.Module):
         self.threshold = math.cos(math.pi - margin)
         self.mm = math.sin(math.pi - margin) * margin
 
-    def forward(self, cosine: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, cosine: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
         cosine = cosine.float().clamp(-1 + 1e-7, 1 - 1e-7)
         sine = torch.sqrt(1.0 - cosine**2)
         phi = cosine * self.cos_m - sine * self.sin_m
         phi = torch.where(cosine > self.threshold, phi, cosine - self.mm)  # keep it monotonic past pi - m
         one_hot = F.one_hot(target.long().view(-1), cosine.shape[1]).float()
         logits = self.scale * (one_hot * phi + (1 - one_hot) * cosine)
-        return F.cross_entropy(logits, target.long().view(-1), label_smoothing=self.smoothing)
+        rows = F.cross_entropy(logits, target.long().view(-1), label_smoothing=self.smoothing, reduction="none")
+        return _mean(rows, weight)
 
 
 # ------------------------------------------------------------------------------------------------------- the table

@@ -4,10 +4,12 @@ Every trial: ``config.yaml`` (the resolved training config). Finished trials als
 ``roc.svg`` (the out-of-fold ROC curve).
 
 Model weights (``fold<k>.safetensors``) are kept for the best ``top_k_weights`` trials only, in
-``storage/NAME/weights/trial-<number>/``: a trial entering the top k keeps its weights and the one pushed out loses
-them, so a long study does not fill the disk. They live beside the artifact store rather than in it because Optuna
-cannot change a finished trial's artifact list: evicted weights would stay listed in the dashboard, pointing at
-nothing. The study's user attribute ``weights`` maps each kept trial number to its folder.
+``storage/NAME/study-<key>/weights/trial-<number>/`` (one folder per study, not per name): a trial entering the top k
+keeps its weights and the one pushed out loses them, so a long study does not fill the disk. They live beside the
+artifact store rather than in it because Optuna cannot change a finished trial's artifact list: evicted weights
+would stay listed in the dashboard, pointing at nothing. For the same reason no trial records its own weights
+folder: the study's user attribute ``weights`` maps each kept trial number to its folder and is rewritten on every
+eviction.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ __all__ = [
     "Dimension",
     "ExportSpec",
     "PrunerSpec",
+    "STUDENT_NOISE",
     "SamplerSpec",
+    "StudentSpec",
     "StudySpec",
     "find_spec",
     "list_specs",
@@ -147,6 +149,25 @@ class ExportSpec(StrictModel):
     refit: bool = True
 
 
+#: The noise a student trains with unless the spec's ``student.noise`` says otherwise (Noisy Student: strong
+#: augmentation, dropout 0.5, stochastic depth; cutmix as the 2020 solutions used it).
+STUDENT_NOISE: dict[str, Any] = {"augment.policy": "heavy", "model.drop_rate": 0.5, "model.drop_path_rate": 0.2,
+                                 "augment.cutmix": 0.3}
+
+
+class StudentSpec(StrictModel):
+    """A noisy-student round of this study (``run --student-of``): the teacher, its images, pseudo rows, noise."""
+
+    teacher: str | None = None
+    """An exported ensemble folder (``--student-of`` overrides it)."""
+    unlabelled: str | None = None
+    """The images to pseudo-label: a folder, or a CSV of ``image_name`` + metadata (``--unlabelled`` overrides it)."""
+    pseudo: dict[str, Any] = Field(default_factory=dict)
+    """``data.pseudo`` keys other than ``file`` (``weight``, ``min_confidence``, ``soft``)."""
+    noise: dict[str, Any] = Field(default_factory=lambda: dict(STUDENT_NOISE))
+    """Config key paths set on every student trial (a searched key still wins: its sampled value is applied last)."""
+
+
 class BudgetSpec(StrictModel):
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
@@ -166,6 +187,7 @@ class StudySpec(StrictModel):
     budget: BudgetSpec = BudgetSpec()
     objective: str = "cv_auc"
     export: ExportSpec = ExportSpec()
+    student: StudentSpec = StudentSpec()
     top_k_weights: int = Field(3, ge=0)
     """Keep model weights as artifacts for the best this-many trials only."""
     enqueue: tuple[dict[str, Any], ...] = ()
@@ -255,6 +277,7 @@ def _validate(spec: StudySpec, *, source: str) -> None:
             elif searched.low is not None and searched.high is not None and not (
                     searched.low <= float(value) <= searched.high):
                 problems.append(f"enqueue[{index}].{key}: {value!r} is outside [{searched.low}, {searched.high}]")
+    problems.extend(_student_problems(spec.student))
     try:
         from melanoma_search.train.config import parse_config
 
@@ -267,6 +290,29 @@ def _validate(spec: StudySpec, *, source: str) -> None:
         problems.append(str(exc))
     if problems:
         raise ConfigError(f"invalid study spec {source}:\n  " + "\n  ".join(problems))
+
+
+def _student_problems(student: StudentSpec) -> list[str]:
+    """Unknown keys or bad values in the ``student:`` section (its cross-checks run when a round starts)."""
+    from melanoma_search.data.config import PseudoConfig
+
+    problems = []
+    for path, value in student.noise.items():
+        try:
+            _, is_section = config_field(path)
+        except KeyError:
+            problems.append(f"student.noise.{path}: not a config key")
+            continue
+        error = "is a section; set its keys" if is_section else check_value(path, value)
+        if error:
+            problems.append(f"student.noise.{path}: {error}")
+    allowed = set(PseudoConfig.model_fields) - {"file"}
+    for key in student.pseudo:
+        if key not in allowed:
+            problems.append(f"student.pseudo.{key}: not a data.pseudo key (allowed: {', '.join(sorted(allowed))})")
+        elif error := check_value(f"data.pseudo.{key}", student.pseudo[key]):
+            problems.append(f"student.pseudo.{key}: {error}")
+    return problems
 
 
 def find_spec(name_or_path: str, *, search_dirs: tuple[Path, ...] | None = None) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +73,16 @@ def start_run(
     seed: int | None = None,
     heartbeat: int = 60,
     verbose: bool = False,
+    artifact_home: str | None = None,
+    study_attrs: Mapping[str, Any] | None = None,
     log: Log = _say,
 ) -> RunSummary:
     """Run ``n_trials`` trials (default: the spec's budget) of the spec ``study`` on ``backend`` (default: local).
 
     ``overrides``: ``(key path, value)`` pairs set on every trial's config after the spec's ``fixed`` and ``data``.
     ``verbose``: a failed trial's traceback too (else its reason in one line).
+    ``artifact_home``: the folder under ``storage_dir`` whose ``artifacts/`` the study uses (default: the study's
+    name); ``study_attrs``: user attributes set on the study (a student round's teacher and pseudo-labels).
     """
     backend = backend or LocalBackend()
     spec = load_spec(study)
@@ -101,6 +105,10 @@ def start_run(
     opened.set_user_attr("spec", spec.model_dump(mode="json", by_alias=True))
     opened.set_user_attr("objective", objective.name)
     opened.set_user_attr("data", data.origin)
+    artifact_dir = storage_dir / (artifact_home or name) / "artifacts"
+    opened.set_user_attr("artifact_dir", str(artifact_dir))  # where export finds the trials' files
+    for key, value in (study_attrs or {}).items():
+        opened.set_user_attr(key, value)
     before = len(opened.trials)
     for params in spec.enqueue:
         opened.enqueue_trial(dict(params), skip_if_exists=True)
@@ -116,11 +124,12 @@ def start_run(
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
                     n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat,
-                    verbose=verbose)
+                    verbose=verbose, artifact_dir=str(artifact_dir))
     backend = backend.workers_for(n_trials)
     log(f"study {name!r} in {redact(url)}: {before} earlier trial(s); objective {objective.name} "
         f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
-        + (f" within {timeout:.0f}s" if timeout else "") + f" on {backend.description} (run {launch})")
+        + (f" within {timeout:.0f}s (done by {time.strftime('%H:%M', time.localtime(started + timeout))} at the "
+           "latest)" if timeout else "") + f" on {backend.description} (run {launch})")
     try:
         outcome = backend.run(job, runs=runs, data=data, log=log)
     finally:
@@ -129,7 +138,7 @@ def start_run(
     log(leaderboard(opened, metric_names=objective.metric_names))
     if waiting := pending_retries(opened):
         log(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
-    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=study_dir / "artifacts")
+    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
 
 
 def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (), data_dir: str | None = None,
@@ -155,7 +164,7 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
                                         directions=list(objective.directions))  # type: ignore[arg-type]
     for params in spec.enqueue:
         sampler_study.enqueue_trial(dict(params))
-    log(f"dry run of study {spec.name!r}: {n} configuration(s) the sampler would try first in a fresh study "
+    log(f"dry run of study {name!r}: {n} configuration(s) the sampler would try first in a fresh study "
         "(TPE starts random, then learns from results)"
         + (f"; {redact(url)} already holds {earlier} trial(s), which a real run would continue from, so its "
            "first configurations will differ" if earlier else ""))

@@ -14,6 +14,8 @@ with the same parameters (``RetryHeartbeatStaleTrialCallback``). Credentials in 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,14 @@ __all__ = [
     "open_study",
     "redact",
     "single_writer",
+    "storage_home",
+    "student_study_name",
+    "study_folder",
 ]
 
 _log = logging.getLogger(__name__)
+
+_KEY_ATTR = "study_key"
 
 
 def best_first(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -219,4 +226,39 @@ def open_study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objective.metric_names))
+    _study_key(study)
     return study
+
+
+def student_study_name(base: str, *, round: int) -> str:
+    """The study of noisy-student round ``round`` of study ``base`` (kept in ``base``'s storage)."""
+    return f"{base}-student-r{round}"
+
+
+def storage_home(study_name: str, *, storage_dir: Path) -> str:
+    """The name whose default storage holds ``study_name``: its own, or for a student round whose own file does
+    not exist, its first study's (rounds live beside it, so one dashboard shows them side by side)."""
+    match = re.fullmatch(r"(.+)-student-r\d+", study_name)
+    own = [storage_dir / f"{study_name}{suffix}" for suffix in (".db", ".log")]
+    if match and not any(path.is_file() for path in own):
+        return match.group(1)
+    return study_name
+
+
+def study_folder(study: optuna.Study, *, storage_dir: str | Path) -> Path:
+    """The folder of this study's kept weights, refits and trial work: ``<storage_dir>/<name>/study-<key>``.
+
+    Two storages can hold a study of the same name (a SQLite file, then PostgreSQL; a deleted and recreated file).
+    Keyed by the name alone they would share ``trial-N`` folders and the kept-weights ledger, and one study's top k
+    would evict or overwrite the other's weights. The key is a random id stored in the study itself on first open,
+    so it travels with the study to any worker and to the export.
+    """
+    return Path(storage_dir) / study.study_name / f"study-{_study_key(study)}"
+
+
+def _study_key(study: optuna.Study) -> str:
+    key = study.user_attrs.get(_KEY_ATTR)
+    if not isinstance(key, str):
+        key = uuid.uuid4().hex[:12]
+        study.set_user_attr(_KEY_ATTR, key)
+    return key

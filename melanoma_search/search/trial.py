@@ -160,12 +160,13 @@ class TrialRunner:
     def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path, clock: PhaseClock
                             ) -> tuple[RunResult, TrainConfig]:
         alone = False
+        reported: dict[int, float] = {}  # steps an earlier attempt reported: Optuna keeps a step's first value
         for attempt in range(3):
             history: list[EpochStats] = []
             try:
                 with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
                     result = fit(config, data=self.data_for(config, clock=clock),
-                                 callback=self._reporter(trial, history),
+                                 callback=self._reporter(trial, history, reported),
                                  log=lambda line: self.log(f"trial {trial.number} {line}"), weights_dir=folder,
                                  clock=clock)
                 return result, config
@@ -198,12 +199,28 @@ class TrialRunner:
                 raise
         raise AssertionError("unreachable")
 
-    def _reporter(self, trial: optuna.Trial, history: list[EpochStats]) -> Callable[[EpochStats], None]:
+    def _reporter(self, trial: optuna.Trial, history: list[EpochStats], reported: dict[int, float]
+                  ) -> Callable[[EpochStats], None]:
+        """Report each epoch and ask the pruner; on an out-of-memory retry, only the steps the failed attempt
+        did not reach.
+
+        Optuna ignores a second report of a step, so re-reporting would leave the pruner reading the failed attempt's
+        curve as if it were the retry's. The retry's own values of those steps go to the ``oom_retry_curve``
+        attribute instead; the pruner was already asked at those steps (and let the trial go on).
+        """
+        earlier = dict(reported)
+        retry_curve: dict[str, float] = {}
+
         def report(stats: EpochStats) -> None:
             history.append(stats)
             if not self.objective.reports:
                 return
+            if stats.step in earlier:
+                retry_curve[str(stats.step)] = round(stats.val_auc, 5)
+                trial.set_user_attr("oom_retry_curve", retry_curve)
+                return
             trial.report(stats.val_auc, step=stats.step)
+            reported[stats.step] = stats.val_auc
             if trial.should_prune():
                 self.log(f"trial {trial.number} pruned at fold {stats.fold} epoch {stats.epoch} "
                          f"(val_auc {stats.val_auc:.4f})")
@@ -217,7 +234,7 @@ class TrialRunner:
         trial.set_user_attr("best_epoch_aucs", [round(f.best_epoch_auc, 5) for f in result.folds])
         trial.set_user_attr("epochs_run", sum(len(f.history) for f in result.folds))
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - start, 2))
-        trial.set_user_attr("train_seconds", round(result.seconds, 2))
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 2))
         trial.set_user_attr("images_per_s", round(result.images_per_s, 1))
         trial.set_user_attr("peak_memory_mb", round(result.peak_memory_mb, 1))
         trial.set_user_attr("device", result.device)
@@ -242,9 +259,7 @@ class TrialRunner:
             if (folder / name).is_file():
                 self.artifacts.upload(trial, folder / name, mimetype=mimetype)
         weights = sorted(folder.glob("fold*.safetensors"))
-        kept = self.artifacts.keep_weights(trial, value, weights)
-        if kept is not None:
-            trial.set_user_attr("weights_dir", str(kept))
+        self.artifacts.keep_weights(trial, value, weights)  # where: the study's ``weights`` attr, kept current
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

@@ -35,7 +35,7 @@ from melanoma_search.search.objective import load_objective
 from melanoma_search.search.progress import TrialProgress, one_line_trial_failures
 from melanoma_search.search.recovery import pending_retries, tag_trial
 from melanoma_search.search.spec import load_spec
-from melanoma_search.search.study import open_storage, open_study
+from melanoma_search.search.study import open_storage, open_study, study_folder
 from melanoma_search.search.trial import TrialRunner
 
 __all__ = ["WorkerJob", "run_worker"]
@@ -68,9 +68,12 @@ class WorkerJob:
     max_trials: int | None = None
     """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
     gpu_lock: str | None = None
+    """The lock file of this worker's GPU when several workers share it (see :mod:`~.gpu_share`)."""
     verbose: bool = False
     """Keep Optuna's record of a failed trial with its traceback (else one line per failure)."""
-    """The lock file of this worker's GPU when several workers share it (see :mod:`~.gpu_share`)."""
+    artifact_dir: str | None = None
+    """The artifact store (default ``<storage_dir>/<study_name>/artifacts``; student rounds share their first
+    study's, so one dashboard shows every round's artifacts)."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -97,10 +100,11 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     base = spec.base_config(overrides=job.overrides)
     storage = open_storage(job.storage_url, heartbeat_interval=job.heartbeat or None)
     study = open_study(spec, objective, storage=storage, study_name=job.study_name, seed=job.seed)
-    study_dir = Path(job.storage_dir) / job.study_name
-    artifacts = ArtifactWriter(study_dir / "artifacts", weights_root=study_dir / "weights", top_k=spec.top_k_weights)
+    own = study_folder(study, storage_dir=job.storage_dir)
+    artifacts = ArtifactWriter(job.artifact_dir or Path(job.storage_dir) / job.study_name / "artifacts",
+                               weights_root=own / "weights", top_k=spec.top_k_weights)
     share = GpuShare(job.gpu_lock) if job.gpu_lock else None
-    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts, work_dir=study_dir / "work",
+    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts, work_dir=own / "work",
                          log=emit, data=data, process_started=process_start_time(), gpu_share=share)
     budget = TrialBudget(job.budget_path) if job.budget_path else None
     progress = TrialProgress(metric_names=objective.metric_names, n_trials=job.n_trials, timeout=job.timeout,

@@ -15,6 +15,7 @@ Text is parsed once, at the command line, by :func:`parse_override`.
 from __future__ import annotations
 
 import os
+import typing
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic.fields import FieldInfo
 from melanoma_search.augment.policies import AugmentConfig
 from melanoma_search.data.config import DataConfig, SyntheticConfig
 from melanoma_search.errors import ConfigError
-from melanoma_search.model.losses import LossConfig, get_loss
+from melanoma_search.model.losses import LossConfig, LossEntry, get_loss
 from melanoma_search.model.network import ModelConfig
 from melanoma_search.schema import StrictModel, format_validation_error, format_yaml_error
 
@@ -141,6 +142,8 @@ class TrainConfig(StrictModel):
         if pair is not None:
             raise ValueError(f"loss.name {pair[0]!r} and model.head {pair[1]!r} go together (the head gives "
                              "cosines, the loss adds the margin)")
+        if self.data.pseudo is not None:
+            self._check_pseudo(loss)
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
         if any(s > self.image_size for s in self.progressive_sizes):
@@ -148,6 +151,15 @@ class TrainConfig(StrictModel):
         if len(self.progressive_sizes) >= self.epochs:
             raise ValueError("progressive_sizes needs fewer stages than epochs")
         return self
+
+    def _check_pseudo(self, loss: LossEntry) -> None:
+        """Pseudo-labels are P(melanoma): they need a binary target, and soft ones a loss that takes a probability."""
+        if self.target != "binary":
+            raise ValueError("data.pseudo needs target: binary (a pseudo-label is a melanoma probability, not a "
+                             "diagnosis)")
+        if self.data.pseudo is not None and self.data.pseudo.soft and loss.classes_for_binary != 1:
+            raise ValueError(f"soft pseudo-labels need a loss with a probability target (bce, focal, margin_focal, "
+                             f"auc); loss.name {self.loss.name!r} takes a class, so set data.pseudo.soft=false")
 
     def stage_sizes(self) -> tuple[int, ...]:
         """The image sizes trained, smallest first, ending with ``image_size``."""
@@ -187,12 +199,20 @@ def config_field(path: str) -> tuple[FieldInfo, bool]:
     model: Any = TrainConfig
     field: FieldInfo | None = None
     for part in canonical_path(path, warn=False).split("."):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if model is None or part not in model.model_fields:
             raise KeyError(path)
         field = model.model_fields[part]
-        model = field.annotation
+        model = _section(field.annotation)
     assert field is not None
-    return field, isinstance(model, type) and issubclass(model, BaseModel)
+    return field, model is not None
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds (an optional one too, such as ``data.pseudo``), else ``None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 and type(None) in typing.get_args(annotation) else None
 
 
 def is_section(path: str) -> bool:
@@ -206,9 +226,9 @@ def config_paths(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list
     """Every leaf key path of the config (``data.dir``, ..., ``loss.gamma``, ...)."""
     paths = []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths.extend(config_paths(annotation, f"{prefix}{name}."))
+        section = _section(field.annotation)
+        if section is not None:
+            paths.extend(config_paths(section, f"{prefix}{name}."))
         else:
             paths.append(f"{prefix}{name}")
     return paths

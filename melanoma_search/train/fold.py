@@ -134,11 +134,15 @@ def _train_loaders(config: TrainConfig, rows: _Rows, arrays: dict[int, np.ndarra
     meta = rows.meta(rows.train)
     dropout = config.model.meta_dropout if meta is not None else 0.0
     missing = rows.meta_missing(rows.train) if dropout > 0 else None
+    weights = rows.train["loss_weight"].to_numpy(np.float32) if "loss_weight" in rows.train else None
+    if weights is not None and (weights == 1.0).all():
+        weights = None  # every row weighs 1: the plain mean, no weight tensor per batch
     loaders = {}
     for size, array in arrays.items():
         dataset = LesionDataset(array, rows=rows.train["cache_row"].to_numpy(), targets=rows.train_targets,
                                 meta=meta, meta_missing=missing, meta_dropout=dropout,
-                                transform=build_train_transform(config.augment, size=size, seed=seed))
+                                transform=build_train_transform(config.augment, size=size, seed=seed),
+                                weights=weights)
         sampler = build_sampler(rows.train["target"].to_numpy(), kind=config.row_sampler,
                                 oversample=config.oversample, seed=seed)
         loader = make_loader(dataset, batch_size=config.batch_size, num_workers=config.data.num_workers,
@@ -343,7 +347,8 @@ def fit_fold(
     result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=best_epoch, best_epoch_auc=best_auc,
                         auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof, test=test, history=history,
                         lr=lr, seconds=time.perf_counter() - start,
-                        images_per_s=images_seen / max(train_seconds, 1e-9), weights_path=weights_path)
+                        images_per_s=images_seen / max(train_seconds, 1e-9), weights_path=weights_path,
+                        train_seconds=train_seconds)
     log(f"fold {fold} done: val_auc {result.auc:.4f} with the {config.checkpoint} weights (tta={config.tta}); "
         f"best single epoch {best_epoch} at {best_auc:.4f}; {result.seconds:.0f}s")
     return result, rows.encoder

@@ -52,8 +52,11 @@ class FoldResult:
     history: list[EpochStats]
     lr: float
     seconds: float
+    """The fold's wall time: image cache, model, epochs, validation, TTA prediction, weights."""
     images_per_s: float
     weights_path: str | None = None
+    train_seconds: float = 0.0
+    """The epochs' training passes alone (steps and their data), what a bigger model or image size costs."""
 
 
 @dataclass
@@ -91,6 +94,12 @@ class RunResult:
         return tests[0].assign(pred=mean)
 
     @property
+    def train_seconds(self) -> float:
+        """Seconds in training passes over all folds: the cost of the configuration, without the one-off image
+        cache decode, validation and TTA prediction that :attr:`seconds` (the wall time) includes."""
+        return float(sum(f.train_seconds for f in self.folds))
+
+    @property
     def images_per_s(self) -> float:
         return float(np.mean([f.images_per_s for f in self.folds]))
 
@@ -113,6 +122,7 @@ class RunResult:
             "best_epoch_aucs": [f.best_epoch_auc for f in self.folds],
             "lr": [f.lr for f in self.folds],
             "seconds": self.seconds,
+            "train_seconds": self.train_seconds,
             "images_per_s": self.images_per_s,
             "peak_memory_mb": self.peak_memory_mb,
             "device": self.device,

@@ -83,6 +83,16 @@ class BatchInputs:
             meta = meta.to(self.device, non_blocking=non_blocking)
         return images, meta, batch["target"].to(self.device, non_blocking=non_blocking)
 
+    def row_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's per-row loss weights (pseudo-labelled rows train lighter), ``None`` when all weigh 1."""
+        weights = batch.get("weight")
+        return None if weights is None else weights.to(self.device, non_blocking=self.device.type == "cuda")
+
+
+def _loss(loss_fn: LossFn, logits: torch.Tensor, target: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """The loss, with per-row weights only when the batch has them (a loss of one's own need not take them)."""
+    return loss_fn(logits, target) if rows is None else loss_fn(logits, target, weight=rows)  # type: ignore[call-arg]
+
 
 @dataclass(frozen=True)
 class EpochOutput:
@@ -135,13 +145,15 @@ def run_epoch(
         if index == 0:                                                 # one iterator (see train/loaders.py)
             first_batch = time.perf_counter() - start
         images, meta, target = inputs(batch, augment=augment)
+        rows = inputs.row_weights(batch)
         weight = 1.0 / group_sizes[index // accum_steps]
         with precision.autocast():
             mixed, order, lam = _mix(images, cutmix_p=cutmix_p, mixup_p=mixup_p, alpha=mix_alpha, rng=rng)
             logits = model(mixed, meta)
-            loss = loss_fn(logits, target)
+            loss = _loss(loss_fn, logits, target, rows)
             if order is not None:
-                loss = lam * loss + (1 - lam) * loss_fn(logits, target[order])
+                loss = lam * loss + (1 - lam) * _loss(loss_fn, logits, target[order],
+                                                      None if rows is None else rows[order])
         scaled = loss * weight
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         running += loss.detach() * images.shape[0]

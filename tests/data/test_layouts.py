@@ -74,6 +74,23 @@ def test_marking_layout(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -
     table = load_table(tmp_path)
     assert detect_layout(tmp_path) == "marking"
     assert len(table) == len(marking) and set(table["source"]) == {"HAM10000"}
+    assert not table["is_external"].any()  # one collection and no 2020 rows: nothing to protect
+
+
+def test_marking_layout_keeps_only_its_2020_rows_for_validation(tmp_path: Path, ham_dir: Path,
+                                                               ham_rows: pd.DataFrame) -> None:
+    from melanoma_search.data.folds import assign_folds
+
+    sources = np.where(np.arange(len(ham_rows)) % 2 == 0, "ISIC20", "ISIC19")
+    sources[1] = "SLATMD"
+    marking = pd.DataFrame({"image_id": ham_rows["image_name"], "patient_id": ham_rows["patient_id"],
+                            "source": sources, "target": ham_rows["target"]})
+    marking.to_csv(tmp_path / "marking.csv", index=False)
+    _copy_images(ham_dir / "images", marking["image_id"].tolist(), tmp_path / "train")
+    table = load_table(tmp_path)
+    assert table["is_external"].tolist() == [s != "ISIC20" for s in sources]
+    folds = assign_folds(table, n_folds=2, seed=0)
+    assert (folds[table["is_external"]] == -1).all() and (folds[~table["is_external"]] >= 0).all()
 
 
 def test_isic2019_layout_from_real_metadata(isic2019_dir: Path) -> None:
@@ -100,10 +117,29 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         load_table(tmp_path)
 
 
-def test_unknown_site_value_is_named(tmp_path: Path) -> None:
-    pd.DataFrame({"image_name": ["a"], "target": [0], "site": ["elbow"]}).to_csv(tmp_path / "labels.csv", index=False)
-    with pytest.raises(DataError, match=r"unknown site value\(s\) \['elbow'\]"):
-        load_table(tmp_path, require_images=False)
+def test_unknown_site_reads_as_missing_with_a_count_or_refuses_when_strict(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pd.DataFrame({"image_name": ["a", "b", "c"], "target": [0, 1, 0], "site": ["elbow", "torso", "elbow"]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    with caplog.at_level("WARNING", logger="melanoma_search.data.layouts"):
+        table = load_table(tmp_path, require_images=False)
+    assert table["site"].isna().tolist() == [True, False, True] and table.loc[1, "site"] == "torso"
+    assert "2 row(s) have an anatomical site outside the vocabulary: 'elbow' (2)" in caplog.text
+    with pytest.raises(DataError, match=r"2 row\(s\) .* 'elbow' \(2\).*data.unknown_sites=missing"):
+        load_table(tmp_path, require_images=False, unknown_sites="error")
+
+
+def test_images_to_score_read_an_unknown_site_as_missing(tmp_path: Path, ham_dir: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from melanoma_search.data.layouts import read_images_to_score
+
+    names = pd.read_csv(ham_dir / "labels.csv", dtype={"image_name": str})["image_name"].head(3).tolist()
+    _copy_images(ham_dir / "images", names, tmp_path / "images")
+    pd.DataFrame({"image_name": names, "site": ["scalp", "torso", None]}).to_csv(tmp_path / "new.csv", index=False)
+    with caplog.at_level("WARNING", logger="melanoma_search.data.layouts"):
+        rows = read_images_to_score(tmp_path / "new.csv")
+    assert rows["site"].isna().tolist() == [True, False, True]
+    assert "1 row(s) have an anatomical site outside the vocabulary: 'scalp' (1)" in caplog.text
 
 
 def test_non_numeric_age_is_named(tmp_path: Path) -> None:

@@ -82,6 +82,25 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     single = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir).parent / "images"), "--out", "greedy/folder.csv")
     assert single.returncode == 2 and "--allow-missing-meta" in single.stderr
+    _check_images_per_patient_rule(study_dir, "greedy/ensemble")
+
+
+def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
+    """A metadata member reads the patient's image count: counted in the file unless ``n_images`` gives it."""
+    rows = pd.read_csv(_test_csv(study_dir)).head(2)
+    rows["image_path"] = [str(_test_csv(study_dir).parent / "images" / f"{n}.jpg") for n in rows["image_name"]]
+    rows["patient_id"] = rows["patient_id"].iloc[0]  # two images of one patient
+    rows.to_csv(study_dir / "pair.csv", index=False)
+    rows.head(1).assign(n_images=2).to_csv(study_dir / "alone.csv", index=False)
+    pair = _cli(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "pair.csv",
+                "--out", "pair-scores.csv")
+    alone = _cli(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "alone.csv",
+                 "--out", "alone-scores.csv")
+    assert pair.returncode == 0 and alone.returncode == 0, pair.stderr + alone.stderr
+    assert "images per patient: counted in this file by patient_id" in pair.stdout
+    assert "images per patient: from the n_images column" in alone.stdout
+    first = pd.read_csv(study_dir / "pair-scores.csv")["target"].iloc[0]
+    assert pd.read_csv(study_dir / "alone-scores.csv")["target"].iloc[0] == pytest.approx(first, abs=1e-12)
 
 
 def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None:
@@ -127,9 +146,13 @@ def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) ->
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
     recorded = study.user_attrs["cv_auc"]
     assert {str(e["trial"]) for e in ensemble.manifest["members"]} <= set(recorded)
-    again = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag2/sub.csv")
+    again = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "4")  # the study has 3 trials
     assert again.returncode == 0, again.stderr
     assert "already done, kept" in again.stdout and "refit: 0 fold model(s) to train" in again.stdout
+    assert "3 of the 4 member(s) asked for: the study has no more usable finished trials" in again.stdout
+    exported = study_dir / "storage" / "tiny" / "export"  # the default: out of the working tree's way
+    assert (exported / "submission.csv").is_file() and (exported / "report.html").is_file()
+    assert not (study_dir / "submission.csv").exists()
     no_refit = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
                     "--out", "plain/sub.csv")
     assert no_refit.returncode == 0 and "refit" not in no_refit.stdout

@@ -8,6 +8,7 @@ from melanoma_search.model.losses import (
     ArcFaceLoss,
     AUCSurrogateLoss,
     BCELoss,
+    CrossEntropyLoss,
     FocalLoss,
     LossConfig,
     MarginFocalLoss,
@@ -103,3 +104,34 @@ def test_a_new_loss_is_one_registered_builder(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ValueError, match="already registered"):
         register_loss("hinge")(_hinge)
     assert get_loss("arcface").head == "arcface"
+
+
+@pytest.mark.parametrize("loss", [BCELoss(), FocalLoss(), MarginFocalLoss(), AUCSurrogateLoss()],
+                         ids=["bce", "focal", "margin_focal", "auc"])
+def test_row_weights_scale_each_rows_loss(loss: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Weights of 1 are the plain mean; a weight of 0 takes a row out (pseudo-labelled rows train lighter)."""
+    logits, target = batch
+    torch.testing.assert_close(loss(logits, target, weight=torch.ones(16)), loss(logits, target))
+    if isinstance(loss, AUCSurrogateLoss):  # pairwise: the batch's pairs change with its rows, so only the ones
+        return
+    half = torch.tensor([1.0] * 8 + [0.0] * 8)
+    torch.testing.assert_close(loss(logits, target, weight=half), loss(logits[:8], target[:8]) / 2)
+
+
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), MulticlassFocalLoss(), ArcFaceLoss(margin=0.2)],
+                         ids=["ce", "multiclass_focal", "arcface"])
+def test_row_weights_of_class_index_losses(loss: torch.nn.Module) -> None:
+    torch.manual_seed(1)
+    logits, target = torch.rand(6, 2) * 2 - 1, torch.tensor([0, 1, 1, 0, 1, 0])
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(loss(logits, target, weight=weight), loss(logits[:3], target[:3]) / 2)
+
+
+def test_soft_targets_are_the_probability_weighted_bce() -> None:
+    """A pseudo-label p trains like p of a positive and 1 - p of a negative row (BCE, and focal at gamma 0)."""
+    logits, p = torch.tensor([[0.3], [-1.2]]), torch.tensor([0.7, 0.2])
+    ones, zeros = torch.ones(2), torch.zeros(2)
+    mixed = p * F.binary_cross_entropy_with_logits(logits.view(-1), ones, reduction="none") + (
+        1 - p) * F.binary_cross_entropy_with_logits(logits.view(-1), zeros, reduction="none")
+    torch.testing.assert_close(BCELoss()(logits, p), mixed.mean())
+    torch.testing.assert_close(FocalLoss(gamma=0.0, alpha=None)(logits, p), mixed.mean())

@@ -1,12 +1,15 @@
-"""The trial's ROC picture: valid SVG whose axis title stays clear of the tick labels."""
+"""Trial artifacts: the ROC picture, and kept weights that belong to one study, not to a study name."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
+import optuna
 
-from melanoma_search.search.artifacts import roc_svg
+from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
+from melanoma_search.search.study import study_folder
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -24,3 +27,29 @@ def test_roc_svg_keeps_the_axis_title_below_the_tick_labels() -> None:
     assert gap >= float(title.get("font-size")), gap  # a full line apart: the title does not touch the 0.5 label
     assert float(title.get("y")) <= float(svg.get("height"))
     assert "AUC" in texts[next(k for k in texts if k and k.startswith("trial 3 OOF"))].text
+
+
+def _kept_after_one_trial(url: str, storage_dir: Path, tmp_path: Path, value: float) -> tuple[Path, Path]:
+    study = optuna.create_study(study_name="same", storage=url, direction="maximize")
+    own = study_folder(study, storage_dir=storage_dir)
+    writer = ArtifactWriter(storage_dir / "same" / "artifacts", weights_root=own / "weights", top_k=1)
+    trial = study.ask()
+    weights = tmp_path / f"fold0-{value}.safetensors"
+    weights.write_bytes(b"weights")
+    kept = writer.keep_weights(trial, value, [weights])
+    study.tell(trial, value)
+    assert kept is not None
+    return own, kept
+
+
+def test_two_storages_with_a_study_of_one_name_keep_their_weights_apart(tmp_path: Path) -> None:
+    """SQLite then PostgreSQL (here: two SQLite files) both hold study 'same' under one --storage-dir."""
+    storage_dir = tmp_path / "storage"
+    first, first_kept = _kept_after_one_trial(f"sqlite:///{tmp_path}/a.db", storage_dir, tmp_path, 0.9)
+    second, second_kept = _kept_after_one_trial(f"sqlite:///{tmp_path}/b.db", storage_dir, tmp_path, 0.5)
+    assert first != second and first.parent == second.parent == storage_dir / "same"
+    # each study's trial 0 is in its own top 1: the 0.5 of the second study did not lose to the first's 0.9
+    assert first_kept.is_dir() and second_kept.is_dir() and first_kept != second_kept
+    again = optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path}/a.db")
+    assert study_folder(again, storage_dir=storage_dir) == first  # the key travels with the study
+    assert list(again.user_attrs["weights"].values()) == [str(first_kept)]

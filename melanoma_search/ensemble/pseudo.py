@@ -1,0 +1,77 @@
+"""Pseudo-labels: an exported ensemble's calibrated melanoma probability for images nobody labelled.
+
+The 2020 runners-up trained on soft pseudo-labels of the competition's test images, and Noisy Student (Xie et al.
+2020) repeats it: a teacher labels unlabelled images, a noisier student learns from labelled + pseudo-labelled
+images, the student teaches the next round. It pays most where the images to score come from another collection
+than the training set: the student adapts to them without their labels.
+
+Only the images and the metadata they come with are read (:func:`~melanoma_search.data.layouts.read_images_to_score`
+has no target column), so a folder with a ``labels.csv`` can be pseudo-labelled without its labels ever being seen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from melanoma_search.data.meta import PATIENT_FIELDS
+from melanoma_search.ensemble.folder import Ensemble
+
+__all__ = ["PseudoLabels", "pseudo_label"]
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """The labelled rows and where they came from (written as ``pseudo.csv`` and ``pseudo.json`` beside it)."""
+
+    rows: pd.DataFrame
+    """``image_name``, ``image_path``, ``target`` (calibrated P(melanoma)), ``confidence`` (``|2p - 1|``),
+    ``agreement`` (1 minus the spread of the members' percentile scores: 1 when they all agree), ``blend_score``
+    and the metadata the images came with."""
+    source: dict[str, Any]
+
+    def write(self, out: str | Path) -> Path:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.rows.to_csv(out, index=False)
+        out.with_suffix(".json").write_text(json.dumps(self.source, indent=1))
+        return out
+
+    def summary(self) -> str:
+        target = self.rows["target"]
+        return (f"{len(self.rows)} image(s) pseudo-labelled by {self.source['members']} member(s) of "
+                f"{self.source['study']} (round {self.source['teacher_round']}): mean P(melanoma) "
+                f"{target.mean():.3f}, {int(target.gt(0.5).sum())} above 0.5, median confidence "
+                f"{self.rows['confidence'].median():.2f}, median agreement {self.rows['agreement'].median():.2f}")
+
+
+def pseudo_label(ensemble: Ensemble, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
+                 batch_size: int = 32) -> PseudoLabels:
+    """Score ``rows`` (read by ``read_images_to_score``) with ``ensemble`` and turn the blend into soft labels."""
+    ranked = ensemble.member_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
+    blended = ensemble.blend(ranked)
+    probability = ensemble.probability(blended)
+    spread = np.ptp(np.stack([ranked[m.name] for m in ensemble.members]), axis=0)
+    out = pd.DataFrame({
+        "image_name": rows["image_name"].to_numpy(),
+        "image_path": rows["image_path"].to_numpy(),
+        "target": np.round(probability, 6),
+        "confidence": np.round(np.abs(2 * probability - 1), 6),
+        "agreement": np.round(1 - spread, 6),
+        "blend_score": np.round(blended, 6),
+        "patient_id": rows["patient_id"].to_numpy(),
+    })
+    if rows.attrs.get("has_meta"):
+        for field in PATIENT_FIELDS:
+            out[field] = rows[field].to_numpy()
+    lineage = ensemble.manifest.get("lineage", {})
+    source = {"ensemble": str(ensemble.root.resolve()), "study": ensemble.manifest.get("study"),
+              "teacher_round": int(lineage.get("round", 0)), "members": len(ensemble.members),
+              "images": rows.attrs.get("origin"), "n_images": len(out)}
+    return PseudoLabels(rows=out, source=source)

@@ -1,0 +1,104 @@
+"""Pseudo-labels and a noisy-student round end to end: a tiny teacher study, its ensemble, a student study."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
+from melanoma_search.ensemble.folder import load_ensemble
+
+SPEC = {
+    "objective": "cv_auc",
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 4}},
+    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
+    "space": {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "export": {"top_k": 2, "refit": False},
+    "student": {"noise": {"augment.policy": "light", "model.drop_rate": 0.5}, "pseudo": {"weight": 0.4}},
+    "top_k_weights": 2,
+}
+LABEL_COLUMNS = ("target", "diagnosis", "dx", "dx_type", "benign_malignant", "source_target")
+
+
+def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-member ensemble of a tiny synthetic study, in ``<root>/teacher``."""
+    root = tmp_path_factory.mktemp("student")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
+    run = _cli(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "2")
+    assert run.returncode == 0, run.stderr
+    export = _cli(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
+    assert export.returncode == 0, export.stderr
+    return root
+
+
+def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: Path) -> None:
+    """The same images with every label column replaced by text get the very same pseudo-labels."""
+    hidden = pd.read_csv(ham_subset / "labels.csv")
+    for column in LABEL_COLUMNS:
+        if column in hidden:
+            hidden[column] = "hidden"
+    hidden["image_path"] = [str(ham_subset / "images" / f"{n}.jpg") for n in hidden["image_name"]]
+    hidden.to_csv(teacher / "hidden.csv", index=False)
+    seen = _cli(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images",
+                str(ham_subset / "labels.csv"), "--out", "seen/pseudo.csv", "--device", "cpu")
+    blind = _cli(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
+                 "--out", "blind/pseudo.csv", "--device", "cpu")
+    assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
+    assert "200 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
+    first, second = pd.read_csv(teacher / "seen" / "pseudo.csv"), pd.read_csv(teacher / "blind" / "pseudo.csv")
+    pd.testing.assert_frame_equal(first.drop(columns="image_path"), second.drop(columns="image_path"))
+    assert first["target"].between(0, 1).all() and first["confidence"].between(0, 1).all()
+    assert first["agreement"].between(0, 1).all()
+    source = json.loads((teacher / "seen" / "pseudo.json").read_text())
+    assert source["teacher_round"] == 0 and source["members"] == 2
+
+
+def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path) -> None:
+    images = next((teacher / "storage" / "cache").glob("synthetic-*/test.csv"))
+    args = ("--study", "tiny.yaml", "--n-trials", "1", "--student-of", "teacher", "--unlabelled", str(images))
+    run = _cli(teacher, "melanoma_search.run", *args)
+    assert run.returncode == 0, run.stderr
+    assert "student round 1 of 'tiny': 2 teacher member(s) pseudo-label 12 image(s)" in run.stdout
+    assert "study 'tiny-student-r1' in sqlite:///" in run.stdout and "/storage/tiny.db" in run.stdout
+    storage = f"sqlite:///{teacher}/storage/tiny.db"
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {"tiny", "tiny-student-r1"}  # the rounds side by side in one storage
+    study = optuna.load_study(study_name="tiny-student-r1", storage=storage)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert study.user_attrs["student"]["round"] == 1 and study.user_attrs["student"]["noise"]["model.drop_rate"]
+    store = FileSystemArtifactStore(study.user_attrs["artifact_dir"])
+    meta = {m.filename: m for m in get_all_artifact_meta(trial, storage=study._storage)}
+    download_artifact(artifact_store=store, file_path=str(teacher / "oof.csv"), artifact_id=meta["oof.csv"].artifact_id)
+    download_artifact(artifact_store=store, file_path=str(teacher / "config.yaml"),
+                      artifact_id=meta["config.yaml"].artifact_id)
+    oof, config = pd.read_csv(teacher / "oof.csv"), yaml.safe_load((teacher / "config.yaml").read_text())
+    pseudo = pd.read_csv(teacher / "storage" / "tiny-student-r1" / "pseudo.csv")
+    assert len(oof) == 90 and not set(oof["image_name"]) & set(pseudo["image_name"])  # pseudo rows never scored
+    assert config["data"]["pseudo"]["weight"] == 0.4 and config["model"]["drop_rate"] == 0.5
+    assert config["augment"]["policy"] == "light"
+
+    again = _cli(teacher, "melanoma_search.run", *args)  # a resumed round keeps its labels
+    assert again.returncode == 0 and "reusing the pseudo-labels" in again.stdout
+    export = _cli(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
+    assert export.returncode == 0, export.stderr
+    lineage = load_ensemble(teacher / "student").manifest["lineage"]
+    assert lineage["round"] == 1 and lineage["teacher_study"] == "tiny"
+    next_round = _cli(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
+                      "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
+    assert next_round.returncode == 0 and "dry run of study 'tiny-student-r2'" in next_round.stdout
