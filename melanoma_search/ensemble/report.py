@@ -7,6 +7,7 @@ data, learning curves of the members, optimisation history, parameter importance
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,9 @@ def _study_figures(study: Any) -> list[tuple[str, go.Figure | str]]:
                         ("Parameter importances", vis.plot_param_importances),
                         ("Parallel coordinates", vis.plot_parallel_coordinate)):
         try:
-            figures.append((title, make(study, target=target) if target else make(study)))
+            with warnings.catch_warnings():  # "some regimes of a parameter have less than 2 trials": true of
+                warnings.simplefilter("ignore", UserWarning)  # every small study; the figure stays readable
+                figures.append((title, make(study, target=target) if target else make(study)))
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. too few trials for importances
             figures.append((title, f"not available for this study: {exc}"))
     return figures
