@@ -8,7 +8,9 @@ A. **Outside adaptation.** A teacher trained on the HAM10000 sample (every label
    on the outside images with their labels: outside AUC before vs after one and two rounds.
 B. **Hidden labels.** A quarter of the HAM sample (whole patients) keeps its labels, the other three quarters are
    handed over as images only; the teacher trains on the quarter, the student on the quarter + pseudo-labels of the
-   rest. Both are scored on the hidden three quarters with their labels, and on the outside set.
+   rest. Both are scored on the hidden three quarters with their labels, and on the outside set. A student sees
+   four times the images per epoch here, so a control trains the labelled quarter alone with the student's noise
+   and as many optimiser steps (epochs times that ratio): what is left of the gain beyond it is the pseudo-labels'.
 
 The configuration is the ``ham-cpu`` spec's first enqueued one (pretrained EfficientNet-Lite0 at 128 px, 4 epochs,
 3 folds bagged: ``cv_auc``, so each ensemble is the mean of 3 fold models); the student adds dropout 0.5, stochastic
@@ -115,6 +117,16 @@ def _rounds(work: Path, *, spec_file: Path, name: str, unlabelled: str, rounds: 
     return rows
 
 
+def _control(work: Path, *, spec_file: Path, name: str, teacher_epochs: int, ratio: float, outside: Path,
+             also: Path) -> dict[str, Any]:
+    """The labelled rows alone with the student's noise and its number of optimiser steps (no pseudo rows)."""
+    epochs = max(teacher_epochs, round(teacher_epochs * ratio))
+    print(f"  {name}: control, labelled only, student noise, {epochs} epochs", flush=True)
+    noise = [f"--set={key}={value}" for key, value in NOISE.items()]
+    seconds = _run(work, "--study", str(spec_file), "--study-name", name, f"--set=epochs={epochs}", *noise)
+    return {**_export(work, name, outside=outside, also=also), "round": "control", "seconds": seconds}
+
+
 def _hidden_split(data_dir: Path, work: Path, *, seed: int) -> tuple[Path, Path, Path]:
     """A labelled quarter (whole patients, a quarter of the melanomas), its hidden rest as an image list without
     labels, and the rest again with labels (read only to score). Images are linked, not copied."""
@@ -177,6 +189,11 @@ def main() -> None:
                                                   epochs=args.epochs)))
         results["hidden"] = _rounds(work, spec_file=spec_file, name="semi-quarter", unlabelled=str(unlabelled),
                                     rounds=1, outside=outside, also=rest)
+        n_labelled, n_hidden = len(pd.read_csv(quarter / "labels.csv")), len(pd.read_csv(unlabelled))
+        teacher_epochs = int(yaml.safe_load(spec_file.read_text())["fixed"]["epochs"])
+        results["hidden"].append(_control(work, spec_file=spec_file, name="semi-quarter-control",
+                                          teacher_epochs=teacher_epochs, ratio=(n_labelled + n_hidden) / n_labelled,
+                                          outside=outside, also=rest))
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\noutside set: {n_outside} images; figures are blend AUCs +- Hanley-McNeil standard error; "
           f"{(time.perf_counter() - started) / 60:.0f} min in all")
@@ -185,14 +202,15 @@ def main() -> None:
         print(f"\n{'round':<34}{'in-search':>10}{'outside':>17}" + (f"{'hidden rest':>17}" if hidden else "")
               + f"{'minutes':>9}")
         for row in rows:
-            name = "teacher (labelled only)" if row["round"] == 0 else f"student round {row['round']}"
+            name = ("teacher (labelled only)" if row["round"] == 0 else "control (labelled, noise, same steps)"
+                    if row["round"] == "control" else f"student round {row['round']}")
             line = f"{name:<34}{row['in_search']:>10.4f}{row['outside']:>10.4f} +-{row['outside_se']:.3f}"
             if hidden:
                 line += f"{row['hidden']:>10.4f} +-{row['hidden_se']:.3f}"
             print(line + f"{row['seconds'] / 60:>9.1f}")
         base = rows[0]
         for row in rows[1:]:
-            print(f"  round {row['round']} - teacher: outside {row['outside'] - base['outside']:+.4f}"
+            print(f"  {row['round']} - teacher: outside {row['outside'] - base['outside']:+.4f}"
                   + (f", hidden rest {row['hidden'] - base['hidden']:+.4f}" if hidden else ""))
     print(f"\nresults: {work / 'results.json'}")
 
