@@ -199,12 +199,12 @@ def main() -> None:
           f"{(time.perf_counter() - started) / 60:.0f} min in all")
     for key, rows in results.items():
         hidden = key == "hidden"
-        print(f"\n{'round':<34}{'in-search':>10}{'outside':>17}" + (f"{'hidden rest':>17}" if hidden else "")
+        print(f"\n{'round':<40}{'in-search':>10}{'outside':>17}" + (f"{'hidden rest':>17}" if hidden else "")
               + f"{'minutes':>9}")
         for row in rows:
             name = ("teacher (labelled only)" if row["round"] == 0 else "control (labelled, noise, same steps)"
                     if row["round"] == "control" else f"student round {row['round']}")
-            line = f"{name:<34}{row['in_search']:>10.4f}{row['outside']:>10.4f} +-{row['outside_se']:.3f}"
+            line = f"{name:<40}{row['in_search']:>10.4f}{row['outside']:>10.4f} +-{row['outside_se']:.3f}"
             if hidden:
                 line += f"{row['hidden']:>10.4f} +-{row['hidden_se']:.3f}"
             print(line + f"{row['seconds'] / 60:>9.1f}")
