@@ -14,18 +14,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from melanoma_search.cli import parser_for
+from melanoma_search.cli import add_scoring_arguments, parser_for
 from melanoma_search.errors import MelanomaSearchError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = parser_for("melanoma_search.predict", __doc__)
-    parser.add_argument("--ensemble", required=True, help="folder written by export --ensemble-dir")
-    parser.add_argument("--images", required=True, help="a folder of images, or a CSV (image_name + metadata)")
+    add_scoring_arguments(parser, ensemble_help="folder written by export --ensemble-dir",
+                          images_help="a folder of images, or a CSV (image_name + metadata)")
     parser.add_argument("--out", default="scores.csv")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--allow-missing-meta", action="store_true",
-                        help="score metadata members without metadata (every field treated as missing)")
     args = parser.parse_args(argv)
     try:
         from melanoma_search.data.layouts import read_images_to_score

@@ -13,19 +13,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from melanoma_search.cli import parser_for
+from melanoma_search.cli import add_scoring_arguments, parser_for
 from melanoma_search.errors import MelanomaSearchError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = parser_for("melanoma_search.pseudo", __doc__)
-    parser.add_argument("--ensemble", required=True, help="the teacher: a folder written by export --ensemble-dir")
-    parser.add_argument("--images", required=True, help="unlabelled images: a folder, or a CSV (image_name + "
-                        "metadata)")
+    add_scoring_arguments(parser, ensemble_help="the teacher: a folder written by export --ensemble-dir",
+                          images_help="unlabelled images: a folder, or a CSV (image_name + metadata)")
     parser.add_argument("--out", default="pseudo.csv", help="the soft labels (pseudo.json is written beside it)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--allow-missing-meta", action="store_true",
-                        help="label with metadata members though the images have no metadata")
     args = parser.parse_args(argv)
     try:
         from melanoma_search.data.layouts import read_images_to_score

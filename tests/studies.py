@@ -35,8 +35,13 @@ def write_spec(tmp_path: Path, name: str = "tiny", **changes: Any) -> Path:
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "melanoma_search.run", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_module(cwd, "melanoma_search.run", *args, timeout=timeout)
+
+
+def run_module(cwd: Path, module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in ``cwd``, its output captured."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
+from tests.studies import run_module
 
 SPEC = {
     "objective": "holdout_auc",
@@ -25,16 +24,11 @@ SPEC = {
 }
 
 
-def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
-
-
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export")
     (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    run = _cli(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "3")
+    run = run_module(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "3")
     assert run.returncode == 0, run.stderr
     return root
 
@@ -44,7 +38,7 @@ def _test_csv(root: Path) -> Path:
 
 
 def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> None:
-    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "3", "--out", "rank/sub.csv")
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "3", "--out", "rank/sub.csv")
     assert run.returncode == 0, run.stderr
     assert "OOF AUC" in run.stdout and "vs best single member" in run.stdout
     assert "refit: 6 fold model(s) to train (0 already done)" in run.stdout and "ETA" in run.stdout  # 3 x 2 folds
@@ -61,7 +55,7 @@ def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> 
 
 
 def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
-    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
                "greedy/sub.csv", "--ensemble-dir", "greedy/ensemble")
     assert run.returncode == 0, run.stderr
     line = next(text for text in run.stdout.splitlines() if text.startswith("blend of"))
@@ -72,14 +66,14 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     ensemble = load_ensemble(study_dir / "greedy" / "ensemble")
     assert ensemble.manifest["versions"]["torch"] and sum(m.weight for m in ensemble.members) == pytest.approx(1)
     assert ensemble.manifest["blend_oof_auc_in_sample"] == pytest.approx(in_sample, abs=1e-4)
-    scored = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
+    scored = run_module(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir)), "--out", "greedy/scores.csv", "--device", "cpu")
     assert scored.returncode == 0, scored.stderr
     merged = pd.read_csv(study_dir / "greedy" / "sub.csv").merge(pd.read_csv(study_dir / "greedy" / "scores.csv"),
                                                                    on="image_name")
     assert len(merged) == 12
     assert (merged["target_x"] - merged["target_y"]).abs().max() < 1e-9
-    single = _cli(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
+    single = run_module(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir).parent / "images"), "--out", "greedy/folder.csv")
     assert single.returncode == 2 and "--allow-missing-meta" in single.stderr
     _check_images_per_patient_rule(study_dir, "greedy/ensemble")
@@ -92,9 +86,9 @@ def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
     rows["patient_id"] = rows["patient_id"].iloc[0]  # two images of one patient
     rows.to_csv(study_dir / "pair.csv", index=False)
     rows.head(1).assign(n_images=2).to_csv(study_dir / "alone.csv", index=False)
-    pair = _cli(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "pair.csv",
+    pair = run_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "pair.csv",
                 "--out", "pair-scores.csv")
-    alone = _cli(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "alone.csv",
+    alone = run_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "alone.csv",
                  "--out", "alone-scores.csv")
     assert pair.returncode == 0 and alone.returncode == 0, pair.stderr + alone.stderr
     assert "images per patient: counted in this file by patient_id" in pair.stdout
@@ -104,7 +98,7 @@ def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
 
 
 def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None:
-    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--out", "one/sub.csv",
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--out", "one/sub.csv",
                "--ensemble-dir", "one/ensemble")
     assert run.returncode == 0, run.stderr
     copy = tmp_path / "ensemble"
@@ -116,25 +110,25 @@ def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None
     with pytest.raises(EnsembleError, match="changed since export .*fold0.safetensors"):
         load_ensemble(copy)
     weights.unlink()
-    scored = _cli(study_dir, "melanoma_search.predict", "--ensemble", str(copy), "--images",
+    scored = run_module(study_dir, "melanoma_search.predict", "--ensemble", str(copy), "--images",
                   str(_test_csv(study_dir)), "--out", str(tmp_path / "s.csv"))
     assert scored.returncode == 2 and "ensemble file missing" in scored.stderr
 
 
 def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
-    missing = _cli(tmp_path, "melanoma_search.export", "--study", "nothing")
+    missing = run_module(tmp_path, "melanoma_search.export", "--study", "nothing")
     assert missing.returncode == 2 and "no study storage" in missing.stderr
     storage = f"sqlite:///{tmp_path}/failed.db"
     study = optuna.create_study(study_name="failed", storage=storage, direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # complete, but no artifacts at all
-    empty = _cli(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
+    empty = run_module(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
     assert empty.returncode == 2 and "has no usable finished trial" in empty.stderr
     assert "skipping trial 0: it has no oof.csv/config.yaml artifact" in empty.stdout
 
 
 def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) -> None:
     """A fold-0 study's members are retrained on the other folds: K weights each, OOF over every training row."""
-    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",
                "--ensemble-dir", "bag/ensemble")
     assert run.returncode == 0, run.stderr
     assert "refit:" in run.stdout and "cv_auc" in run.stdout
@@ -146,20 +140,20 @@ def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) ->
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
     recorded = study.user_attrs["cv_auc"]
     assert {str(e["trial"]) for e in ensemble.manifest["members"]} <= set(recorded)
-    again = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "4")  # the study has 3 trials
+    again = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "4")  # the study has 3 trials
     assert again.returncode == 0, again.stderr
     assert "already done, kept" in again.stdout and "refit: 0 fold model(s) to train" in again.stdout
     assert "3 of the 4 member(s) asked for: the study has no more usable finished trials" in again.stdout
     exported = study_dir / "storage" / "tiny" / "export"  # the default: out of the working tree's way
     assert (exported / "submission.csv").is_file() and (exported / "report.html").is_file()
     assert not (study_dir / "submission.csv").exists()
-    no_refit = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
+    no_refit = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
                     "--out", "plain/sub.csv")
     assert no_refit.returncode == 0 and "refit" not in no_refit.stdout
 
 
 def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_subset: Path) -> None:
-    run = _cli(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "val/sub.csv",
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "val/sub.csv",
                "--validate", str(ham_subset), "--device", "cpu")
     assert run.returncode == 0, run.stderr
     assert "outside check on" in run.stdout and "200 image(s), 60 melanoma(s)" in run.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -14,6 +12,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
 from melanoma_search.ensemble.folder import load_ensemble
+from tests.studies import run_module
 
 SPEC = {
     "objective": "cv_auc",
@@ -29,19 +28,14 @@ SPEC = {
 LABEL_COLUMNS = ("target", "diagnosis", "dx", "dx_type", "benign_malignant", "source_target")
 
 
-def _cli(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-member ensemble of a tiny synthetic study, in ``<root>/teacher``."""
     root = tmp_path_factory.mktemp("student")
     (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    run = _cli(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "2")
+    run = run_module(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "2")
     assert run.returncode == 0, run.stderr
-    export = _cli(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
+    export = run_module(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
     assert export.returncode == 0, export.stderr
     return root
 
@@ -54,9 +48,9 @@ def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: P
             hidden[column] = "hidden"
     hidden["image_path"] = [str(ham_subset / "images" / f"{n}.jpg") for n in hidden["image_name"]]
     hidden.to_csv(teacher / "hidden.csv", index=False)
-    seen = _cli(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images",
+    seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images",
                 str(ham_subset / "labels.csv"), "--out", "seen/pseudo.csv", "--device", "cpu")
-    blind = _cli(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
+    blind = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
                  "--out", "blind/pseudo.csv", "--device", "cpu")
     assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
     assert "200 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
@@ -71,7 +65,7 @@ def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: P
 def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path) -> None:
     images = next((teacher / "storage" / "cache").glob("synthetic-*/test.csv"))
     args = ("--study", "tiny.yaml", "--n-trials", "1", "--student-of", "teacher", "--unlabelled", str(images))
-    run = _cli(teacher, "melanoma_search.run", *args)
+    run = run_module(teacher, "melanoma_search.run", *args)
     assert run.returncode == 0, run.stderr
     assert "student round 1 of 'tiny': 2 teacher member(s) pseudo-label 12 image(s)" in run.stdout
     assert "study 'tiny-student-r1' in sqlite:///" in run.stdout and "/storage/tiny.db" in run.stdout
@@ -93,12 +87,12 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
     assert config["data"]["pseudo"]["weight"] == 0.4 and config["model"]["drop_rate"] == 0.5
     assert config["augment"]["policy"] == "light"
 
-    again = _cli(teacher, "melanoma_search.run", *args)  # a resumed round keeps its labels
+    again = run_module(teacher, "melanoma_search.run", *args)  # a resumed round keeps its labels
     assert again.returncode == 0 and "reusing the pseudo-labels" in again.stdout
-    export = _cli(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
+    export = run_module(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
     assert export.returncode == 0, export.stderr
     lineage = load_ensemble(teacher / "student").manifest["lineage"]
     assert lineage["round"] == 1 and lineage["teacher_study"] == "tiny"
-    next_round = _cli(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
+    next_round = run_module(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
                       "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
     assert next_round.returncode == 0 and "dry run of study 'tiny-student-r2'" in next_round.stdout
