@@ -483,8 +483,8 @@ def _check_unknown_sites(table: pd.DataFrame, *, origin: Path, unknown_sites: st
     the model did learn) is the honest reading; ``error`` is for curating a training set, where a misspelt column
     would otherwise silently drop a feature.
     """
-    unknown = table[_UNKNOWN_SITE].dropna()
-    if unknown.empty:
+    unknown = table[_UNKNOWN_SITE].dropna() if _UNKNOWN_SITE in table else pd.Series(dtype=object)
+    if unknown.empty:  # (a reader of one's own that does not use _base has no unknown-site column)
         return
     counts = unknown.value_counts()
     examples = ", ".join(f"{value!r} ({n})" for value, n in counts.head(5).items())

@@ -87,9 +87,9 @@ def export_study(
     top_k = defaults.top_k if top_k is None else top_k
     method = defaults.method if method is None else method
     refit = defaults.refit if refit is None else refit
-    recorded_store = Path(study.user_attrs.get("artifact_dir", "/nonexistent"))  # set by the run (student rounds
-    store = FileSystemArtifactStore(str(recorded_store if recorded_store.is_dir()  # share their first study's)
-                                        else storage_dir / study_name / "artifacts"))
+    recorded = study.user_attrs.get("artifact_dir")  # the run records it (student rounds share their first study's)
+    artifacts = Path(recorded) if recorded and Path(recorded).is_dir() else storage_dir / study_name / "artifacts"
+    store = FileSystemArtifactStore(str(artifacts))
     out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
     need_weights = ensemble_dir is not None or validate is not None
     with tempfile.TemporaryDirectory() as tmp:

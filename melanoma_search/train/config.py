@@ -143,7 +143,7 @@ class TrainConfig(StrictModel):
             raise ValueError(f"loss.name {pair[0]!r} and model.head {pair[1]!r} go together (the head gives "
                              "cosines, the loss adds the margin)")
         if self.data.pseudo is not None:
-            self._check_pseudo(loss)
+            self._check_pseudo(loss, soft=self.data.pseudo.soft)
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
         if any(s > self.image_size for s in self.progressive_sizes):
@@ -152,12 +152,12 @@ class TrainConfig(StrictModel):
             raise ValueError("progressive_sizes needs fewer stages than epochs")
         return self
 
-    def _check_pseudo(self, loss: LossEntry) -> None:
+    def _check_pseudo(self, loss: LossEntry, *, soft: bool) -> None:
         """Pseudo-labels are P(melanoma): they need a binary target, and soft ones a loss that takes a probability."""
         if self.target != "binary":
             raise ValueError("data.pseudo needs target: binary (a pseudo-label is a melanoma probability, not a "
                              "diagnosis)")
-        if self.data.pseudo is not None and self.data.pseudo.soft and loss.classes_for_binary != 1:
+        if soft and loss.classes_for_binary != 1:
             raise ValueError(f"soft pseudo-labels need a loss with a probability target (bce, focal, margin_focal, "
                              f"auc); loss.name {self.loss.name!r} takes a class, so set data.pseudo.soft=false")
 
