@@ -87,7 +87,7 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
     assert config["data"]["pseudo"]["weight"] == 0.4 and config["model"]["drop_rate"] == 0.5
     assert config["augment"]["policy"] == "light"
 
-    again = run_module(teacher, "melanoma_search.run", *args)  # a resumed round keeps its labels
+    again = run_module(teacher, "melanoma_search.run", *args, "--dry-run")  # a resumed round keeps its labels
     assert again.returncode == 0 and "reusing the pseudo-labels" in again.stdout
     export = run_module(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
     assert export.returncode == 0, export.stderr
