@@ -110,10 +110,12 @@ def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: in
     if url.startswith("journal:") or url.endswith(".log"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+        from melanoma_search.search.journal_lock import FlockJournalLock
+
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(str(path))))
         except OSError as exc:
             raise StorageError(f"cannot open journal storage {shown}: {exc}") from None
     if "://" not in url:

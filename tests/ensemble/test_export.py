@@ -124,6 +124,10 @@ def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
     empty = run_module(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
     assert empty.returncode == 2 and "has no usable finished trial" in empty.stderr
     assert "skipping trial 0: it has no oof.csv/config.yaml artifact" in empty.stdout
+    for top_k in ("0", "-1"):
+        bad = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", top_k)
+        assert bad.returncode == 2 and f"--top-k {top_k}: must be at least 1" in bad.stderr
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) -> None:

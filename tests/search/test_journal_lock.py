@@ -1,0 +1,61 @@
+"""The journal storage's lock: an interrupted waiter holds nothing and breaks nothing; threads take turns."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from melanoma_search.search.journal_lock import FlockJournalLock
+
+WAITER = """
+import sys
+from melanoma_search.search.journal_lock import FlockJournalLock
+lock = FlockJournalLock(sys.argv[1])
+print("waiting", flush=True)
+lock.acquire()
+print("acquired", flush=True)
+"""
+
+
+def _interrupt_a_waiter(journal: Path) -> subprocess.CompletedProcess[str]:
+    waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(journal)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiter.stdout is not None and waiter.stdout.readline().strip() == "waiting"
+    time.sleep(1.0)  # in acquire, blocked behind the holder
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=60)
+    return subprocess.CompletedProcess(waiter.args, waiter.returncode, out, err)
+
+
+def test_a_waiter_stopped_by_ctrl_c_leaves_the_holders_lock_alone(tmp_path: Path) -> None:
+    journal = tmp_path / "study.log"
+    holder = FlockJournalLock(str(journal))
+    holder.acquire()
+    stopped = _interrupt_a_waiter(journal)
+    assert "KeyboardInterrupt" in stopped.stderr and "acquired" not in stopped.stdout
+    holder.release()  # still ours to release
+    again = FlockJournalLock(str(journal))
+    assert again.acquire()
+    again.release()
+
+
+def test_threads_take_turns(tmp_path: Path) -> None:
+    lock, order = FlockJournalLock(str(tmp_path / "study.log")), []
+
+    def work(name: str) -> None:
+        lock.acquire()
+        order.append(f"{name} in")
+        time.sleep(0.2)
+        order.append(f"{name} out")
+        lock.release()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
