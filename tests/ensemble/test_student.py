@@ -17,7 +17,7 @@ from tests.studies import run_module
 SPEC = {
     "objective": "cv_auc",
     "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 90, "n_test": 12, "size": 40, "seed": 4}},
-    "fixed": {"epochs": 2, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
+    "fixed": {"epochs": 1, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
     "space": {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
     "sampler": {"name": "random", "seed": 0},
     "pruner": {"name": "none"},
@@ -42,18 +42,20 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: Path) -> None:
     """The same images with every label column replaced by text get the very same pseudo-labels."""
-    hidden = pd.read_csv(ham_subset / "labels.csv")
+    labelled = pd.concat([pd.read_csv(ham_subset / "labels.csv").iloc[i::50] for i in range(2)])  # 8 images
+    labelled["image_path"] = [str(ham_subset / "images" / f"{n}.jpg") for n in labelled["image_name"]]
+    labelled.to_csv(teacher / "labelled.csv", index=False)
+    hidden = labelled.copy()
     for column in LABEL_COLUMNS:
         if column in hidden:
             hidden[column] = "hidden"
-    hidden["image_path"] = [str(ham_subset / "images" / f"{n}.jpg") for n in hidden["image_name"]]
     hidden.to_csv(teacher / "hidden.csv", index=False)
-    seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images",
-                str(ham_subset / "labels.csv"), "--out", "seen/pseudo.csv", "--device", "cpu")
+    seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
+                      "--out", "seen/pseudo.csv", "--device", "cpu")
     blind = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
                  "--out", "blind/pseudo.csv", "--device", "cpu")
     assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
-    assert "200 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
+    assert "8 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
     first, second = pd.read_csv(teacher / "seen" / "pseudo.csv"), pd.read_csv(teacher / "blind" / "pseudo.csv")
     pd.testing.assert_frame_equal(first.drop(columns="image_path"), second.drop(columns="image_path"))
     assert first["target"].between(0, 1).all() and first["confidence"].between(0, 1).all()
