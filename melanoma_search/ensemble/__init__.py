@@ -2,6 +2,8 @@
 
 ``candidates`` reads the best trials from the study, ``blend`` ranks and weights them, ``folder`` writes and loads the
 self-contained ensemble, ``report`` draws ``report.html``, ``export`` ties them together (``export_study``).
+``pseudo`` turns an ensemble's scores of unlabelled images into calibrated soft labels, and ``student`` plans a
+noisy-student round that trains on them (``run --student-of``).
 """
 
 from __future__ import annotations
