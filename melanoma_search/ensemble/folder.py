@@ -112,6 +112,11 @@ class Ensemble:
         total = sum(m.weight for m in self.members)
         return np.asarray(sum(ranked[m.name] * (m.weight / total) for m in self.members))
 
+    @property
+    def round(self) -> int:
+        """The noisy-student round that trained it (0: no pseudo-labels; its students are round + 1)."""
+        return int(self.manifest.get("lineage", {}).get("round", 0))
+
     def probability(self, blended: np.ndarray) -> np.ndarray:
         """P(melanoma) for blended scores: isotonic regression of the labels on the blend's out-of-fold scores.
 
@@ -207,12 +212,8 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
                               classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
-    calibration = pd.read_csv(root / _CALIBRATION) if (root / _CALIBRATION) in _listed(root, manifest) else None
+    calibration = pd.read_csv(root / _CALIBRATION) if _CALIBRATION in manifest.get("files", {}) else None
     return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration)
-
-
-def _listed(root: Path, manifest: dict[str, Any]) -> set[Path]:
-    return {root / relative for relative in manifest.get("files", {})}
 
 
 def record_in_manifest(root: Path, key: str, value: Any) -> None:

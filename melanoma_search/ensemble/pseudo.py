@@ -70,8 +70,7 @@ def pseudo_label(ensemble: Ensemble, rows: pd.DataFrame, *, device: torch.device
     if rows.attrs.get("has_meta"):
         for field in PATIENT_FIELDS:
             out[field] = rows[field].to_numpy()
-    lineage = ensemble.manifest.get("lineage", {})
     source = {"ensemble": str(ensemble.root.resolve()), "study": ensemble.manifest.get("study"),
-              "teacher_round": int(lineage.get("round", 0)), "members": len(ensemble.members),
+              "teacher_round": ensemble.round, "members": len(ensemble.members),
               "images": rows.attrs.get("origin"), "n_images": len(out)}
     return PseudoLabels(rows=out, source=source)

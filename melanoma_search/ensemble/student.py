@@ -48,8 +48,7 @@ def plan_student_round(spec: StudySpec, *, teacher: str | None, unlabelled: str 
         raise ConfigError("a student round needs a teacher (--student-of ENSEMBLE_DIR or student.teacher) and "
                           "images to pseudo-label (--unlabelled DIR_OR_CSV or student.unlabelled)")
     ensemble = load_ensemble(teacher)
-    teacher_round = int(ensemble.manifest.get("lineage", {}).get("round", 0))
-    number = teacher_round + 1
+    number = ensemble.round + 1
     name = study_name or student_study_name(spec.name, round=number)
     pseudo_file = (storage_dir / name / "pseudo.csv").resolve()
     teacher_path = str(ensemble.root.resolve())

@@ -160,7 +160,7 @@ class TrialRunner:
     def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path, clock: PhaseClock
                             ) -> tuple[RunResult, TrainConfig]:
         alone = False
-        reported: dict[int, float] = {}  # steps an earlier attempt reported: Optuna keeps a step's first value
+        reported: set[int] = set()  # steps an earlier attempt reported: Optuna keeps a step's first value
         for attempt in range(3):
             history: list[EpochStats] = []
             try:
@@ -199,7 +199,7 @@ class TrialRunner:
                 raise
         raise AssertionError("unreachable")
 
-    def _reporter(self, trial: optuna.Trial, history: list[EpochStats], reported: dict[int, float]
+    def _reporter(self, trial: optuna.Trial, history: list[EpochStats], reported: set[int]
                   ) -> Callable[[EpochStats], None]:
         """Report each epoch and ask the pruner; on an out-of-memory retry, only the steps the failed attempt
         did not reach.
@@ -208,7 +208,7 @@ class TrialRunner:
         curve as if it were the retry's. The retry's own values of those steps go to the ``oom_retry_curve``
         attribute instead; the pruner was already asked at those steps (and let the trial go on).
         """
-        earlier = dict(reported)
+        earlier = set(reported)
         retry_curve: dict[str, float] = {}
 
         def report(stats: EpochStats) -> None:
@@ -220,7 +220,7 @@ class TrialRunner:
                 trial.set_user_attr("oom_retry_curve", retry_curve)
                 return
             trial.report(stats.val_auc, step=stats.step)
-            reported[stats.step] = stats.val_auc
+            reported.add(stats.step)
             if trial.should_prune():
                 self.log(f"trial {trial.number} pruned at fold {stats.fold} epoch {stats.epoch} "
                          f"(val_auc {stats.val_auc:.4f})")
