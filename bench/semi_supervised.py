@@ -5,7 +5,8 @@ Two experiments on real images, each through the commands a user runs (``run``, 
 A. **Outside adaptation.** A teacher trained on the HAM10000 sample (every label) pseudo-labels the ISIC 2018 test
    images (the outside set) from their image folder alone, so their labels cannot be read; a noisy student trains
    on HAM + those pseudo-labels; a second round repeats it with the student as teacher. Each ensemble is then scored
-   on the outside images with their labels: outside AUC before vs after one and two rounds.
+   on the outside images with their labels: outside AUC before vs after one and two rounds. A control trains the
+   HAM sample alone with the student's noise and optimiser steps, to tell the noise's share from the labels'.
 B. **Hidden labels.** A quarter of the HAM sample (whole patients) keeps its labels, the other three quarters are
    handed over as images only; the teacher trains on the quarter, the student on the quarter + pseudo-labels of the
    rest. Both are scored on the hidden three quarters with their labels, and on the outside set. A student sees
@@ -117,8 +118,13 @@ def _rounds(work: Path, *, spec_file: Path, name: str, unlabelled: str, rounds: 
     return rows
 
 
+def _epochs(spec_file: Path) -> int:
+    """The teacher's epochs, as the bench wrote them into its spec."""
+    return int(yaml.safe_load(spec_file.read_text())["fixed"]["epochs"])
+
+
 def _control(work: Path, *, spec_file: Path, name: str, teacher_epochs: int, ratio: float, outside: Path,
-             also: Path) -> dict[str, Any]:
+             also: Path | None = None) -> dict[str, Any]:
     """The labelled rows alone with the student's noise and its number of optimiser steps (no pseudo rows)."""
     epochs = max(teacher_epochs, round(teacher_epochs * ratio))
     print(f"  {name}: control, labelled only, student noise, {epochs} epochs", flush=True)
@@ -181,6 +187,10 @@ def main() -> None:
         spec_file.write_text(yaml.safe_dump(_spec("semi-ham", data_dir=data_dir, base=args.base, epochs=args.epochs)))
         results["outside"] = _rounds(work, spec_file=spec_file, name="semi-ham", unlabelled=str(outside / "images"),
                                      rounds=args.rounds, outside=outside)
+        n_labelled = len(load_table(data_dir))
+        results["outside"].append(_control(work, spec_file=spec_file, name="semi-ham-control",
+                                           teacher_epochs=_epochs(spec_file),
+                                           ratio=(n_labelled + n_outside) / n_labelled, outside=outside))
     if not args.skip_hidden:
         print("B. a quarter of the HAM sample labelled, the rest hidden", flush=True)
         quarter, unlabelled, rest = _hidden_split(data_dir, work, seed=args.seed)
@@ -190,9 +200,8 @@ def main() -> None:
         results["hidden"] = _rounds(work, spec_file=spec_file, name="semi-quarter", unlabelled=str(unlabelled),
                                     rounds=1, outside=outside, also=rest)
         n_labelled, n_hidden = len(pd.read_csv(quarter / "labels.csv")), len(pd.read_csv(unlabelled))
-        teacher_epochs = int(yaml.safe_load(spec_file.read_text())["fixed"]["epochs"])
         results["hidden"].append(_control(work, spec_file=spec_file, name="semi-quarter-control",
-                                          teacher_epochs=teacher_epochs, ratio=(n_labelled + n_hidden) / n_labelled,
+                                          teacher_epochs=_epochs(spec_file), ratio=(n_labelled + n_hidden) / n_labelled,
                                           outside=outside, also=rest))
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\noutside set: {n_outside} images; figures are blend AUCs +- Hanley-McNeil standard error; "

@@ -35,6 +35,14 @@ class FlockJournalLock(JournalFileOpenLock):
         self.path = f"{journal_path}.flock"
         self._held = threading.local()
 
+    def __getstate__(self) -> dict[str, str]:
+        """Only the path travels: Ray Tune pickles the storage into its trials, and a hold never leaves its process."""
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.path = state["path"]
+        self._held = threading.local()
+
     def acquire(self) -> bool:
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         try:

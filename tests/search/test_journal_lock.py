@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import signal
 import subprocess
 import sys
@@ -59,3 +60,21 @@ def test_threads_take_turns(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_a_pickled_storage_takes_the_same_lock_and_none_of_the_holds(tmp_path: Path) -> None:
+    """Ray Tune pickles the study's storage into every trial; the copy locks the same file, holding nothing yet."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "study.log"
+    lock = FlockJournalLock(str(journal))
+    storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
+    lock.acquire()  # a hold in this process: its file must not travel
+    copy = pickle.loads(pickle.dumps(storage))
+    lock.release()
+    copied_lock = copy._backend._lock
+    assert isinstance(copied_lock, FlockJournalLock) and copied_lock.path == lock.path
+    assert getattr(copied_lock._held, "fd", None) is None
+    assert copied_lock.acquire()
+    copied_lock.release()
