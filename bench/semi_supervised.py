@@ -17,7 +17,8 @@ The configuration is the ``ham-cpu`` spec's first enqueued one (pretrained Effic
 3 folds bagged: ``cv_auc``, so each ensemble is the mean of 3 fold models); the student adds dropout 0.5, stochastic
 depth 0.2 and cutmix 0.3 and trains pseudo rows at loss weight 0.5. The outside set has 242 images (57 melanomas):
 its AUC moves by about +-0.03 from the sample alone (the Hanley-McNeil standard error is printed with every figure),
-so a difference below that is not a finding.
+so a figure alone moves by that much; two ensembles scored on the same images move together, and the bench prints
+each difference from the teacher with its paired bootstrap standard error.
 
     python bench/semi_supervised.py [--workdir storage/bench-semi] [--rounds 2] [--skip-hidden]
 """
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
 from melanoma_search.ensemble import export_study, load_ensemble
@@ -95,12 +98,36 @@ def _export(work: Path, study: str, *, outside: Path, also: Path | None = None) 
                           ensemble_dir=folder, validate=outside, device="auto", log=lambda line: None)
     assert result.validation is not None
     row = {"study": study, "ensemble": str(folder), "in_search": result.blend.auc,
-           "outside": result.validation.outside["blend"], "outside_se": result.validation.standard_error}
+           "outside": result.validation.outside["blend"], "outside_se": result.validation.standard_error,
+           "outside_scores": result.validation.scores["blend"].tolist(),
+           "outside_target": result.validation.target.tolist()}
     if also is not None:
         check = validate_ensemble(load_ensemble(folder), also, in_search={"blend": result.blend.auc},
                                   device=resolve_device("auto"), log=lambda line: None)
-        row.update(hidden=check.outside["blend"], hidden_se=check.standard_error)
+        row.update(hidden=check.outside["blend"], hidden_se=check.standard_error,
+                   hidden_scores=check.scores["blend"].tolist(), hidden_target=check.target.tolist())
     return row
+
+
+def _paired_difference(row: dict[str, Any], base: dict[str, Any], *, on: str) -> str:
+    """AUC(row) - AUC(base) on the same images, with its paired bootstrap standard error and 95% interval.
+
+    Both ensembles score the same images, so their AUCs move together with the sample: the difference is less noisy
+    than either figure's own standard error suggests, and the bootstrap resamples images (with both scores) to say
+    by how much.
+    """
+    target = np.asarray(row[f"{on}_target"])
+    if not np.array_equal(target, np.asarray(base[f"{on}_target"])):
+        raise SystemExit(f"{on}: the two ensembles were scored on different images")
+
+    def difference(labels: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> float:
+        return float(roc_auc_score(labels, ours) - roc_auc_score(labels, theirs))
+
+    boot = stats.bootstrap((target, np.asarray(row[f"{on}_scores"]), np.asarray(base[f"{on}_scores"])), difference,
+                           paired=True, vectorized=False, n_resamples=2000, method="percentile",
+                           random_state=np.random.default_rng(0))
+    low, high = boot.confidence_interval
+    return f"{row[on] - base[on]:+.4f} +-{boot.standard_error:.3f} (95% {low:+.3f} to {high:+.3f})"
 
 
 def _rounds(work: Path, *, spec_file: Path, name: str, unlabelled: str, rounds: int, outside: Path,
@@ -218,9 +245,10 @@ def main() -> None:
                 line += f"{row['hidden']:>10.4f} +-{row['hidden_se']:.3f}"
             print(line + f"{row['seconds'] / 60:>9.1f}")
         base = rows[0]
+        print("  minus the teacher, on the same images (paired bootstrap standard error):")
         for row in rows[1:]:
-            print(f"  {row['round']} - teacher: outside {row['outside'] - base['outside']:+.4f}"
-                  + (f", hidden rest {row['hidden'] - base['hidden']:+.4f}" if hidden else ""))
+            print(f"  {row['round']!s:<8} outside {_paired_difference(row, base, on='outside')}"
+                  + (f"; hidden rest {_paired_difference(row, base, on='hidden')}" if hidden else ""))
     print(f"\nresults: {work / 'results.json'}")
 
 
