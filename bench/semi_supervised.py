@@ -145,11 +145,6 @@ def _rounds(work: Path, *, spec_file: Path, name: str, unlabelled: str, rounds: 
     return rows
 
 
-def _epochs(spec_file: Path) -> int:
-    """The teacher's epochs, as the bench wrote them into its spec."""
-    return int(yaml.safe_load(spec_file.read_text())["fixed"]["epochs"])
-
-
 def _control(work: Path, *, spec_file: Path, name: str, teacher_epochs: int, ratio: float, outside: Path,
              also: Path | None = None) -> dict[str, Any]:
     """The labelled rows alone with the student's noise and its number of optimiser steps (no pseudo rows)."""
@@ -211,25 +206,26 @@ def main() -> None:
     if not args.skip_outside:
         print("A. teacher on the HAM sample, students on HAM + pseudo-labelled outside images", flush=True)
         spec_file = work / "semi-ham.yaml"
-        spec_file.write_text(yaml.safe_dump(_spec("semi-ham", data_dir=data_dir, base=args.base, epochs=args.epochs)))
+        spec = _spec("semi-ham", data_dir=data_dir, base=args.base, epochs=args.epochs)
+        spec_file.write_text(yaml.safe_dump(spec))
         results["outside"] = _rounds(work, spec_file=spec_file, name="semi-ham", unlabelled=str(outside / "images"),
                                      rounds=args.rounds, outside=outside)
         n_labelled = len(load_table(data_dir))
         results["outside"].append(_control(work, spec_file=spec_file, name="semi-ham-control",
-                                           teacher_epochs=_epochs(spec_file),
+                                           teacher_epochs=int(spec["fixed"]["epochs"]),
                                            ratio=(n_labelled + n_outside) / n_labelled, outside=outside))
     if not args.skip_hidden:
         print("B. a quarter of the HAM sample labelled, the rest hidden", flush=True)
         quarter, unlabelled, rest = _hidden_split(data_dir, work, seed=args.seed)
         spec_file = work / "semi-quarter.yaml"
-        spec_file.write_text(yaml.safe_dump(_spec("semi-quarter", data_dir=quarter, base=args.base,
-                                                  epochs=args.epochs)))
+        spec = _spec("semi-quarter", data_dir=quarter, base=args.base, epochs=args.epochs)
+        spec_file.write_text(yaml.safe_dump(spec))
         results["hidden"] = _rounds(work, spec_file=spec_file, name="semi-quarter", unlabelled=str(unlabelled),
                                     rounds=1, outside=outside, also=rest)
         n_labelled, n_hidden = len(pd.read_csv(quarter / "labels.csv")), len(pd.read_csv(unlabelled))
         results["hidden"].append(_control(work, spec_file=spec_file, name="semi-quarter-control",
-                                          teacher_epochs=_epochs(spec_file), ratio=(n_labelled + n_hidden) / n_labelled,
-                                          outside=outside, also=rest))
+                                          teacher_epochs=int(spec["fixed"]["epochs"]),
+                                          ratio=(n_labelled + n_hidden) / n_labelled, outside=outside, also=rest))
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\noutside set: {n_outside} images; figures are blend AUCs +- Hanley-McNeil standard error; "
           f"{(time.perf_counter() - started) / 60:.0f} min in all")

@@ -53,7 +53,7 @@ def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: P
     seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
                       "--out", "seen/pseudo.csv", "--device", "cpu")
     blind = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
-                 "--out", "blind/pseudo.csv", "--device", "cpu")
+                       "--out", "blind/pseudo.csv", "--device", "cpu")
     assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
     assert "8 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
     first, second = pd.read_csv(teacher / "seen" / "pseudo.csv"), pd.read_csv(teacher / "blind" / "pseudo.csv")
