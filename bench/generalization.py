@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
@@ -36,6 +37,7 @@ from melanoma_search.search import load_spec
 from melanoma_search.train import fit, parse_config, prepare_for
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_override
 from melanoma_search.train.device import resolve_device
+from melanoma_search.train.results import fold_of_weights
 
 OLD_DEFAULT = {"model.name": "resnet18", "model.pretrained": False, "model.checkpoints": {}, "image_size": 96,
                "epochs": 4, "tta": 1, "checkpoint": "best", "lr": 0.001, "augment.policy": "medium",
@@ -43,10 +45,11 @@ OLD_DEFAULT = {"model.name": "resnet18", "model.pretrained": False, "model.check
 
 
 def outside_auc(config: TrainConfig, weights: list[Path], rows: Any, classes: tuple[str, ...]) -> float:
-    member = Member(name="m", weight=1.0, config=config, weight_files=weights, oof_scores=np.zeros(1),
-                    classes=classes, encoders={})
+    """The AUC of the fold models' mean probability (one configuration: no scale to share with another)."""
+    member = Member(name="m", weight=1.0, config=config, weight_files={fold_of_weights(w): w for w in weights},
+                    reference=pd.DataFrame({"fold": [], "pred": []}), classes=classes, encoders={})
     scores = score_member(member, rows, device=resolve_device("auto"))
-    return float(roc_auc_score(rows["target"], scores))
+    return float(roc_auc_score(rows["target"], np.mean(list(scores.values()), axis=0)))
 
 
 def train(config: TrainConfig, data: PreparedData, folds: list[int], work: Path) -> tuple[Any, list[Path], float]:

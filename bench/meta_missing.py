@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.meta import without_metadata
@@ -47,13 +46,13 @@ def main() -> None:
             result = fit(config, data=data, weights_dir=tmp, log=lambda line: None)
             fold = result.folds[0]
             assert fold.weights_path is not None
-            member = Member(name="m", weight=1.0, config=config, weight_files=[Path(fold.weights_path)],
-                            oof_scores=np.zeros(1), classes=data.classes,
+            member = Member(name="m", weight=1.0, config=config, weight_files={0: Path(fold.weights_path)},
+                            reference=fold.oof[["fold", "pred"]], classes=data.classes,
                             encoders={str(k): v for k, v in result.meta_encoders.items()})
             rows = data.table[data.table["fold"].eq(0)].reset_index(drop=True)
             device = resolve_device("auto")
-            with_meta = roc_auc_score(rows["target"], score_member(member, rows, device=device))
-            without = roc_auc_score(rows["target"], score_member(member, without_metadata(rows), device=device))
+            with_meta = roc_auc_score(rows["target"], score_member(member, rows, device=device)[0])
+            without = roc_auc_score(rows["target"], score_member(member, without_metadata(rows), device=device)[0])
             results.append((rate, with_meta, without, time.perf_counter() - start))
     print(f"\nfold 0 of {data.n_folds} ({len(rows)} images, {int(rows['target'].sum())} melanomas), "
           f"{config.model.name} at {config.image_size} px, {config.epochs} epochs")

@@ -37,12 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
 from melanoma_search.ensemble import export_study, load_ensemble
-from melanoma_search.ensemble.validate import validate_ensemble
+from melanoma_search.ensemble.validate import paired_auc_difference, validate_ensemble
 from melanoma_search.search import load_spec
 from melanoma_search.search.study import student_study_name
 from melanoma_search.train.device import resolve_device
@@ -110,24 +108,11 @@ def _export(work: Path, study: str, *, outside: Path, also: Path | None = None) 
 
 
 def _paired_difference(row: dict[str, Any], base: dict[str, Any], *, on: str) -> str:
-    """AUC(row) - AUC(base) on the same images, with its paired bootstrap standard error and 95% interval.
-
-    Both ensembles score the same images, so their AUCs move together with the sample: the difference is less noisy
-    than either figure's own standard error suggests, and the bootstrap resamples images (with both scores) to say
-    by how much.
-    """
+    """AUC(row) - AUC(base) on the same images, with its paired bootstrap standard error and 95% interval."""
     target = np.asarray(row[f"{on}_target"])
     if not np.array_equal(target, np.asarray(base[f"{on}_target"])):
         raise SystemExit(f"{on}: the two ensembles were scored on different images")
-
-    def difference(labels: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> float:
-        return float(roc_auc_score(labels, ours) - roc_auc_score(labels, theirs))
-
-    boot = stats.bootstrap((target, np.asarray(row[f"{on}_scores"]), np.asarray(base[f"{on}_scores"])), difference,
-                           paired=True, vectorized=False, n_resamples=2000, method="percentile",
-                           random_state=np.random.default_rng(0))
-    low, high = boot.confidence_interval
-    return f"{row[on] - base[on]:+.4f} +-{boot.standard_error:.3f} (95% {low:+.3f} to {high:+.3f})"
+    return str(paired_auc_difference(target, np.asarray(row[f"{on}_scores"]), np.asarray(base[f"{on}_scores"])))
 
 
 def _rounds(work: Path, *, spec_file: Path, name: str, unlabelled: str, rounds: int, outside: Path,

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from melanoma_search.cli import parser_for
+from melanoma_search.ensemble.methods import get_blend_method, list_blend_methods
 from melanoma_search.errors import MelanomaSearchError
 
 
@@ -32,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name (default storage sqlite:///storage/NAME.db)")
     parser.add_argument("--storage", help="storage URL (default: the run's default for --study)")
     parser.add_argument("--storage-dir", default="storage", help="folder of default storages and artifacts")
-    parser.add_argument("--top-k", type=int, help="members to blend (default: the spec's export.top_k, else 5)")
-    parser.add_argument("--method", choices=["rank", "greedy"], help="default: the spec's export.method, else rank")
+    parser.add_argument("--top-k", type=int, help="the best this-many trials are the blend's candidates (default: the "
+                        "spec's export.top_k, else 5)")
+    parser.add_argument("--method", choices=list_blend_methods(),
+                        help="blend method (default: the spec's export.method, else rank): "
+                        + "; ".join(f"{m}: {get_blend_method(m).summary}" for m in list_blend_methods()))
     parser.add_argument("--out", help="submission CSV, report.html beside it (default: "
                         "<storage-dir>/<study>/export/submission.csv)")
     parser.add_argument("--ensemble-dir", help="also write a self-contained ensemble folder here")

@@ -104,16 +104,18 @@ def _run(args: argparse.Namespace) -> int:
     assert isinstance(backend, Backend)
     overrides = [parse_override(text) for text in args.overrides]
     spec = load_spec(args.study)
+    _check_export_method(spec.export.method, study=args.study)
     storage, study_name, home, attrs = args.storage, args.study_name, None, None
     if args.student_of or args.unlabelled or spec.student.teacher:
         from melanoma_search.ensemble.student import plan_student_round
+        from melanoma_search.search import records
         from melanoma_search.search.study import default_storage_url
 
         storage_dir = Path(args.storage_dir).resolve()
         student = plan_student_round(spec, teacher=args.student_of, unlabelled=args.unlabelled,
                                      storage_dir=storage_dir, study_name=args.study_name, label=not args.dry_run)
         overrides = [*student.overrides, *overrides]  # --set still has the last word
-        study_name, home, attrs = student.study_name, student.home, {"student": student.attrs}
+        study_name, home, attrs = student.study_name, student.home, {records.STUDENT: student.attrs}
         storage = storage or default_storage_url(home, storage_dir=storage_dir, parallel=backend.parallel)
     if args.dry_run:
         n = args.n_trials or spec.budget.n_trials or 10
@@ -134,6 +136,17 @@ def _run(args: argparse.Namespace) -> int:
         print("interrupted: running trials were marked FAIL; run the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _check_export_method(method: str, *, study: str) -> None:
+    """The spec's ``export.method`` names a registered blend method (the table lives with the export, a stage the
+    spec module sits below, so the run checks it before any trial rather than the export after the search)."""
+    from melanoma_search.ensemble.methods import get_blend_method
+
+    try:
+        get_blend_method(method)
+    except ConfigError as exc:
+        raise ConfigError(f"study spec {study}: export.method: {exc}") from None
 
 
 if __name__ == "__main__":

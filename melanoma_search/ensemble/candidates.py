@@ -6,17 +6,68 @@ weights) the export needs, is skipped with a message saying why.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from melanoma_search.ensemble.blend import Candidate, signature
 from melanoma_search.errors import ConfigError
+from melanoma_search.search import records
+from melanoma_search.train.results import fold_predictions, weight_files
 
-__all__ = ["collect_candidates"]
+__all__ = ["Candidate", "collect_candidates", "signature"]
+
+
+@dataclass
+class Candidate:
+    """A finished trial with its downloaded predictions and, per fold, its weights and metadata encoder.
+
+    After a refit (:mod:`melanoma_search.ensemble.refit`) ``oof`` covers every fold, ``weight_files`` holds one model
+    per fold (the member is their average) and ``cv_auc`` is the pooled out-of-fold AUC.
+    """
+
+    number: int
+    value: float
+    params: dict[str, Any]
+    folder: Path
+    """Holds the trial's ``config.yaml`` (and its other downloaded artifacts)."""
+    oof: pd.DataFrame
+    test: pd.DataFrame | None
+    seconds: float
+    weight_files: dict[int, Path] = field(default_factory=dict)
+    """Fold -> weights file."""
+    encoders: dict[str, Any] = field(default_factory=dict)
+    """Fold (as text) -> the metadata encoder fitted on that fold's training rows."""
+    classes: list[str] = field(default_factory=list)
+    curve: dict[int, float] = field(default_factory=dict)
+    cv_auc: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.number:05d}"
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(int(f) for f in self.oof["fold"].unique()) if "fold" in self.oof else []
+
+    @property
+    def reference(self) -> pd.DataFrame:
+        """The out-of-fold predictions each fold model is ranked against (``fold``, ``pred``)."""
+        return self.oof[["fold", "pred"]].reset_index(drop=True)
+
+    def test_predictions(self) -> dict[int, np.ndarray] | None:
+        """Fold -> that fold model's test predictions (``None`` without a test split)."""
+        return None if self.test is None else fold_predictions(self.test)
+
+
+def signature(params: dict[str, Any]) -> str:
+    """Parameters rounded to 2 significant digits: trials that agree on it are near-duplicates."""
+    return json.dumps({k: float(f"{v:.2g}") if isinstance(v, float) else v for k, v in sorted(params.items())})
 
 
 def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool, work: Path,
@@ -27,7 +78,8 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
     from melanoma_search.search.study import best_first
 
     done = best_first(study)
-    kept_weights: dict[str, str] = study.user_attrs.get("weights", {})
+    kept = records.kept_weights(study)
+    refitted = records.cv_aucs(study)
     chosen: list[Candidate] = []
     seen: set[str] = set()
     for trial in done:
@@ -41,8 +93,8 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
         if "oof.csv" not in metas or "config.yaml" not in metas:
             log(f"skipping trial {trial.number}: it has no oof.csv/config.yaml artifact")
             continue
-        weights = kept_weights.get(str(trial.number))
-        if need_weights and (weights is None or not Path(weights).is_dir()):
+        files = weight_files(kept[trial.number]) if trial.number in kept else {}
+        if need_weights and not files:
             log(f"skipping trial {trial.number}: its weights were not kept (only the study's top_k_weights are; "
                 "export --refit retrains them)")
             continue
@@ -55,13 +107,11 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
         test = pd.read_csv(folder / "test.csv") if (folder / "test.csv").is_file() else None
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
         metrics = yaml.safe_load((folder / "metrics.yaml").read_text()) if (folder / "metrics.yaml").is_file() else {}
-        files = {int(p.stem.removeprefix("fold")): p for p in sorted(Path(weights).glob("fold*.safetensors"))
-                 } if weights and Path(weights).is_dir() else {}
         chosen.append(Candidate(number=trial.number, value=trial.values[0], params=dict(trial.params), folder=folder,
                                 oof=pd.read_csv(folder / "oof.csv"), test=test, seconds=seconds, weight_files=files,
                                 encoders=dict(metrics.get("meta_encoders") or {}),
                                 classes=list(metrics.get("classes") or []), curve=dict(trial.intermediate_values),
-                                cv_auc=study.user_attrs.get("cv_auc", {}).get(str(trial.number))))
+                                cv_auc=refitted.get(trial.number)))
         seen.add(key)
     if not chosen:
         raise ConfigError(f"study {study.study_name!r} has no usable finished trial "

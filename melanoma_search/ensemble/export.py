@@ -15,19 +15,18 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from melanoma_search.ensemble.blend import Blend, blend_candidates
 from melanoma_search.ensemble.candidates import collect_candidates
 from melanoma_search.ensemble.folder import load_ensemble, record_in_manifest, write_ensemble
+from melanoma_search.ensemble.methods import get_blend_method
 from melanoma_search.ensemble.refit import refit_candidates
 from melanoma_search.ensemble.validate import Validation, validate_ensemble
 from melanoma_search.errors import ConfigError
+from melanoma_search.search import records
 from melanoma_search.search.spec import ExportSpec
 
-__all__ = ["BlendMethod", "ExportResult", "export_study"]
-
-BlendMethod = Literal["rank", "greedy"]
+__all__ = ["ExportResult", "export_study"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def export_study(
     storage: str | None = None,
     storage_dir: str | Path = "storage",
     top_k: int | None = None,
-    method: BlendMethod | None = None,
+    method: str | None = None,
     out: str | Path | None = None,
     ensemble_dir: str | Path | None = None,
     refit: bool | None = None,
@@ -83,13 +82,12 @@ def export_study(
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
         raise ConfigError(f"no study {study_name!r} in {redact(url)}") from None
-    defaults = ExportSpec.model_validate(study.user_attrs.get("spec", {}).get("export", {}))
+    defaults = ExportSpec.model_validate(records.export_section(study))
     top_k = defaults.top_k if top_k is None else top_k
     method = defaults.method if method is None else method
+    get_blend_method(method)  # an unknown name stops here, before any refit
     refit = defaults.refit if refit is None else refit
-    recorded = study.user_attrs.get("artifact_dir")  # the run records it (student rounds share their first study's)
-    artifacts = Path(recorded) if recorded and Path(recorded).is_dir() else storage_dir / study_name / "artifacts"
-    store = FileSystemArtifactStore(str(artifacts))
+    store = FileSystemArtifactStore(str(records.artifact_dir(study, storage_dir=storage_dir)))
     out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
     need_weights = ensemble_dir is not None or validate is not None
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,9 +97,7 @@ def export_study(
             cv_aucs = refit_candidates(candidates, refit_dir=study_folder(study, storage_dir=storage_dir) / "refit",
                                        need_weights=need_weights, log=log)
             if cv_aucs:  # Optuna keeps a finished trial's attributes read-only: the study holds them per trial
-                recorded = dict(study.user_attrs.get("cv_auc", {}))
-                recorded.update({str(n): round(v, 5) for n, v in cv_aucs.items()})
-                study.set_user_attr("cv_auc", recorded)
+                records.record_cv_aucs(study, cv_aucs)
         if len(candidates) < top_k:
             log(f"{len(candidates)} of the {top_k} member(s) asked for: the study has no more usable finished "
                 "trials (the lines above say which were skipped and why)")
@@ -109,11 +105,15 @@ def export_study(
         honest = "" if result.in_sample_auc is None else (
             f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
             "on the rows they were chosen on)")
-        log(f"blend of {len(result.members)} member(s) ({method}): OOF AUC {result.auc:.4f}{honest} vs best single "
-            f"member {result.best_member_auc:.4f} ({result.best_member}), on {len(result.target)} OOF row(s)")
-        for member in result.members:
-            cv = f", cv_auc {member.cv_auc:.4f} over {len(member.folds)} folds" if member.cv_auc is not None else ""
-            log(f"  {member.name}: weight {result.weights[member.name]:.3f}, objective {member.value:.4f}{cv}")
+        log(f"blend of {len(result.members)} of {len(candidates)} candidate(s) ({method}): OOF AUC {result.auc:.4f}"
+            f"{honest} vs best single member {result.best_member_auc:.4f} ({result.best_member}), on "
+            f"{len(result.target)} OOF row(s)")
+        for candidate in result.candidates:
+            cv = f", cv_auc {candidate.cv_auc:.4f} over {len(candidate.folds)} folds" if candidate.cv_auc is not None \
+                else ""
+            weight = result.weights.get(candidate.name, 0.0)
+            left_out = "" if weight > 0 else " (left out: adds nothing to the blend)"
+            log(f"  {candidate.name}: weight {weight:.3f}, objective {candidate.value:.4f}{cv}{left_out}")
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
         if result.test is None:
@@ -129,7 +129,7 @@ def export_study(
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
             folder = write_ensemble(result, out=target, study_name=study_name, method=method,
-                                    lineage=study.user_attrs.get("student"))
+                                    lineage=records.lineage(study))
             if validate is not None:
                 validation = validate_ensemble(load_ensemble(folder), validate,
                                                in_search={**result.member_aucs, "blend": result.auc},

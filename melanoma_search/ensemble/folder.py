@@ -4,8 +4,9 @@ Layout written by ``python -m melanoma_search.export --ensemble-dir DIR``::
 
     DIR/manifest.json                 format, versions, blend method and weights, OOF AUCs, SHA-256 of every file
     DIR/trial-00009/config.yaml       the member's resolved training config (preprocessing, size, TTA, head)
-    DIR/trial-00009/fold0.safetensors the member's best weights per fold
-    DIR/trial-00009/oof_scores.csv    the member's out-of-fold predictions (its score distribution)
+    DIR/trial-00009/fold0.safetensors the member's kept weights per fold
+    DIR/trial-00009/oof_scores.csv    each fold model's out-of-fold predictions (``fold``, ``pred``): the scale it
+                                      is ranked on (:mod:`~melanoma_search.ensemble.scale`)
     DIR/trial-00009/meta.json         its metadata encoders per fold and its class list
     DIR/calibration.csv               the blend's out-of-fold scores and their labels (score -> probability)
 
@@ -33,11 +34,13 @@ from torch.utils.data import DataLoader
 from melanoma_search.augment.policies import build_eval_transform
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
-from melanoma_search.ensemble.blend import Blend, percentiles
+from melanoma_search.ensemble.blend import Blend
+from melanoma_search.ensemble.scale import fold_percentiles, weighted_mean
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.model.losses import output_layout
 from melanoma_search.model.network import build_model
 from melanoma_search.train.config import TrainConfig, parse_config
+from melanoma_search.train.results import fold_of_weights, weights_file
 from melanoma_search.train.steps import BatchInputs, Precision, predict
 
 __all__ = [
@@ -51,7 +54,10 @@ __all__ = [
     "write_ensemble",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: ``oof_scores.csv`` holds each fold model's own out-of-fold predictions. Format 1 folders (one pooled
+reference for every fold model) still load and score against their pooled reference."""
+_READABLE_FORMATS = (1, 2)
 _CALIBRATION = "calibration.csv"
 
 
@@ -72,8 +78,10 @@ class Member:
     name: str
     weight: float
     config: TrainConfig
-    weight_files: list[Path]
-    oof_scores: np.ndarray
+    weight_files: dict[int, Path]
+    """Fold -> that fold model's weights."""
+    reference: pd.DataFrame
+    """Each fold model's out-of-fold predictions (``fold``, ``pred``): what its scores are ranked against."""
     classes: tuple[str, ...]
     encoders: dict[str, dict[str, Any]]
 
@@ -94,7 +102,8 @@ class Ensemble:
 
     def member_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
                       batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Each member's score per row, as its percentile among the member's own out-of-fold predictions."""
+        """Each member's score per row: the mean over its fold models of each one's percentile among its own
+        out-of-fold predictions (:func:`~melanoma_search.ensemble.scale.fold_percentiles`)."""
         rows = add_derived_columns(rows)
         ranked = {}
         for member in self.members:
@@ -104,13 +113,12 @@ class Ensemble:
                     "age_approx, anatom_site_general_challenge (and patient_id), or pass --allow-missing-meta to "
                     "score with every metadata field treated as missing")
             raw = score_member(member, rows, device=device, batch_size=batch_size)
-            ranked[member.name] = percentiles(raw, member.oof_scores)
+            ranked[member.name] = fold_percentiles(raw, member.reference)
         return ranked
 
     def blend(self, ranked: dict[str, np.ndarray]) -> np.ndarray:
         """The members' weighted mean of :meth:`member_scores`."""
-        total = sum(m.weight for m in self.members)
-        return np.asarray(sum(ranked[m.name] * (m.weight / total) for m in self.members))
+        return weighted_mean(ranked, {m.name: m.weight for m in self.members})
 
     @property
     def round(self) -> int:
@@ -139,29 +147,29 @@ class Ensemble:
         return [m.name for m in self.members if m.config.model.meta]
 
 
-def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """The member's raw P(melanoma) per row: each fold's model with the member's TTA, averaged over folds."""
+def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, batch_size: int = 32
+                 ) -> dict[int, np.ndarray]:
+    """Fold -> that fold model's raw P(melanoma) per row, with the member's TTA (as the trial predicted)."""
     config = member.config
     layout = output_layout(config.loss, target=config.target, classes=member.classes)
     transform = build_eval_transform(config.augment)
     precision = Precision.resolve(config.amp, device)
-    outputs = []
-    for path in member.weight_files:
-        fold = path.stem.removeprefix("fold")
-        encoder = MetaEncoder.from_dict(member.encoders[fold]) if config.model.meta else None
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    outputs = {}
+    for fold, path in sorted(member.weight_files.items()):
+        encoder = MetaEncoder.from_dict(member.encoders[str(fold)]) if config.model.meta else None
         model = build_model(config.model, n_outputs=layout.n_outputs, n_meta=encoder.n_features if encoder else 0,
                             load_weights=False)
         model.load_state_dict(_load_weights(path, model), strict=True)
-        model.to(device)
+        model.to(device).to(memory_format=memory_format)
         dataset = LesionDataset(None, rows=np.arange(len(rows)), targets=np.zeros(len(rows), np.float32),
                                 meta=encoder.transform(rows) if encoder else None, transform=transform,
                                 paths=rows["image_path"].tolist(), size=config.image_size)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        inputs = BatchInputs(device, model.normalisation, channels_last=False)
-        probs, _ = predict(model, loader, inputs=inputs, precision=precision, melanoma_index=layout.melanoma_index,
-                           scale=layout.scale, tta=config.tta)
-        outputs.append(probs)
-    return np.mean(outputs, axis=0)
+        inputs = BatchInputs(device, model.normalisation, channels_last=config.channels_last)
+        outputs[fold], _ = predict(model, loader, inputs=inputs, precision=precision,
+                                   melanoma_index=layout.melanoma_index, scale=layout.scale, tta=config.tta)
+    return outputs
 
 
 def _load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -190,7 +198,7 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise EnsembleError(f"{manifest_path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT_VERSION:
+    if manifest.get("format") not in _READABLE_FORMATS:
         raise EnsembleError(f"{manifest_path}: unsupported ensemble format {manifest.get('format')!r}")
     for relative, digest in manifest.get("files", {}).items():
         path = root / relative
@@ -206,9 +214,10 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
         except ConfigError as exc:
             raise EnsembleError(str(exc)) from None
         meta = json.loads((folder / "meta.json").read_text())
-        oof = pd.read_csv(folder / "oof_scores.csv")["pred"].to_numpy(np.float64)
+        reference = pd.read_csv(folder / "oof_scores.csv")
         members.append(Member(name=entry["name"], weight=float(entry["weight"]), config=config,
-                              weight_files=[root / f for f in entry["weights"]], oof_scores=oof,
+                              weight_files={fold_of_weights(f): root / f for f in entry["weights"]},
+                              reference=reference,
                               classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
@@ -245,14 +254,14 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
         shutil.copy2(member.folder / "config.yaml", folder / "config.yaml")
         (folder / "meta.json").write_text(json.dumps({"classes": member.classes,
                                                       "meta_encoders": member.encoders}, indent=1))
-        # the reference distribution the blend ranked this member's test scores against
-        pd.DataFrame({"pred": np.sort(result.oof_raw[member.name])}).to_csv(folder / "oof_scores.csv", index=False)
+        # what each fold model's scores are ranked against: its own out-of-fold predictions
+        member.reference.sort_values(["fold", "pred"]).to_csv(folder / "oof_scores.csv", index=False)
         if not member.weight_files:
             raise EnsembleError(f"{member.name} has no kept weights to put in the ensemble")
         names = []
         for fold, path in sorted(member.weight_files.items()):
-            shutil.copy2(path, folder / f"fold{fold}.safetensors")
-            names.append(f"{member.name}/fold{fold}.safetensors")
+            shutil.copy2(path, folder / weights_file(fold))
+            names.append(f"{member.name}/{weights_file(fold)}")
         entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
     pd.DataFrame({"score": result.oof_blend, "target": result.target}).to_csv(out / _CALIBRATION, index=False)

@@ -23,8 +23,9 @@ import pandas as pd
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from melanoma_search.ensemble.blend import Candidate
+from melanoma_search.ensemble.candidates import Candidate
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
+from melanoma_search.train.results import fold_column, fold_predictions, weights_file
 
 __all__ = ["refit_candidates"]
 
@@ -56,8 +57,8 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
     for member, config, have, missing in plans:
         folder = refit_dir / member.name
         data = None
-        # test predictions: the trial's (the mean over the folds it kept) and one per refitted fold, weighted by folds
-        tests = [(member.test, len(have))] if have and member.test is not None else []
+        # test predictions: the trial's own fold models' and one per refitted fold
+        tests = [member.test] if have and member.test is not None else []
         for fold in missing:
             out = folder / f"fold{fold}"
             if not (out / _DONE).is_file():
@@ -76,9 +77,9 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
                 log(f"refit {member.name} fold {fold}: already done, kept")
             _merge_fold(member, out, fold)
             if (out / "test.csv").is_file():
-                tests.append((pd.read_csv(out / "test.csv"), 1))
+                tests.append(pd.read_csv(out / "test.csv"))
         if missing:
-            member.test = _mean_test(tests)
+            member.test = _merge_tests(tests)
         if len(member.folds) > 1:
             cv_aucs[member.number] = float(roc_auc_score(member.oof["target"], member.oof["pred"]))
             member.cv_auc = cv_aucs[member.number]
@@ -91,18 +92,22 @@ def _merge_fold(member: Candidate, out: Path, fold: int) -> None:
     """Add one refitted fold's predictions, weights and encoder to the member (replacing that fold's old ones)."""
     oof = pd.read_csv(out / "oof.csv")
     member.oof = pd.concat([member.oof[member.oof["fold"] != fold], oof], ignore_index=True)
-    member.weight_files[fold] = out / f"fold{fold}.safetensors"
+    member.weight_files[fold] = out / weights_file(fold)
     metrics = yaml.safe_load((out / "metrics.yaml").read_text())
     member.encoders.update(metrics.get("meta_encoders") or {})
     member.classes = member.classes or list(metrics.get("classes") or [])
     member.oof = member.oof.sort_values(["fold", "image_name"], kind="stable").reset_index(drop=True)
 
 
-def _mean_test(tests: list[tuple[pd.DataFrame, int]]) -> pd.DataFrame | None:
-    """The fold models' mean test prediction, each part weighted by how many fold models it already averages."""
+def _merge_tests(tests: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """One test table with every fold model's column (a later part's fold replaces an earlier one's) and their
+    mean as ``pred``."""
     if not tests:
         return None
-    names = tests[0][0]["image_name"]
-    total = sum(n for _, n in tests)
-    mean = sum(t.set_index("image_name").loc[names, "pred"].to_numpy() * n for t, n in tests) / total
-    return pd.DataFrame({"image_name": names.to_numpy(), "target": np.nan, "pred": mean})
+    names = tests[0]["image_name"]
+    columns: dict[str, np.ndarray] = {}
+    for table in tests:
+        aligned = table.set_index("image_name").loc[names].reset_index()
+        columns.update({fold_column(fold): values for fold, values in fold_predictions(aligned).items()})
+    return pd.DataFrame({"image_name": names.to_numpy(), "target": np.nan,
+                         "pred": np.mean(list(columns.values()), axis=0), **columns})

@@ -65,12 +65,16 @@ def _study_figures(study: Any) -> list[tuple[str, go.Figure | str]]:
 
 
 def _members_table(result: Blend) -> str:
-    keys = sorted({k for m in result.members for k in m.params})
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["member", "weight", "objective", "seconds", *keys])
+    """Every candidate the blend method chose from, its weight (0: left out) and both of its AUCs."""
+    candidates = result.candidates or result.members
+    keys = sorted({k for m in candidates for k in m.params})
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["candidate", "weight", "objective", "cv_auc", "seconds",
+                                                           *keys])
     rows = []
-    for member in result.members:
-        cells = [member.name, f"{result.weights[member.name]:.3f}", f"{member.value:.4f}", f"{member.seconds:.0f}",
-                 *(_cell(member.params.get(k, "")) for k in keys)]
+    for member in candidates:
+        cv = "" if member.cv_auc is None else f"{member.cv_auc:.4f}"
+        cells = [member.name, f"{result.weights.get(member.name, 0.0):.3f}", f"{member.value:.4f}", cv,
+                 f"{member.seconds:.0f}", *(_cell(member.params.get(k, "")) for k in keys)]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
@@ -113,7 +117,7 @@ def write_report(study: Any, result: Blend, path: Path, *, validation: Validatio
         f"<h1>Study {html.escape(study.study_name)}</h1>",
         f"<p>{len(study.trials)} trials. Blend of {len(result.members)} member(s): OOF AUC <b>{result.auc:.4f}</b> "
         f"against the best single member's {result.best_member_auc:.4f} ({html.escape(result.best_member)}).</p>",
-        "<h2>Members</h2>", _members_table(result),
+        "<h2>Candidates and blend weights</h2>", _members_table(result),
     ]
     if validation is not None:
         text, outside_roc = _validation_section(validation)

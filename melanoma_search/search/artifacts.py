@@ -8,8 +8,8 @@ Model weights (``fold<k>.safetensors``) are kept for the best ``top_k_weights`` 
 keeps its weights and the one pushed out loses them, so a long study does not fill the disk. They live beside the
 artifact store rather than in it because Optuna cannot change a finished trial's artifact list: evicted weights
 would stay listed in the dashboard, pointing at nothing. For the same reason no trial records its own weights
-folder: the study's user attribute ``weights`` maps each kept trial number to its folder and is rewritten on every
-eviction.
+folder: the study's user attribute ``weights`` (:func:`~melanoma_search.search.records.kept_weights`) maps each
+kept trial number to its folder and is rewritten on every eviction.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from numpy.typing import ArrayLike
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from sklearn.metrics import roc_auc_score, roc_curve
 
-__all__ = ["ArtifactWriter", "roc_svg"]
+from melanoma_search.search import records
 
-_WEIGHTS_ATTR = "weights"
+__all__ = ["ArtifactWriter", "roc_svg"]
 
 
 def roc_svg(target: ArrayLike, pred: ArrayLike, *, title: str, size: int = 320) -> str:
@@ -92,18 +92,18 @@ class ArtifactWriter:
             scores.update({int(n): v for n, v in held.items()})
             scores[trial.number] = value
             ranked = sorted(scores, key=lambda n: -scores[n] if maximize else scores[n])[: self.top_k]
-            kept: dict[str, str] = dict(study.user_attrs.get(_WEIGHTS_ATTR, {}))
+            kept = records.kept_weights(study)
             folder = None
             if trial.number in ranked:
                 folder = self.weights_root / f"trial-{trial.number:05d}"
                 folder.mkdir(parents=True, exist_ok=True)
                 for path in weight_files:
                     shutil.copy2(path, folder / path.name)
-                kept[str(trial.number)] = str(folder)
-            for number in [n for n in kept if int(n) not in ranked]:
+                kept[trial.number] = folder
+            for number in [n for n in kept if n not in ranked]:
                 shutil.rmtree(kept.pop(number), ignore_errors=True)
-            study.set_user_attr(_WEIGHTS_ATTR, kept)
+            records.set_kept_weights(study, kept)
             handle.seek(0)
             handle.truncate()
-            json.dump({n: scores[int(n)] for n in kept}, handle)
+            json.dump({str(n): scores[n] for n in kept}, handle)
         return folder

@@ -11,9 +11,14 @@ An objective is a Python file in ``objectives/`` (in the working directory, or t
     Which folds a trial trains and validates.
 ``score(result) -> tuple[float, ...]``
     The values of a finished :class:`~melanoma_search.train.RunResult`.
+``REPORT`` (optional, ``"epoch"`` by default)
+    What one pruning step is. ``"epoch"``: each epoch's validation AUC (a one-fold objective, pruned within its
+    fold). ``"fold"``: after each fold, the pooled out-of-fold AUC of the folds trained so far (the honest score of
+    the kept weights), so a cross-validated trial is compared with the others on the same folds and pruned between
+    folds: a poor configuration costs one fold model, a good one comes out bagged over every fold.
 
-Single-objective studies report each epoch's validation AUC so the pruner can stop a trial early; Optuna cannot
-prune multi-objective trials, so those run to the end.
+Single-objective studies report so the pruner can stop a trial early; Optuna cannot prune multi-objective trials, so
+those run to the end.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 from melanoma_search.errors import ConfigError
 from melanoma_search.train.loop import RunResult
@@ -38,10 +44,12 @@ class Objective:
     folds: Callable[[int], Sequence[int]]
     score: Callable[[RunResult], tuple[float, ...]]
     path: Path
+    report_each: Literal["epoch", "fold"] = "epoch"
+    """What a pruning step is (the objective file's ``REPORT``)."""
 
     @property
     def reports(self) -> bool:
-        """Whether trials report per-epoch values (and so can be pruned)."""
+        """Whether trials report intermediate values (and so can be pruned): single-objective studies."""
         return len(self.directions) == 1
 
 
@@ -69,6 +77,9 @@ def load_objective(name: str, *, search_dirs: Sequence[Path] | None = None) -> O
         raise ConfigError(f"objective {path}: DIRECTIONS must be 'maximize'/'minimize' values, got {directions}")
     if len(module.METRIC_NAMES) != len(directions):
         raise ConfigError(f"objective {path}: one METRIC_NAMES entry per direction")
+    report_each: Literal["epoch", "fold"] = getattr(module, "REPORT", "epoch")
+    if report_each not in ("epoch", "fold"):
+        raise ConfigError(f"objective {path}: REPORT must be 'epoch' or 'fold', got {report_each!r}")
 
     def score(result: RunResult) -> tuple[float, ...]:
         value = module.score(result)
@@ -78,7 +89,7 @@ def load_objective(name: str, *, search_dirs: Sequence[Path] | None = None) -> O
         return values
 
     return Objective(name=name, directions=directions, metric_names=tuple(module.METRIC_NAMES),
-                     folds=module.folds, score=score, path=path)
+                     folds=module.folds, score=score, path=path, report_each=report_each)
 
 
 def _import(path: Path) -> ModuleType:

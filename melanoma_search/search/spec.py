@@ -144,8 +144,10 @@ class ExportSpec(StrictModel):
     """How ``python -m melanoma_search.export`` treats this study unless its flags say otherwise."""
 
     top_k: int = Field(5, ge=1)
-    """Members of the exported ensemble (each retrained on every fold when ``refit``: mind the time on a CPU)."""
-    method: Literal["rank", "greedy"] = "rank"
+    """The best this-many trials are the candidates (each retrained on the folds it lacks when ``refit``: mind the
+    time on a CPU); ``rank`` blends them all, ``greedy`` leaves out those that add nothing."""
+    method: str = "rank"
+    """A registered blend method (:mod:`melanoma_search.ensemble.methods`)."""
     refit: bool = True
 
 

@@ -20,6 +20,7 @@ import optuna
 
 from melanoma_search.errors import ConfigError
 from melanoma_search.model.network import ModelConfig, check_pretrained
+from melanoma_search.search import records
 from melanoma_search.search.backends import Backend, LocalBackend, RunOutcome
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.objective import load_objective
@@ -102,11 +103,11 @@ def start_run(
             f"{storage_dir / name}.db is left as it was")
     opened = open_study(spec, objective, storage=open_storage(url, heartbeat_interval=heartbeat or None),
                         study_name=name, seed=seed)
-    opened.set_user_attr("spec", spec.model_dump(mode="json", by_alias=True))
-    opened.set_user_attr("objective", objective.name)
-    opened.set_user_attr("data", data.origin)
+    opened.set_user_attr(records.SPEC, spec.model_dump(mode="json", by_alias=True))
+    opened.set_user_attr(records.OBJECTIVE, objective.name)
+    opened.set_user_attr(records.DATA, data.origin)
     artifact_dir = storage_dir / (artifact_home or name) / "artifacts"
-    opened.set_user_attr("artifact_dir", str(artifact_dir))  # where export finds the trials' files
+    opened.set_user_attr(records.ARTIFACT_DIR, str(artifact_dir))  # where export finds the trials' files
     for key, value in (study_attrs or {}).items():
         opened.set_user_attr(key, value)
     before = len(opened.trials)

@@ -25,6 +25,7 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 
 from melanoma_search.errors import ConfigError, StorageError
+from melanoma_search.search import records
 from melanoma_search.search.objective import Objective
 from melanoma_search.search.spec import PrunerSpec, SamplerSpec, StudySpec
 
@@ -45,8 +46,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-_KEY_ATTR = "study_key"
 
 
 def best_first(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -259,8 +258,8 @@ def study_folder(study: optuna.Study, *, storage_dir: str | Path) -> Path:
 
 
 def _study_key(study: optuna.Study) -> str:
-    key = study.user_attrs.get(_KEY_ATTR)
+    key = study.user_attrs.get(records.STUDY_KEY)
     if not isinstance(key, str):
         key = uuid.uuid4().hex[:12]
-        study.set_user_attr(_KEY_ATTR, key)
+        study.set_user_attr(records.STUDY_KEY, key)
     return key

@@ -1,4 +1,4 @@
-"""One trial: sample a config, train it, report and prune per epoch, record everything in the study.
+"""One trial: sample a config, train it, report and prune per epoch or per fold, record everything in the study.
 
 A trial's inputs are plain data — the spec's base config and the sampled parameters — and its outputs go to the
 study's storage and artifact store, so a trial runs the same in this process, another process or another machine.
@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import torch
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, MelanomaSearchError
@@ -31,7 +33,7 @@ from melanoma_search.search.spec import StudySpec, native_size
 from melanoma_search.train.config import TrainConfig, apply_overrides, flatten_config, parse_config
 from melanoma_search.train.loop import fit, prepare_for
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
-from melanoma_search.train.results import EpochStats, RunResult
+from melanoma_search.train.results import EpochStats, FoldResult, RunResult, weight_files
 
 __all__ = ["TrialRunner", "sample_params", "trial_config"]
 
@@ -162,15 +164,15 @@ class TrialRunner:
         alone = False
         reported: set[int] = set()  # steps an earlier attempt reported: Optuna keeps a step's first value
         for attempt in range(3):
-            history: list[EpochStats] = []
+            reporter = _Reporter(trial, objective=self.objective, earlier=set(reported), log=self.log)
             try:
                 with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
-                    result = fit(config, data=self.data_for(config, clock=clock),
-                                 callback=self._reporter(trial, history, reported),
-                                 log=lambda line: self.log(f"trial {trial.number} {line}"), weights_dir=folder,
-                                 clock=clock)
+                    result = fit(config, data=self.data_for(config, clock=clock), callback=reporter.epoch,
+                                 on_fold=reporter.fold, log=lambda line: self.log(f"trial {trial.number} {line}"),
+                                 weights_dir=folder, clock=clock)
                 return result, config
             except torch.cuda.OutOfMemoryError as exc:
+                reported |= reporter.reported
                 torch.cuda.empty_cache()
                 if attempt == 0 and config.batch_size >= 2:
                     smaller = config.model_copy(update={"batch_size": config.batch_size // 2,
@@ -189,7 +191,7 @@ class TrialRunner:
                 _fail(trial, f"out of memory at batch {config.batch_size}: {str(exc).splitlines()[0]}")
                 raise
             except optuna.TrialPruned:
-                trial.set_user_attr("epochs_run", len(history))
+                trial.set_user_attr("epochs_run", reporter.epochs_run)
                 raise
             except MelanomaSearchError as exc:
                 _fail(trial, f"{type(exc).__name__}: {exc}")
@@ -198,35 +200,6 @@ class TrialRunner:
                 _fail(trial, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 raise
         raise AssertionError("unreachable")
-
-    def _reporter(self, trial: optuna.Trial, history: list[EpochStats], reported: set[int]
-                  ) -> Callable[[EpochStats], None]:
-        """Report each epoch and ask the pruner; on an out-of-memory retry, only the steps the failed attempt
-        did not reach.
-
-        Optuna ignores a second report of a step, so re-reporting would leave the pruner reading the failed attempt's
-        curve as if it were the retry's. The retry's own values of those steps go to the ``oom_retry_curve``
-        attribute instead; the pruner was already asked at those steps (and let the trial go on).
-        """
-        earlier = set(reported)
-        retry_curve: dict[str, float] = {}
-
-        def report(stats: EpochStats) -> None:
-            history.append(stats)
-            if not self.objective.reports:
-                return
-            if stats.step in earlier:
-                retry_curve[str(stats.step)] = round(stats.val_auc, 5)
-                trial.set_user_attr("oom_retry_curve", retry_curve)
-                return
-            trial.report(stats.val_auc, step=stats.step)
-            reported.add(stats.step)
-            if trial.should_prune():
-                self.log(f"trial {trial.number} pruned at fold {stats.fold} epoch {stats.epoch} "
-                         f"(val_auc {stats.val_auc:.4f})")
-                raise optuna.TrialPruned(f"pruned at step {stats.step} with val_auc {stats.val_auc:.4f}")
-
-        return report
 
     def _record(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, start: float) -> None:
         trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
@@ -258,8 +231,51 @@ class TrialRunner:
                                ("roc.svg", "image/svg+xml")):
             if (folder / name).is_file():
                 self.artifacts.upload(trial, folder / name, mimetype=mimetype)
-        weights = sorted(folder.glob("fold*.safetensors"))
+        weights = list(weight_files(folder).values())
         self.artifacts.keep_weights(trial, value, weights)  # where: the study's ``weights`` attr, kept current
+
+
+class _Reporter:
+    """Reports a trial's steps to Optuna and asks the pruner: each epoch's validation AUC, or after each fold the
+    pooled out-of-fold AUC of the folds so far (the objective's ``report_each``).
+
+    On an out-of-memory retry only the steps the failed attempt did not reach are reported (``earlier``): Optuna
+    ignores a second report of a step, so re-reporting would leave the pruner reading the failed attempt's curve as
+    if it were the retry's. The retry's own values of those steps go to the ``oom_retry_curve`` attribute instead;
+    the pruner was already asked at those steps (and let the trial go on).
+    """
+
+    def __init__(self, trial: optuna.Trial, *, objective: Objective, earlier: set[int], log: Log) -> None:
+        self.trial, self.objective, self.earlier, self.log = trial, objective, earlier, log
+        self.reported: set[int] = set()
+        self.epochs_run = 0
+        self._folds: list[FoldResult] = []
+        self._retry_curve: dict[str, float] = {}
+
+    def epoch(self, stats: EpochStats) -> None:
+        self.epochs_run += 1
+        if self.objective.report_each == "epoch":
+            self._report(stats.step, stats.val_auc, where=f"fold {stats.fold} epoch {stats.epoch}")
+
+    def fold(self, result: FoldResult) -> None:
+        self._folds.append(result)
+        if self.objective.report_each == "fold":
+            oof = pd.concat([f.oof for f in self._folds], ignore_index=True)
+            pooled = float(roc_auc_score(oof["target"], oof["pred"]))
+            self._report(len(self._folds) - 1, pooled, where=f"fold {result.fold} ({len(self._folds)} fold(s) done)")
+
+    def _report(self, step: int, value: float, *, where: str) -> None:
+        if not self.objective.reports:
+            return
+        if step in self.earlier:
+            self._retry_curve[str(step)] = round(value, 5)
+            self.trial.set_user_attr("oom_retry_curve", self._retry_curve)
+            return
+        self.trial.report(value, step=step)
+        self.reported.add(step)
+        if self.trial.should_prune():
+            self.log(f"trial {self.trial.number} pruned at {where} (val_auc {value:.4f})")
+            raise optuna.TrialPruned(f"pruned at step {step} with val_auc {value:.4f}")
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

@@ -31,7 +31,7 @@ from melanoma_search.train.device import resolve_device, seed_everything
 from melanoma_search.train.loaders import make_loader
 from melanoma_search.train.lr_finder import find_lr
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
-from melanoma_search.train.results import EpochStats, FoldResult
+from melanoma_search.train.results import EpochStats, FoldResult, weights_file
 from melanoma_search.train.samplers import build_sampler
 from melanoma_search.train.schedules import warmup_cosine
 from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
@@ -101,7 +101,7 @@ class _Parts:
 def _build_parts(config: TrainConfig, layout: OutputLayout, rows: _Rows, device: torch.device) -> _Parts:
     model = build_model(config.model, n_outputs=layout.n_outputs,
                         n_meta=rows.encoder.n_features if rows.encoder else 0)
-    channels_last = config.channels_last and device.type == "cuda"
+    channels_last = config.channels_last
     model = model.to(device).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     forward: torch.nn.Module = model
     if config.compile != "off":
@@ -343,7 +343,7 @@ def fit_fold(
     weights_path = None
     if weights_dir is not None and config.save_weights:
         with clock.phase("weights"):
-            weights_path = str(_save_weights(kept_state, Path(weights_dir) / f"fold{fold}.safetensors"))
+            weights_path = str(_save_weights(kept_state, Path(weights_dir) / weights_file(fold)))
     result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=best_epoch, best_epoch_auc=best_auc,
                         auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof, test=test, history=history,
                         lr=lr, seconds=time.perf_counter() - start,

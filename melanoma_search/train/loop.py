@@ -24,6 +24,7 @@ from melanoma_search.train.results import EpochStats, FoldResult, RunResult
 __all__ = ["fit", "prepare_for"]
 
 Callback = Callable[[EpochStats], None]
+FoldCallback = Callable[[FoldResult], None]
 Log = Callable[[str], None]
 
 
@@ -41,12 +42,15 @@ def fit(
     *,
     data: PreparedData | None = None,
     callback: Callback | None = None,
+    on_fold: FoldCallback | None = None,
     log: Log = _print,
     weights_dir: str | os.PathLike[str] | None = None,
     clock: PhaseClock | None = None,
 ) -> RunResult:
     """Train ``config`` on each of its folds (``config.data.folds``) and collect the predictions.
 
+    ``callback``: called after every epoch; ``on_fold``: after every fold, with its honest result (the kept
+    weights' out-of-fold predictions), so a cross-validated trial can be judged, and pruned, fold by fold.
     ``clock``: adds up where the seconds went by phase (a trial passes its own, to add its fixed costs to).
     """
     start = time.perf_counter()
@@ -65,6 +69,8 @@ def fit(
                                    step_offset=position * config.epochs,
                                    weights_dir=None if weights_dir is None else str(weights_dir), clock=clock)
         folds.append(result)
+        if on_fold is not None:
+            on_fold(result)
         if encoder is not None:
             encoders[fold] = encoder.to_dict()
     return RunResult(folds=folds, classes=data.classes, device=device_name(device),

@@ -17,7 +17,41 @@ from sklearn.metrics import roc_auc_score
 if TYPE_CHECKING:
     from melanoma_search.train.config import TrainConfig
 
-__all__ = ["EpochStats", "FoldResult", "RunResult"]
+__all__ = ["EpochStats", "FoldResult", "RunResult", "fold_column", "fold_of_weights", "fold_predictions",
+           "weight_files", "weights_file"]
+
+
+def weights_file(fold: int) -> str:
+    """The file name of fold ``fold``'s kept weights: the one spelling the trainer, the search's kept weights, the
+    refit and the ensemble folder all use."""
+    return f"fold{fold}.safetensors"
+
+
+def fold_of_weights(path: str | os.PathLike[str]) -> int:
+    """The fold a :func:`weights_file` holds."""
+    return int(Path(path).name.removeprefix("fold").removesuffix(".safetensors"))
+
+
+def weight_files(folder: str | os.PathLike[str]) -> dict[int, Path]:
+    """Fold -> weights file of every :func:`weights_file` in ``folder`` (empty when the folder does not exist)."""
+    root = Path(folder)
+    return {fold_of_weights(p): p for p in sorted(root.glob("fold*.safetensors"))} if root.is_dir() else {}
+
+
+def fold_column(fold: int) -> str:
+    """The column of fold ``fold``'s model in a ``test.csv`` (``pred`` is their mean)."""
+    return f"pred_fold{fold}"
+
+
+def fold_predictions(table: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Fold -> that fold model's predictions, from the :func:`fold_column` columns of a ``test.csv``.
+
+    Each fold model is put on the ensemble's scale against its own out-of-fold predictions, so the export needs
+    them one by one, not only their mean; a table written before they were kept gives its ``pred`` as fold -1.
+    """
+    folds = {int(c.removeprefix("pred_fold")): table[c].to_numpy(np.float64)
+             for c in table.columns if c.startswith("pred_fold")}
+    return folds or {-1: table["pred"].to_numpy(np.float64)}
 
 
 @dataclass(frozen=True)
@@ -86,12 +120,14 @@ class RunResult:
 
     @property
     def test(self) -> pd.DataFrame | None:
-        """Test predictions averaged over the folds' models."""
-        tests = [f.test for f in self.folds if f.test is not None]
+        """Test predictions averaged over the folds' models (``pred``), and each fold model's own
+        (:func:`fold_column`)."""
+        tests = {f.fold: f.test for f in self.folds if f.test is not None}
         if not tests:
             return None
-        mean = np.mean([t["pred"].to_numpy() for t in tests], axis=0)
-        return tests[0].assign(pred=mean)
+        first = next(iter(tests.values()))
+        mean = np.mean([t["pred"].to_numpy() for t in tests.values()], axis=0)
+        return first.assign(pred=mean, **{fold_column(k): t["pred"].to_numpy() for k, t in tests.items()})
 
     @property
     def train_seconds(self) -> float:

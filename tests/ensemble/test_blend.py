@@ -1,10 +1,25 @@
+"""Blending on one scale, and the table of blend methods."""
+
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma_search.ensemble.blend import blend, greedy_selection, percentiles
+from melanoma_search.ensemble.blend import blend_candidates
+from melanoma_search.ensemble.candidates import Candidate
+from melanoma_search.ensemble.methods import (
+    cross_half,
+    get_blend_method,
+    greedy_selection,
+    list_blend_methods,
+    register_blend,
+)
+from melanoma_search.ensemble.scale import fold_percentiles, oof_percentiles, percentiles, weighted_mean
+from melanoma_search.errors import ConfigError
 
 
 @pytest.fixture()
@@ -21,7 +36,7 @@ def test_rank_blend_is_invariant_to_monotone_transforms(members: tuple[dict[str,
     transformed = dict(scores, m0=np.exp(scores["m0"]) * 7 + 3, m1=1 / (1 + np.exp(-scores["m1"])))
     ranked_t = {n: percentiles(s, s) for n, s in transformed.items()}
     weights = {n: 1.0 for n in scores}
-    np.testing.assert_allclose(blend(ranked, weights), blend(ranked_t, weights))
+    np.testing.assert_allclose(weighted_mean(ranked, weights), weighted_mean(ranked_t, weights))
 
 
 def test_percentiles_do_not_depend_on_the_batch() -> None:
@@ -32,6 +47,29 @@ def test_percentiles_do_not_depend_on_the_batch() -> None:
     assert percentiles(np.array([-5.0, 5.0]), reference).tolist() == [0.0, 1.0]
 
 
+def test_fold_models_that_disagree_in_scale_are_each_ranked_on_their_own() -> None:
+    """Fold 0's model scores in [0, 0.1], fold 1's in [0.9, 1]: the same ranking, on other scales."""
+    reference = pd.DataFrame({"fold": [0] * 100 + [1] * 100,
+                              "pred": np.r_[np.linspace(0.0, 0.1, 100), np.linspace(0.9, 1.0, 100)]})
+    top, bottom = {0: np.array([0.1]), 1: np.array([1.0])}, {0: np.array([0.0]), 1: np.array([0.9])}
+    assert fold_percentiles(top, reference)[0] == pytest.approx(1.0, abs=0.01)  # both models' highest score
+    assert fold_percentiles(bottom, reference)[0] == pytest.approx(0.0, abs=0.01)  # both models' lowest
+    # the mean raw score ranked against the pooled reference (the old scale) puts both in the middle
+    pooled = reference["pred"].to_numpy()
+    assert percentiles(np.array([np.mean([0.1, 1.0])]), pooled)[0] == pytest.approx(0.5)
+    assert percentiles(np.array([np.mean([0.0, 0.9])]), pooled)[0] == pytest.approx(0.5)
+    # an out-of-fold row is its own fold model's percentile: the same scale as new images get
+    np.testing.assert_allclose(oof_percentiles(reference), np.r_[percentiles(pooled[:100], pooled[:100]),
+                                                                   percentiles(pooled[100:], pooled[100:])])
+
+
+def test_weighted_mean_ignores_zero_weights_and_needs_one() -> None:
+    scores = {"a": np.array([0.2, 0.4]), "b": np.array([0.6, 0.8]), "c": np.array([1.0, 1.0])}
+    np.testing.assert_allclose(weighted_mean(scores, {"a": 3, "b": 1, "c": 0}), [0.3, 0.5])
+    with pytest.raises(ValueError, match="positive weight"):
+        weighted_mean(scores, {"a": 0.0})
+
+
 def test_greedy_never_scores_below_its_best_member(members: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
     scores, target = members
     ranked = {n: percentiles(s, s) for n, s in scores.items()}
@@ -39,10 +77,53 @@ def test_greedy_never_scores_below_its_best_member(members: tuple[dict[str, np.n
     best = max(roc_auc_score(target, r) for r in ranked.values())
     assert result.auc >= best
     assert sum(result.weights.values()) == pytest.approx(1.0)
-    assert result.auc == pytest.approx(roc_auc_score(target, blend(ranked, result.weights)))
+    assert result.auc == pytest.approx(roc_auc_score(target, weighted_mean(ranked, result.weights)))
 
 
 def test_greedy_with_one_member_is_that_member() -> None:
     target = np.array([0, 1, 0, 1, 1, 0.0])
     result = greedy_selection({"only": np.array([0.1, 0.8, 0.3, 0.6, 0.9, 0.2])}, target)
     assert result.weights == {"only": 1.0} and result.auc == 1.0
+
+
+def test_greedy_leaves_out_a_member_that_adds_nothing(members: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+    scores, target = members
+    noise = np.random.default_rng(5).random(len(target))  # knows nothing of the labels
+    ranked = {**{n: percentiles(s, s) for n, s in scores.items()}, "noise": noise}
+    assert "noise" in greedy_selection(ranked, target).weights  # plain selection fits this sample's noise ...
+    chosen = get_blend_method("greedy").choose(ranked, target)
+    assert "noise" not in chosen and len(chosen) >= 2  # ... the export's greedy keeps what helps on both halves
+    assert "noise" in get_blend_method("rank").choose(ranked, target)  # rank blends whatever it is given
+
+
+def test_fitted_weights_are_scored_on_the_other_half(members: tuple[dict[str, np.ndarray], np.ndarray]) -> None:
+    scores, target = members
+    ranked = {n: percentiles(s, s) for n, s in scores.items()}
+    greedy = get_blend_method("greedy")
+    honest = roc_auc_score(target, cross_half(greedy, ranked, target))
+    in_sample = roc_auc_score(target, weighted_mean(ranked, greedy.choose(ranked, target)))
+    assert greedy.fitted and not get_blend_method("rank").fitted
+    assert honest < in_sample  # weights chosen on the rows flatter the rows
+
+
+def test_a_new_blend_method_is_one_registered_function(tmp_path: Path) -> None:
+    name = "best-single"
+    if name not in list_blend_methods():
+        @register_blend(name, fitted=True, summary="the single best candidate")
+        def _best(scores: dict[str, np.ndarray], target: np.ndarray) -> dict[str, float]:
+            return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
+
+    rng = np.random.default_rng(1)
+    target = np.r_[np.ones(30), np.zeros(90)]
+    names = [f"ISIC_{i:04d}" for i in range(120)]
+    candidates = []
+    for number, signal in enumerate((2.0, 0.5)):
+        pred = 1 / (1 + np.exp(-(signal * target + rng.normal(0, 1, 120))))
+        oof = pd.DataFrame({"image_name": names, "target": target, "pred": pred, "fold": np.arange(120) % 3})
+        candidates.append(Candidate(number=number, value=0.0, params={}, folder=tmp_path, oof=oof, test=None,
+                                    seconds=1.0))
+    result = blend_candidates(candidates, method=name)
+    assert [m.name for m in result.members] == ["trial-00000"] and result.weights == {"trial-00000": 1.0}
+    assert len(result.candidates) == 2 and result.in_sample_auc is not None
+    with pytest.raises(ConfigError, match="unknown blend method 'nope'; available: rank, greedy"):
+        blend_candidates(candidates, method="nope")

@@ -138,9 +138,10 @@ def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) ->
     assert "refit:" in run.stdout and "cv_auc" in run.stdout
     ensemble = load_ensemble(study_dir / "bag" / "ensemble")
     for member, entry in zip(ensemble.members, ensemble.manifest["members"], strict=True):
-        assert sorted(p.name for p in member.weight_files) == ["fold0.safetensors", "fold1.safetensors",
-                                                                 "fold2.safetensors"]
-        assert 0 <= entry["cv_auc"] <= 1 and len(member.oof_scores) == 90  # every training row, once
+        assert sorted(p.name for p in member.weight_files.values()) == ["fold0.safetensors", "fold1.safetensors",
+                                                                          "fold2.safetensors"]
+        assert 0 <= entry["cv_auc"] <= 1 and len(member.reference) == 90  # every training row, once ...
+        assert sorted(member.reference["fold"].unique()) == [0, 1, 2]  # ... each with the fold model that scored it
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
     recorded = study.user_attrs["cv_auc"]
     assert {str(e["trial"]) for e in ensemble.manifest["members"]} <= set(recorded)
@@ -166,3 +167,26 @@ def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_s
     assert 0 <= outside <= 1 and gap == pytest.approx(inside - outside, abs=2e-3)
     report = (study_dir / "val" / "report.html").read_text()
     assert "Outside check: in-search vs outside AUC" in report and "ROC on the outside images" in report
+
+
+def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: Path) -> None:
+    """cv_auc trials hold every fold's weights: the export trains nothing, and predict reproduces the submission
+    (each fold model ranked on its own out-of-fold scale, at export as at scoring)."""
+    spec = {**SPEC, "objective": "cv_auc", "export": {"top_k": 3, "method": "greedy", "refit": True}}
+    (tmp_path / "cv.yaml").write_text(yaml.safe_dump(spec))
+    run = run_module(tmp_path, "melanoma_search.run", "--study", "cv.yaml", "--n-trials", "3")
+    assert run.returncode == 0, run.stderr
+    export = run_module(tmp_path, "melanoma_search.export", "--study", "cv", "--ensemble-dir", "ens")
+    assert export.returncode == 0, export.stderr
+    assert "refit:" not in export.stdout and "greedy" in export.stdout
+    assert "of 3 candidate(s)" in export.stdout
+    ensemble = load_ensemble(tmp_path / "ens")
+    assert ensemble.manifest["format"] == 2
+    for member in ensemble.members:
+        assert sorted(member.weight_files) == [0, 1, 2] and sorted(member.reference["fold"].unique()) == [0, 1, 2]
+    submission = pd.read_csv(tmp_path / "storage" / "cv" / "export" / "submission.csv")
+    scored = run_module(tmp_path, "melanoma_search.predict", "--ensemble", "ens", "--images",
+                        str(_test_csv(tmp_path)), "--out", "scores.csv")
+    assert scored.returncode == 0, scored.stderr
+    merged = submission.merge(pd.read_csv(tmp_path / "scores.csv"), on="image_name")
+    assert len(merged) == 12 and (merged["target_x"] - merged["target_y"]).abs().max() < 1e-9

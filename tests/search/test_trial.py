@@ -1,4 +1,5 @@
-"""A trial's out-of-memory retry: the retry reports only steps the failed attempt did not reach."""
+"""A trial's steps: per epoch or per fold, pruning between folds, and the out-of-memory retry (it reports only steps
+the failed attempt did not reach)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ def test_an_out_of_memory_retry_reports_only_new_steps(tmp_path: Path, memory_hu
     assert not [w for w in caught if "already reported" in str(w.message)]  # Optuna was never asked twice
     assert trial.user_attrs["train_seconds"] < trial.user_attrs["wall_seconds"]
     assert optuna.load_study(study_name="tiny", storage=summary.storage_url).trials[0].number == trial.number
+
+
+def test_a_cross_validated_trial_reports_each_fold(tmp_path: Path) -> None:
+    """cv_auc reports the pooled out-of-fold AUC after each fold; the last step is the trial's value."""
+    spec = write_spec(tmp_path, objective="cv_auc", fixed={"epochs": 2, "batch_size": 16, "image_size": 32,
+                                                          "model": {"name": "resnet18"}},
+                      space={"lr": {"low": 1.0e-3, "high": 2.0e-3}}, budget={"n_trials": 1})
+    summary = start_run(str(spec), storage_dir=tmp_path / "storage", log=lambda line: None)
+    trial = summary.study.trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    assert sorted(trial.intermediate_values) == [0, 1, 2]  # one step per fold, not one per epoch
+    assert trial.intermediate_values[2] == pytest.approx(trial.value)  # all folds pooled: the cv_auc itself
+    assert trial.user_attrs["epochs_run"] == 6 and len(trial.user_attrs["fold_aucs"]) == 3
+
+
+def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trial below the pruner's bar after its first fold stops there: one fold model's epochs, one step."""
+    spec = write_spec(tmp_path, objective="cv_auc", fixed={"epochs": 2, "batch_size": 16, "image_size": 32,
+                                                          "model": {"name": "resnet18"}},
+                      space={"lr": {"low": 1.0e-3, "high": 2.0e-3}}, budget={"n_trials": 1},
+                      pruner={"name": "threshold", "lower": 0.9999, "n_warmup_steps": 0})
+    summary = start_run(str(spec), storage_dir=tmp_path / "storage", log=lambda line: None)
+    trial = summary.study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [0] and trial.user_attrs["epochs_run"] == 2  # fold 0 only
+    assert "trial 0 pruned at fold 0 (1 fold(s) done)" in capsys.readouterr().out

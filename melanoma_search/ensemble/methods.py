@@ -1,0 +1,156 @@
+"""Blend methods, and the table that ``export --method NAME`` (and a spec's ``export.method``) is looked up in.
+
+A method turns the candidates' out-of-fold scores (on one scale, :mod:`.scale`) and the labels into blend weights; a
+member with weight 0 is left out of the ensemble. Each is registered once with :func:`register_blend`, which also
+says whether the weights are *fitted* to the rows: the export then scores such a blend on rows its weights were not
+chosen on (weights chosen on one half of the rows blend the other half, and the other way round), because weights
+chosen and scored on the same rows flatter the blend by construction. A new method is one decorated function:
+
+    @register_blend("best", fitted=True, summary="the single best candidate")
+    def _best(scores, target):
+        return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from melanoma_search.ensemble.scale import weighted_mean
+from melanoma_search.errors import ConfigError
+
+__all__ = [
+    "BlendMethod",
+    "GreedyResult",
+    "cross_half",
+    "get_blend_method",
+    "greedy_selection",
+    "list_blend_methods",
+    "register_blend",
+]
+
+Scores = Mapping[str, np.ndarray]
+ChooseWeights = Callable[[Scores, np.ndarray], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class BlendMethod:
+    name: str
+    choose: ChooseWeights
+    """``(scores, target) -> weights``: candidate name -> weight (0 or missing: left out)."""
+    fitted: bool
+    """Whether the weights are chosen by looking at the labels of the rows (then scored across halves)."""
+    summary: str
+
+
+_METHODS: dict[str, BlendMethod] = {}
+
+
+def register_blend(name: str, *, fitted: bool, summary: str) -> Callable[[ChooseWeights], ChooseWeights]:
+    def decorate(choose: ChooseWeights) -> ChooseWeights:
+        if name in _METHODS:
+            raise ValueError(f"blend method {name!r} is already registered")
+        _METHODS[name] = BlendMethod(name=name, choose=choose, fitted=fitted, summary=summary)
+        return choose
+
+    return decorate
+
+
+def get_blend_method(name: str) -> BlendMethod:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown blend method {name!r}; available: {', '.join(list_blend_methods())}") from None
+
+
+def list_blend_methods() -> tuple[str, ...]:
+    return tuple(_METHODS)
+
+
+@dataclass(frozen=True)
+class GreedyResult:
+    weights: dict[str, float]
+    auc: float
+    history: list[float]
+
+
+def greedy_selection(scores: Scores, target: np.ndarray, *, rounds: int = 25) -> GreedyResult:
+    """Caruana et al.'s ensemble selection (2004), as AutoGluon uses it: start from the best candidate, then
+    repeatedly add (with replacement) the one whose addition most improves the blend's AUC; the weights are the
+    counts. The best blend seen is kept, so it never scores below its best candidate on these rows, and a candidate
+    that adds nothing is never picked."""
+    names = list(scores)
+    if not names:
+        raise ValueError("greedy selection needs at least one candidate")
+    target = np.asarray(target)
+    singles = {n: roc_auc_score(target, scores[n]) for n in names}
+    first = max(names, key=lambda n: singles[n])
+    counts = {first: 1}
+    current = np.asarray(scores[first], dtype=np.float64).copy()
+    size = 1
+    best_counts, best_auc = dict(counts), singles[first]
+    history = [best_auc]
+    for _ in range(rounds):
+        tried = {n: roc_auc_score(target, (current * size + scores[n]) / (size + 1)) for n in names}
+        pick = max(names, key=lambda n: tried[n])
+        current = (current * size + scores[pick]) / (size + 1)
+        size += 1
+        counts[pick] = counts.get(pick, 0) + 1
+        history.append(tried[pick])
+        if tried[pick] > best_auc + 1e-12:
+            best_auc, best_counts = tried[pick], dict(counts)
+    total = sum(best_counts.values())
+    return GreedyResult(weights={n: c / total for n, c in best_counts.items()}, auc=best_auc, history=history)
+
+
+@register_blend("rank", fitted=False, summary="equal weights for the top k (nothing chosen on the rows)")
+def _equal(scores: Scores, target: np.ndarray) -> dict[str, float]:
+    return {name: 1.0 / len(scores) for name in scores}
+
+
+@register_blend("greedy", fitted=True, summary="ensemble selection with replacement among the top k, of the "
+                "candidates that help on both halves of the rows: members that add nothing are left out")
+def _greedy(scores: Scores, target: np.ndarray) -> dict[str, float]:
+    """Greedy selection among the candidates it picks on each half of the rows alone.
+
+    Selection on a few thousand rows also picks up candidates that help by chance: on 400 rows a pure-noise member
+    joins the blend with a small weight because it lifts that sample's AUC by a few ten-thousandths. A candidate that
+    really adds something is picked on both halves; one picked on one half is most likely fitting its noise.
+    """
+    first, second = _halves(target, seed=1)
+    helps = [set(greedy_selection({n: s[rows] for n, s in scores.items()}, target[rows]).weights)
+             for rows in (first, second)] if min(first.sum(), second.sum()) and _both_classes(target, first, second) \
+        else [set(scores)]
+    kept = set.intersection(*helps)
+    if not kept:  # the halves disagree even on the best candidate: take the best one on all rows
+        return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
+    return greedy_selection({n: s for n, s in scores.items() if n in kept}, target).weights
+
+
+def _both_classes(target: np.ndarray, *halves: np.ndarray) -> bool:
+    return all(len(np.unique(target[rows])) == 2 for rows in halves)
+
+
+def _halves(target: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the rows, each with about half of the melanomas."""
+    rng = np.random.default_rng(seed)
+    first = np.zeros(len(target), dtype=bool)
+    for label in np.unique(target):
+        rows = np.flatnonzero(target == label)
+        first[rng.permutation(rows)[: len(rows) // 2]] = True
+    return first, ~first
+
+
+def cross_half(method: BlendMethod, scores: Scores, target: np.ndarray) -> np.ndarray:
+    """Each row's blended score under weights chosen on the other half of the rows (see the module docstring)."""
+    out = np.zeros(len(target))
+    first, second = _halves(target)
+    for fit_rows, score_rows in ((first, second), (second, first)):
+        if len(np.unique(target[fit_rows])) < 2:
+            raise ConfigError("too few melanomas in the out-of-fold rows to choose blend weights on half of them")
+        weights = method.choose({n: s[fit_rows] for n, s in scores.items()}, target[fit_rows])
+        out[score_rows] = weighted_mean({n: s[score_rows] for n, s in scores.items()}, weights)
+    return out

@@ -1,0 +1,89 @@
+"""What a study records about itself for the stages after the search: the study attributes, each spelled here once.
+
+A run writes these into the study (so they travel with its storage to any worker, node or later export) and the
+export, the student rounds and the dashboards read them back. Each name has this one owner, and each value one
+reader and one writer here, so a renamed attribute cannot leave a stale reader elsewhere:
+
+``spec``          the study spec as the run resolved it (the export reads its ``export:`` defaults);
+``objective``     the objective's name; ``data``: where the dataset came from;
+``artifact_dir``  the artifact store of the trials (student rounds share their first study's);
+``weights``       trial number -> the folder of its kept weights (rewritten when a trial leaves the top k);
+``cv_auc``        trial number -> pooled out-of-fold AUC after a refit (a finished trial's own attributes are
+                  read-only in Optuna, so the study holds them);
+``student``       a noisy-student round's lineage (its round and teacher);
+``study_key``     the random id that keys the study's folder (:func:`melanoma_search.search.study.study_folder`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+__all__ = [
+    "ARTIFACT_DIR",
+    "CV_AUC",
+    "DATA",
+    "KEPT_WEIGHTS",
+    "OBJECTIVE",
+    "SPEC",
+    "STUDENT",
+    "STUDY_KEY",
+    "artifact_dir",
+    "cv_aucs",
+    "export_section",
+    "kept_weights",
+    "lineage",
+    "record_cv_aucs",
+    "set_kept_weights",
+]
+
+SPEC = "spec"
+OBJECTIVE = "objective"
+DATA = "data"
+ARTIFACT_DIR = "artifact_dir"
+KEPT_WEIGHTS = "weights"
+CV_AUC = "cv_auc"
+STUDENT = "student"
+STUDY_KEY = "study_key"
+
+
+def kept_weights(study: optuna.Study) -> dict[int, Path]:
+    """Trial number -> the folder holding its kept weights (only the study's ``top_k_weights`` trials have one)."""
+    return {int(number): Path(folder) for number, folder in study.user_attrs.get(KEPT_WEIGHTS, {}).items()}
+
+
+def set_kept_weights(study: optuna.Study, kept: Mapping[int, Path]) -> None:
+    study.set_user_attr(KEPT_WEIGHTS, {str(number): str(folder) for number, folder in sorted(kept.items())})
+
+
+def cv_aucs(study: optuna.Study) -> dict[int, float]:
+    """Trial number -> the pooled out-of-fold AUC a refit measured for it."""
+    return {int(number): float(value) for number, value in study.user_attrs.get(CV_AUC, {}).items()}
+
+
+def record_cv_aucs(study: optuna.Study, values: Mapping[int, float]) -> None:
+    """Add refitted trials' pooled out-of-fold AUCs to those the study holds."""
+    merged = {**cv_aucs(study), **{int(n): float(v) for n, v in values.items()}}
+    study.set_user_attr(CV_AUC, {str(n): round(v, 5) for n, v in sorted(merged.items())})
+
+
+def export_section(study: optuna.Study) -> dict[str, Any]:
+    """The ``export:`` section of the spec the run recorded (empty for a study no run of this tool made)."""
+    return dict(study.user_attrs.get(SPEC, {}).get("export", {}))
+
+
+def artifact_dir(study: optuna.Study, *, storage_dir: Path) -> Path:
+    """The artifact store the run recorded, else ``<storage_dir>/<study>/artifacts``."""
+    recorded = study.user_attrs.get(ARTIFACT_DIR)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return storage_dir / study.study_name / "artifacts"
+
+
+def lineage(study: optuna.Study) -> dict[str, Any] | None:
+    """A noisy-student round's round and teacher (``None`` for a study trained on labels alone)."""
+    value = study.user_attrs.get(STUDENT)
+    return dict(value) if isinstance(value, dict) else None
