@@ -16,7 +16,8 @@ Each arm runs the real commands (``python -m melanoma_search.run`` / ``.export``
 the other, so the arms share nothing but the image cache. The epochs of (a) are sized from a 2-epoch probe of each
 configuration on fold 0 (the seconds of one more epoch, and each fold's fixed seconds).
 
-    python bench/search_value.py [--timeout 1800] [--arms c,a,b,h] [--workdir storage/bench-search-value]
+    python bench/search_value.py [--timeout 1800] [--arms c,a,b,h] [--no-search a1-more-epochs,a2-biggest]
+        [--workdir storage/bench-search-value]
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="each search's run --timeout (seconds)")
     parser.add_argument("--arms", default="c,a,b,h", help="which arms, in order; (a) needs (c)'s wall time")
     parser.add_argument("--workdir", default="storage/bench-search-value")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RESULT_JSON",
+                        help="take a no-search arm (a1-more-epochs, a2-biggest) from an earlier run's result.json "
+                        "instead of training it again (its budget, that run's (c) run time, is printed beside)")
+    parser.add_argument("--no-search", default="a1-more-epochs,a2-biggest",
+                        help="which no-search arms (a) trains: a1-more-epochs, a2-biggest or both")
     parser.add_argument("--holdout-share", type=float, default=2 / 3,
                         help="(h)'s run gets this share of --timeout: its export's refit takes the rest")
     args = parser.parse_args()
@@ -158,6 +164,12 @@ def main() -> None:
     print(f"search value of {args.spec} on {args.data_dir} (outside: {args.outside}); searches get --timeout "
           f"{args.timeout:.0f}; arms {', '.join(arms)}", flush=True)
     rows: dict[str, dict[str, Any]] = {}
+    reused = {}
+    for item in args.reuse:
+        label, _, path = item.partition("=")
+        row = json.loads(Path(path).read_text())
+        earlier_c = json.loads((Path(path).parents[1] / "c-shipped" / "result.json").read_text())
+        reused[label] = {**row, "from": path, "budget_s": earlier_c["run_s"]}
     for arm in arms:
         if arm == "c":
             rows["c"] = _arm(work, "c-shipped", shipped, timeout=args.timeout, outside=outside)
@@ -171,6 +183,12 @@ def main() -> None:
                     "export": {"top_k": 2, "method": "greedy", "refit": True}, "top_k_weights": 3}
             rows["h"] = _arm(work, "h-holdout-refit", spec, timeout=args.timeout * args.holdout_share,
                              outside=outside)
+        elif arm == "a" and reused:
+            this_c = rows.get("c", {}).get("run_s", float("nan"))
+            for label, row in reused.items():
+                print(f"({label}) reused from {row['from']}: trained for that run's (c) run time "
+                      f"({row['budget_s']:.0f}s); this run's (c) ran {this_c:.0f}s", flush=True)
+                rows[label] = row
         elif arm == "a":
             if "c" not in rows:
                 raise SystemExit("arm a needs arm c first (it gets c's wall time)")
@@ -178,7 +196,10 @@ def main() -> None:
             base = apply_overrides(shipped.get("fixed", {}), {f"data.{k}": v for k, v in shipped["data"].items()})
             biggest = {"model.name": space["model.name"]["choices"][-1],
                        "image_size": space["image_size"]["choices"][-1]}
+            wanted = args.no_search.split(",")
             for label, params in (("a1-more-epochs", default), ("a2-biggest", {**default, **biggest})):
+                if label not in wanted:
+                    continue
                 per_epoch, fixed = _probe(base, params, work / label)
                 epochs = _epochs_for(wall, per_epoch=per_epoch, fixed=fixed, n_folds=n_folds,
                                      least=int(params.get("epochs", base.get("epochs", 4))))

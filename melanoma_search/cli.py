@@ -1,20 +1,26 @@
 """What the command lines share: help text made from a module's docstring, the options of scoring with an ensemble.
 
 The CLIs' descriptions are their modules' docstrings, written in reStructuredText for the API docs; a terminal shows
-them without the markup (``x`` and :func:`x` as `x`, a literal block's ``::`` as ``:``).
+them without the markup (``x`` and :func:`x` as x, a literal block's ``::`` as ``:``).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
+from collections.abc import Callable
 
-__all__ = ["add_scoring_arguments", "help_text", "parser_for"]
+from melanoma_search.errors import MelanomaSearchError
+
+__all__ = ["add_scoring_arguments", "handled", "help_text", "parser_for"]
 
 
 def help_text(doc: str | None) -> str:
-    text = re.sub(r":(?:func|class|mod|meth|data):`~?", "`", doc or "")
-    return text.replace("``", "`").replace("::\n", ":\n")
+    """A docstring as a terminal shows it: no reStructuredText roles or backticks (``x``, :func:`x` and `x` read as
+    x), a literal block's ``::`` as ``:``."""
+    text = re.sub(r":(?:func|class|mod|meth|data|attr):`~?", "`", doc or "")
+    return text.replace("::\n", ":\n").replace("`", "")
 
 
 def parser_for(module: str, doc: str | None) -> argparse.ArgumentParser:
@@ -31,3 +37,26 @@ def add_scoring_arguments(parser: argparse.ArgumentParser, *, ensemble_help: str
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--allow-missing-meta", action="store_true",
                         help="score metadata members without metadata (every field treated as missing)")
+    parser.add_argument("--storage-dir", default="storage",
+                        help="where the default --out goes: <storage-dir>/<the ensemble's study>/...")
+
+
+def handled(body: Callable[[], int], *, interrupted: str = "interrupted") -> int:
+    """Run a command's body so that every fault a user can meet ends in one line, never a traceback.
+
+    A problem this package names (:class:`~melanoma_search.errors.MelanomaSearchError`) or a file the system refuses
+    (an unwritable ``--out``, a full disk) is ``error: ...`` and exit status 2; Ctrl-C is ``interrupted`` (the
+    command's own line says what was kept) and 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return body()
+    except MelanomaSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -23,9 +23,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from melanoma_search.cli import parser_for
+from melanoma_search.cli import handled, parser_for
 from melanoma_search.ensemble.methods import get_blend_method, list_blend_methods
-from melanoma_search.errors import MelanomaSearchError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,16 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def export() -> int:
         from melanoma_search.ensemble import export_study
 
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
                      method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,
                      validate=args.validate, device=args.device)
-    except MelanomaSearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return handled(export, interrupted="interrupted: finished refit folds are kept (in the study's refit folder) "
+                   "and no ensemble folder was replaced; the same command resumes")
 
 
 if __name__ == "__main__":

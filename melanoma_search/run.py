@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from melanoma_search.cli import parser_for
-from melanoma_search.errors import ConfigError, MelanomaSearchError
+from melanoma_search.cli import handled, parser_for
+from melanoma_search.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True,
                         help=f"spec name in search_spaces/ ({', '.join(list_specs())}) or a path to a YAML spec")
     parser.add_argument("--data-dir", help="dataset folder (overrides the spec's data.dir)")
-    parser.add_argument("--n-trials", type=int, help="trials to run now, all workers together (default: the spec's)")
+    parser.add_argument("--n-trials", type=int, help="trials this run adds, all its workers together (default: "
+                        "the spec's budget.n_trials); each node and each restart counts its own")
     parser.add_argument("--timeout", type=float, help="seconds for this run (default: the spec's budget)")
+    parser.add_argument("--max-trials", type=int, help="trials for the whole study, counted in its storage across "
+                        "every node and restart (default: the spec's budget.max_trials): the same command on every "
+                        "node, and again after a preemption, stops at this total")
     parser.add_argument("--storage", help="storage URL: sqlite:///..., postgresql+psycopg://..., journal:PATH")
     parser.add_argument("--study-name", help="name in the storage (default: the spec name)")
     parser.add_argument("--storage-dir", default="storage", help="folder of default storages and artifacts")
@@ -62,11 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` of the launcher stops like Ctrl-C
-    try:
-        return _run(args)
-    except MelanomaSearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    try:  # a Ctrl-C before the first trial (reading the data, checking weights, pseudo-labelling) ends here too
+        return handled(lambda: _run(args), interrupted="interrupted: no trial is left RUNNING; the same command "
+                       "resumes")
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -98,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--heartbeat {args.heartbeat}: must be 0 (off) or a number of seconds")
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"--n-trials {args.n_trials}: must be at least 1 (leave it out for the spec's budget)")
+    if args.max_trials is not None and args.max_trials < 1:
+        raise ConfigError(f"--max-trials {args.max_trials}: must be at least 1")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
     backend = _backend(args)
@@ -123,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
                 storage=storage, study_name=study_name, storage_dir=args.storage_dir)
         return 0
     summary = start_run(args.study, backend=backend, data_dir=args.data_dir, overrides=overrides,
-                        n_trials=args.n_trials, timeout=args.timeout, storage=storage,
+                        n_trials=args.n_trials, timeout=args.timeout, max_trials=args.max_trials, storage=storage,
                         study_name=study_name, storage_dir=args.storage_dir, seed=args.seed,
                         heartbeat=args.heartbeat, verbose=args.verbose, artifact_home=home, study_attrs=attrs)
     shown = redact(summary.storage_url).removeprefix("journal:")

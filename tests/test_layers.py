@@ -12,13 +12,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "melanoma_search"
 
 LAYERS: dict[str, int] = {
-    "errors": 0, "schema": 0, "cli": 0,
+    "errors": 0, "schema": 0, "cli": 0, "metrics": 0,
     "data": 1, "augment": 1,
     "model": 2,
     "train": 3,
     "search": 4,
     "ensemble": 5,
-    "run": 6, "export": 6, "predict": 6, "pseudo": 6, "__init__": 6,
+    "run": 6, "export": 6, "predict": 6, "pseudo": 6, "portable": 6, "__init__": 6,
 }
 
 

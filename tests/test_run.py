@@ -116,7 +116,7 @@ def test_help_lists_the_shipped_studies_in_plain_text(capsys: pytest.CaptureFixt
     shown = capsys.readouterr().out
     assert stop.value.code == 0
     assert "demo, effnet-sweep, ham-cpu" in " ".join(shown.split())  # the option's help wraps lines
-    assert "``" not in shown and ":func:" not in shown
+    assert "`" not in shown and ":func:" not in shown  # plain text: no reStructuredText markup at all
 
 
 def test_verbose_keeps_optunas_traceback_of_a_failed_trial(tmp_path: Path) -> None:
@@ -142,6 +142,15 @@ def test_missing_pretrained_weights_stop_the_run_once_before_any_trial(tmp_path:
     assert "running 2 trial(s)" not in run.stdout  # stopped before the study started any trial
 
 
+def test_a_missing_hair_overlay_folder_stops_the_run_once_before_any_trial(tmp_path: Path) -> None:
+    fixed = {**TINY["fixed"], "augment": {"hair": 0.5, "hair_dir": str(tmp_path / "no-such-hair")}}
+    run = run_cli(tmp_path, "--study", str(write_spec(tmp_path, fixed=fixed)), "--n-trials", "2")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]  # (after the dataset's INFO log lines)
+    assert last.startswith("error: augment.hair_dir: hair overlay folder not found") and "no-such-hair" in last
+    assert "running 2 trial(s)" not in run.stdout
+
+
 def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
     process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],
@@ -153,8 +162,24 @@ def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     states = [t.state for t in _study(tmp_path).trials]
     assert states == [TrialState.FAIL] and TrialState.RUNNING not in states
+
+
+def test_ctrl_c_before_the_first_trial_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while the run reads its dataset (here: writes the synthetic set) ends in one line, exit 130."""
+    spec = write_spec(tmp_path, data={**TINY["data"], "synthetic": {"n_train": 3000, "n_test": 0, "size": 96,
+                                                                    "seed": 9}})
+    process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "storage" / "cache").glob("synthetic-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the synthetic lesions are being drawn: no study opened yet
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and output.strip().splitlines()[-1].startswith("interrupted"), output
 
 
 def _free_port() -> int:

@@ -27,6 +27,7 @@ from melanoma_search.augment.device import BatchPolicy
 
 # albumentations and cv2 come through host, which first turns off albumentations' version check on import
 from melanoma_search.augment.host import A, ColorConstancy, HairAugment, Microscope, cv2
+from melanoma_search.errors import ConfigError
 from melanoma_search.schema import StrictModel
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Policy",
     "build_eval_transform",
     "build_train_transform",
+    "check_augment_files",
     "get_policy",
     "list_policies",
     "register_policy",
@@ -166,3 +168,15 @@ def build_train_transform(config: AugmentConfig, *, size: int, seed: int | None 
 def build_eval_transform(config: AugmentConfig) -> A.Compose:
     """Validation / test pipeline: only normalisations that training applied to every image."""
     return A.Compose([ColorConstancy()] if config.color_constancy else [])
+
+
+def check_augment_files(config: AugmentConfig) -> None:
+    """The files an ``augment:`` section names (hair overlays) are there and readable: checked once before the
+    first trial, so a missing folder stops the run with its remedy instead of failing every trial in turn."""
+    if not config.hair_dir:
+        return
+    try:
+        HairAugment(hair_dir=config.hair_dir)._load_overlays()
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"augment.hair_dir: {exc} (RGBA PNG hair overlays, e.g. the hair-augment folder of the "
+                          "project's shared data; or leave hair_dir out and augment.hair draws strands)") from None

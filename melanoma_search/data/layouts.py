@@ -18,6 +18,11 @@ Built-in layouts:
     ``source`` is not the 2020 collection are external (training folds only) when the file holds 2020 rows.
 ``isic2019``
     ISIC 2019 ``ISIC_2019_Training_GroundTruth.csv`` (one-hot) + ``ISIC_2019_Training_Metadata.csv``.
+``ham10000``
+    The official HAM10000 download: ``HAM10000_metadata.csv`` (``lesion_id``, ``image_id``, ``dx``, ``dx_type``,
+    ``age``, ``sex``, ``localization``) with the images in ``HAM10000_images_part_1/`` and ``_part_2/`` (or any
+    folder beside the file). Melanoma is ``dx == mel``; the seven ``dx`` codes are the diagnosis target; folds group
+    images of one lesion (``lesion_id``: HAM has no patient id, and a lesion's several images must not be split).
 ``labels``
     Any folder with ``labels.csv`` (``image_name``, ``target``, optional ``patient_id``/``sex``/``age_approx``/
     site/``diagnosis``) and ``images/``; an optional ``test.csv`` lists test images (also looked up in ``images/``
@@ -348,6 +353,38 @@ def _read_isic2019(root: Path) -> list[Part]:
     return [("train", base, [root / "ISIC_2019_Training_Input", root / "images", root / "train", root])]
 
 
+#: HAM10000's ``dx`` codes, as the diagnosis names the other layouts use.
+_HAM_DIAGNOSES: dict[str, str] = {"mel": "melanoma", "nv": "nevus", "bkl": "benign keratosis-like lesion",
+                                  "bcc": "basal cell carcinoma", "akiec": "actinic keratosis",
+                                  "df": "dermatofibroma", "vasc": "vascular lesion"}
+#: HAM10000's ``localization`` in the SIIM-ISIC 2020 site vocabulary (``unknown`` reads as missing).
+_HAM_SITES: dict[str, str] = {"scalp": "head/neck", "ear": "head/neck", "face": "head/neck", "neck": "head/neck",
+                              "back": "torso", "trunk": "torso", "chest": "torso", "abdomen": "torso",
+                              "upper extremity": "upper extremity", "hand": "upper extremity",
+                              "lower extremity": "lower extremity", "foot": "lower extremity",
+                              "acral": "palms/soles", "genital": "oral/genital"}
+
+
+@register_layout("ham10000", detect=lambda root: (root / "HAM10000_metadata.csv").is_file(), priority=25)
+def _read_ham10000(root: Path) -> list[Part]:
+    path = root / "HAM10000_metadata.csv"
+    raw = _read_csv(path, required=("lesion_id", "image_id", "dx"))
+    dx = raw["dx"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(dx) - set(_HAM_DIAGNOSES))
+    if unknown:
+        raise DataError(f"{path}: unknown dx code(s) {unknown[:5]}; HAM10000 uses {', '.join(_HAM_DIAGNOSES)}")
+    frame = pd.DataFrame({
+        "image_id": raw["image_id"].astype(str), "target": (dx == "mel").astype(float),
+        "patient_id": raw["lesion_id"].astype(str), "diagnosis": dx.map(_HAM_DIAGNOSES),
+        "sex": raw["sex"] if "sex" in raw else np.nan,
+        "age_approx": raw["age"] if "age" in raw else np.nan,
+        "site": raw["localization"].map(_HAM_SITES) if "localization" in raw else np.nan})
+    base = _base(frame, path=path, name_col="image_id", source="HAM10000", site_col="site", labelled=True)
+    folders = [root / "HAM10000_images_part_1", root / "HAM10000_images_part_2", root / "images", root]
+    folders += sorted(p for p in root.iterdir() if p.is_dir() and p not in folders)
+    return [("train", base, folders)]
+
+
 @register_layout("labels", detect=lambda root: (root / "labels.csv").is_file(), priority=30)
 def _read_labels(root: Path) -> list[Part]:
     path = root / "labels.csv"
@@ -389,8 +426,9 @@ def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
         if "image_path" in frame:
             table["image_path"] = [str((path.parent / p).resolve()) for p in frame["image_path"].astype(str)]
         else:
-            table["image_path"] = _resolve_images(table["image_name"], [path.parent / "images", path.parent],
-                                                  missing="error")
+            table["image_path"] = _resolve_images(
+                table["image_name"], [path.parent / "images", path.parent], missing="error",
+                remedy="give the CSV an image_path column, or leave out the rows whose images are missing")
     else:
         raise DataError(f"--images: no such folder or CSV file: {path}")
     table["split"] = "test"
@@ -495,7 +533,8 @@ def _check_unknown_sites(table: pd.DataFrame, *, origin: Path, unknown_sites: st
     _log.warning("%s; read as missing", message)
 
 
-def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) -> list[str]:
+def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str,
+                    remedy: str = "set data.missing_images=skip to drop those rows") -> list[str]:
     """Find each image by stem in the first folder holding it (one directory listing per folder, not a stat each)."""
     index: dict[str, str] = {}
     for folder in reversed([f for f in folders if f.is_dir()]):
@@ -510,7 +549,7 @@ def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str) 
         where = ", ".join(str(f) for f in folders)
         message = f"{len(absent)} image file(s) not found in {where}, e.g. {absent[:5]}"
         if missing == "error":
-            raise DataError(message + " (set data.missing_images=skip to drop those rows)")
+            raise DataError(f"{message} ({remedy})")
         _log.warning("skipping %s", message)
     return paths
 

@@ -20,6 +20,7 @@ from melanoma_search.ensemble.candidates import Candidate
 from melanoma_search.ensemble.methods import cross_half, get_blend_method
 from melanoma_search.ensemble.scale import fold_percentiles, oof_percentiles, weighted_mean
 from melanoma_search.errors import ConfigError
+from melanoma_search.metrics import partial_auc
 from melanoma_search.train.results import fold_predictions
 
 __all__ = ["Blend", "blend_candidates"]
@@ -30,6 +31,8 @@ class Blend:
     members: list[Candidate]
     """The candidates with a positive weight."""
     weights: dict[str, float]
+    names: list[str]
+    """The out-of-fold images the blend is scored on (every candidate has them), in the order of ``target``."""
     target: np.ndarray
     oof_ranked: dict[str, np.ndarray]
     """Every candidate's out-of-fold score on the blend's scale, on the shared rows."""
@@ -37,6 +40,8 @@ class Blend:
     """Each row's blended score; for a fitted method, under the weights chosen on the other half of the rows."""
     auc: float
     """The blend's OOF AUC, never scored on the rows its weights were chosen on."""
+    pauc: float
+    """Its OOF partial AUC above 80 % sensitivity (ISIC 2024), on the same rows and scores."""
     best_member_auc: float
     best_member: str
     test: pd.DataFrame | None
@@ -72,8 +77,9 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
     by_name = {m.name: m for m in candidates}
     members = [by_name[n] for n in weights]
     best = max(singles, key=lambda n: singles[n])
-    return Blend(members=members, weights=weights, target=target, oof_ranked=ranked, oof_blend=oof_blend,
-                 auc=float(roc_auc_score(target, oof_blend)), best_member_auc=singles[best], best_member=best,
+    return Blend(members=members, weights=weights, names=rows, target=target, oof_ranked=ranked, oof_blend=oof_blend,
+                 auc=float(roc_auc_score(target, oof_blend)), pauc=partial_auc(target, oof_blend),
+                 best_member_auc=singles[best], best_member=best,
                  test=_blend_test(members, weights), method=method, in_sample_auc=in_sample, member_aucs=singles,
                  candidates=list(candidates))
 

@@ -16,15 +16,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from melanoma_search.ensemble.blend import Blend, blend_candidates
-from melanoma_search.ensemble.candidates import collect_candidates
-from melanoma_search.ensemble.folder import load_ensemble, record_in_manifest, write_ensemble
+from melanoma_search.ensemble.candidates import Candidate, collect_candidates
+from melanoma_search.ensemble.card import model_card
+from melanoma_search.ensemble.folder import (
+    add_file,
+    check_replaceable,
+    load_ensemble,
+    record_in_manifest,
+    staged_ensemble,
+    write_ensemble,
+)
 from melanoma_search.ensemble.methods import get_blend_method
+from melanoma_search.ensemble.operating import calibration_summary, choose_operating_points, cross_fitted_probability
 from melanoma_search.ensemble.refit import refit_candidates
+from melanoma_search.ensemble.saliency import saliency_maps
+from melanoma_search.ensemble.subgroups import subgroups
 from melanoma_search.ensemble.validate import Validation, validate_ensemble
-from melanoma_search.errors import ConfigError
+from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.search import records
 from melanoma_search.search.spec import ExportSpec
+from melanoma_search.train.config import TrainConfig, parse_config
 
 __all__ = ["ExportResult", "export_study"]
 
@@ -38,6 +53,43 @@ class ExportResult:
     report: Path
     ensemble_dir: Path | None
     validation: Validation | None = None
+
+
+def _blend_lines(result: Blend) -> list[str]:
+    """What the export says of its blend: the honest AUC beside the best member's, and each candidate's weight."""
+    honest = "" if result.in_sample_auc is None else (
+        f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
+        "on the rows they were chosen on)")
+    lines = [f"blend of {len(result.members)} of {len(result.candidates)} candidate(s) ({result.method}): OOF AUC "
+             f"{result.auc:.4f}{honest} vs best single member {result.best_member_auc:.4f} ({result.best_member}), "
+             f"on {len(result.target)} OOF row(s); OOF pAUC above 80% sensitivity {result.pauc:.4f} (of 0.2)"]
+    for candidate in result.candidates:
+        cv = "" if candidate.cv_auc is None else f", cv_auc {candidate.cv_auc:.4f} over {len(candidate.folds)} folds"
+        weight = result.weights.get(candidate.name, 0.0)
+        left_out = "" if weight > 0 else " (left out: adds nothing to the blend)"
+        lines.append(f"  {candidate.name}: weight {weight:.3f}, objective {candidate.value:.4f}{cv}{left_out}")
+    return lines
+
+
+def _member_configs(result: Blend) -> dict[str, TrainConfig]:
+    return {m.name: parse_config(yaml.safe_load((m.folder / "config.yaml").read_text()), source=m.name)
+            for m in result.members}
+
+
+def training_images(members: list[Candidate]) -> pd.DataFrame:
+    """Every image any member trained on, with what the dataset says of it (path, label, diagnosis, source, sex,
+    age, site): its training rows, external and pseudo-labelled ones included."""
+    from melanoma_search.train.loop import prepare_for
+
+    tables, seen = [], set()
+    for member in members:
+        config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
+        key = config.data.model_dump_json(exclude={"folds", "num_workers"})
+        if key not in seen:
+            seen.add(key)
+            table = prepare_for(config).table
+            tables.append(table.loc[table["split"].eq("train")])
+    return pd.concat(tables, ignore_index=True).drop_duplicates("image_name")
 
 
 def export_study(
@@ -75,9 +127,11 @@ def export_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_dir = Path(storage_dir)
     url = storage or default_storage_url(storage_home(study_name, storage_dir=storage_dir), storage_dir=storage_dir)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"no study storage at {url}; run `python -m melanoma_search.run --study {study_name}` first")
-    rdb = open_storage(url, heartbeat_interval=None)
+    try:
+        rdb = open_storage(url, heartbeat_interval=None, create=False)  # reading a study never creates storage
+    except StorageError as exc:
+        raise StorageError(f"{exc}; run `python -m melanoma_search.run --study {study_name}` first, or give "
+                           "--storage the URL its run used") from None
     try:
         study = optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:
@@ -86,6 +140,8 @@ def export_study(
     top_k = defaults.top_k if top_k is None else top_k
     method = defaults.method if method is None else method
     get_blend_method(method)  # an unknown name stops here, before any refit
+    if ensemble_dir is not None:
+        check_replaceable(Path(ensemble_dir))  # and a folder that may not be replaced
     refit = defaults.refit if refit is None else refit
     store = FileSystemArtifactStore(str(records.artifact_dir(study, storage_dir=storage_dir)))
     out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
@@ -102,18 +158,15 @@ def export_study(
             log(f"{len(candidates)} of the {top_k} member(s) asked for: the study has no more usable finished "
                 "trials (the lines above say which were skipped and why)")
         result = blend_candidates(candidates, method=method)
-        honest = "" if result.in_sample_auc is None else (
-            f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
-            "on the rows they were chosen on)")
-        log(f"blend of {len(result.members)} of {len(candidates)} candidate(s) ({method}): OOF AUC {result.auc:.4f}"
-            f"{honest} vs best single member {result.best_member_auc:.4f} ({result.best_member}), on "
-            f"{len(result.target)} OOF row(s)")
-        for candidate in result.candidates:
-            cv = f", cv_auc {candidate.cv_auc:.4f} over {len(candidate.folds)} folds" if candidate.cv_auc is not None \
-                else ""
-            weight = result.weights.get(candidate.name, 0.0)
-            left_out = "" if weight > 0 else " (left out: adds nothing to the blend)"
-            log(f"  {candidate.name}: weight {weight:.3f}, objective {candidate.value:.4f}{cv}{left_out}")
+        for line in _blend_lines(result):
+            log(line)
+        points = choose_operating_points(result.target, result.oof_blend)
+        oof_calibration = calibration_summary(result.target,
+                                              cross_fitted_probability(result.oof_blend, result.target))
+        log("operating points, chosen on the out-of-fold blend (95% bootstrap intervals):")
+        for point in points:
+            log(f"  {point.line()}")
+        log(oof_calibration.line("of the calibrated probability, out of fold"))
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
         if result.test is None:
@@ -125,24 +178,43 @@ def export_study(
         svg = Path(tmp) / "blend-roc.svg"
         svg.write_text(roc_svg(result.target, result.oof_blend, title=f"blend of {len(result.members)} (OOF)"))
         upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
-        folder, validation = None, None
+        training = training_images(result.members)
+        oof_groups = subgroups(training.set_index("image_name").loc[result.names].reset_index(), result.target,
+                               result.oof_blend, points=points, where="Out of fold")
+        folder, validation, outside_groups, card, looked = None, None, None, None, []
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
-            folder = write_ensemble(result, out=target, study_name=study_name, method=method,
-                                    lineage=records.lineage(study))
-            if validate is not None:
-                validation = validate_ensemble(load_ensemble(folder), validate,
-                                               in_search={**result.member_aucs, "blend": result.auc},
-                                               device=resolve_device(device), log=log)
-                for line in validation.lines():
-                    log(line)
-                record_in_manifest(folder, "validation", validation.to_dict())
-            if ensemble_dir is None:
-                folder = None
-            else:
-                log(f"ensemble: {folder} (score new images with python -m melanoma_search.predict --ensemble "
-                    f"{folder})")
-        report = write_report(study, result, out.with_name("report.html"), validation=validation)
+            with staged_ensemble(target) as staging:  # swapped into place only once complete and checked
+                write_ensemble(result, out=staging, study_name=study_name, method=method,
+                               lineage=records.lineage(study), training=training,
+                               extra={"operating_points": {p.name: p.to_dict() for p in points},
+                                      "calibration_oof": oof_calibration.to_dict(),
+                                      "subgroups_oof": oof_groups.to_dict()})
+                if validate is not None:
+                    validation = validate_ensemble(load_ensemble(staging), validate,
+                                                   in_search={**result.member_aucs, "blend": result.auc},
+                                                   device=resolve_device(device), log=log)
+                    for line in validation.lines():
+                        log(line)
+                    assert validation.rows is not None
+                    outside_groups = subgroups(validation.rows, validation.target, validation.scores["blend"],
+                                               points=points, where=f"Outside ({validate})")
+                    record_in_manifest(staging, "validation",
+                                       {**validation.to_dict(), "subgroups": outside_groups.to_dict()})
+                looked = saliency_maps(load_ensemble(staging), training.set_index("image_name").loc[result.names]
+                                       .reset_index(), result.target, result.oof_blend,
+                                       folds=training.set_index("image_name")["fold"].to_dict())
+                card = model_card(study=study, blend=result, configs=_member_configs(result), training=training,
+                                  points=points, calibration=oof_calibration, validation=validation,
+                                  subgroups="\n\n".join(g.markdown() for g in (oof_groups, outside_groups) if g))
+                add_file(staging, "model_card.md", card)
+            if ensemble_dir is not None:
+                folder = target
+                log(f"ensemble: {folder}, with its model card (score new images with python -m "
+                    f"melanoma_search.predict --ensemble {folder})")
+        report = write_report(study, result, out.with_name("report.html"), validation=validation, points=points,
+                              calibration=oof_calibration, subgroups=[g for g in (oof_groups, outside_groups) if g],
+                              card=card, saliency=looked)
         log(f"report: {report}")
     return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=folder,
                         validation=validation)

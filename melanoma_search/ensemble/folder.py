@@ -9,18 +9,30 @@ Layout written by ``python -m melanoma_search.export --ensemble-dir DIR``::
                                       is ranked on (:mod:`~melanoma_search.ensemble.scale`)
     DIR/trial-00009/meta.json         its metadata encoders per fold and its class list
     DIR/calibration.csv               the blend's out-of-fold scores and their labels (score -> probability)
+    DIR/training_images.csv           every image the study trained on (name, SHA-256 of the file): an outside
+                                      check refuses these
 
-Loading checks every file against the manifest's hashes, so a tampered or mismatched file is refused with a message
-naming it; weights are read with safetensors (no pickle) and loaded strictly into the member's architecture.
+    DIR/manifest.sha256               the manifest's own SHA-256 (the seal: member list, weights, lineage)
+
+Loading checks the manifest against its seal and every file against the manifest's hashes, so a tampered or
+mismatched file, the manifest included, is refused with a message naming it; weights are read with safetensors (no
+pickle) and loaded strictly into the member's architecture.
+
+An export never deletes what it did not write: the folder is written beside its destination and swapped in only
+once complete (validated, when asked), and an existing destination is replaced only if it is an ensemble folder
+holding nothing but what its manifest lists (:func:`check_replaceable`); anything else is refused by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,7 @@ from melanoma_search.augment.policies import build_eval_transform
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
 from melanoma_search.ensemble.blend import Blend
+from melanoma_search.ensemble.operating import OperatingPoint, fit_probability
 from melanoma_search.ensemble.scale import fold_percentiles, weighted_mean
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.model.losses import output_layout
@@ -48,9 +61,13 @@ __all__ = [
     "Ensemble",
     "EnsembleError",
     "Member",
+    "add_file",
+    "check_replaceable",
     "file_digest",
     "load_ensemble",
+    "load_fold_weights",
     "record_in_manifest",
+    "staged_ensemble",
     "write_ensemble",
 ]
 
@@ -59,6 +76,9 @@ FORMAT_VERSION = 2
 reference for every fold model) still load and score against their pooled reference."""
 _READABLE_FORMATS = (1, 2)
 _CALIBRATION = "calibration.csv"
+_TRAINING = "training_images.csv"
+_MANIFEST = "manifest.json"
+_SEAL = "manifest.sha256"
 
 
 class EnsembleError(MelanomaSearchError):
@@ -93,12 +113,28 @@ class Ensemble:
     members: list[Member]
     calibration: pd.DataFrame | None = None
     """The blend's out-of-fold ``score`` and ``target`` (ensembles exported before it existed have none)."""
+    training: pd.DataFrame | None = None
+    """``image_name`` and ``sha256`` of every image the study trained on (none in earlier exports)."""
+
+    def trained_on(self, rows: pd.DataFrame) -> list[str]:
+        """The names of ``rows`` (``image_name``, ``image_path``) that are training images of this ensemble, by name
+        or by file content (a copy under another name); empty when the ensemble has no training list."""
+        if self.training is None:
+            return []
+        names = set(self.training["image_name"].astype(str))
+        digests = set(self.training["sha256"])
+        return [str(name) for name, path in zip(rows["image_name"], rows["image_path"], strict=True)
+                if str(name) in names or (Path(path).is_file() and file_digest(Path(path)) in digests)]
 
     def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
               batch_size: int = 32) -> pd.DataFrame:
-        """Blended P(melanoma)-like scores in [0, 1] (``image_name,target``) for ``rows`` (image paths + metadata)."""
+        """``image_name``, ``score`` (the blend, for ranking: the submission's ``target``) and ``probability``
+        (calibrated P(melanoma); empty for an ensemble exported before calibration) for ``rows``."""
         ranked = self.member_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
-        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "target": self.blend(ranked)})
+        blended = self.blend(ranked)
+        probability = self.probability(blended) if self.calibration is not None else np.full(len(blended), np.nan)
+        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "score": blended,
+                             "probability": probability})
 
     def member_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
                       batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -121,6 +157,11 @@ class Ensemble:
         return weighted_mean(ranked, {m.name: m.weight for m in self.members})
 
     @property
+    def study(self) -> str:
+        """The study the ensemble was exported from (names its default output folders)."""
+        return str(self.manifest.get("study") or self.root.name)
+
+    @property
     def round(self) -> int:
         """The noisy-student round that trained it (0: no pseudo-labels; its students are round + 1)."""
         return int(self.manifest.get("lineage", {}).get("round", 0))
@@ -133,14 +174,16 @@ class Ensemble:
         so it never reorders images, and it reads the training set's melanoma rate, which the caller should know
         when the images to label come from a collection with another rate.
         """
-        from sklearn.isotonic import IsotonicRegression
-
         if self.calibration is None:
             raise EnsembleError(f"{self.root} has no calibration.csv (exported by an earlier version): export the "
                                 "study again to get calibrated probabilities")
-        fit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        fit.fit(self.calibration["score"].to_numpy(float), self.calibration["target"].to_numpy(float))
+        fit = fit_probability(self.calibration["score"].to_numpy(float), self.calibration["target"].to_numpy(float))
         return np.asarray(fit.predict(np.asarray(blended, dtype=float)))
+
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        """The thresholds the export chose on the out-of-fold blend (``sens90``, ``sens95``, ``youden``)."""
+        recorded = self.manifest.get("operating_points") or {}
+        return {name: OperatingPoint.from_dict(name, values) for name, values in recorded.items()}
 
     def meta_members(self) -> list[str]:
         """Names of the members whose models read patient metadata."""
@@ -160,7 +203,7 @@ def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, ba
         encoder = MetaEncoder.from_dict(member.encoders[str(fold)]) if config.model.meta else None
         model = build_model(config.model, n_outputs=layout.n_outputs, n_meta=encoder.n_features if encoder else 0,
                             load_weights=False)
-        model.load_state_dict(_load_weights(path, model), strict=True)
+        model.load_state_dict(load_fold_weights(path, model), strict=True)
         model.to(device).to(memory_format=memory_format)
         dataset = LesionDataset(None, rows=np.arange(len(rows)), targets=np.zeros(len(rows), np.float32),
                                 meta=encoder.transform(rows) if encoder else None, transform=transform,
@@ -172,7 +215,8 @@ def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, ba
     return outputs
 
 
-def _load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def load_fold_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A fold model's weights (safetensors: no pickle), checked against the member's architecture."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -191,15 +235,22 @@ def _load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]
 def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
     """Read and verify an ensemble folder; any missing, changed or unreadable file is an :class:`EnsembleError`."""
     root = Path(root).expanduser()
-    manifest_path = root / "manifest.json"
+    manifest_path = root / _MANIFEST
     if not manifest_path.is_file():
-        raise EnsembleError(f"not an ensemble folder (no manifest.json): {root}")
+        raise EnsembleError(f"not an ensemble folder (no {_MANIFEST}): {root}")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise EnsembleError(f"{manifest_path} is not valid JSON: {exc}") from None
     if manifest.get("format") not in _READABLE_FORMATS:
         raise EnsembleError(f"{manifest_path}: unsupported ensemble format {manifest.get('format')!r}")
+    if manifest["format"] >= 2:  # format 1 folders predate the seal
+        seal = root / _SEAL
+        if not seal.is_file():
+            raise EnsembleError(f"ensemble file missing: {seal}")
+        if seal.read_text().strip() != file_digest(manifest_path):
+            raise EnsembleError(f"ensemble file changed since export (SHA-256 mismatch with {_SEAL}): "
+                                f"{manifest_path}")
     for relative, digest in manifest.get("files", {}).items():
         path = root / relative
         if not path.is_file():
@@ -221,32 +272,97 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
                               classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
-    calibration = pd.read_csv(root / _CALIBRATION) if _CALIBRATION in manifest.get("files", {}) else None
-    return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration)
+    listed = manifest.get("files", {})
+    calibration = pd.read_csv(root / _CALIBRATION) if _CALIBRATION in listed else None
+    training = pd.read_csv(root / _TRAINING, dtype={"image_name": str}) if _TRAINING in listed else None
+    return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration, training=training)
 
 
 def record_in_manifest(root: Path, key: str, value: Any) -> None:
-    """Add ``key`` to the ensemble's manifest (e.g. its outside check); the file hashes are left as they are."""
-    path = root / "manifest.json"
-    manifest = json.loads(path.read_text())
+    """Add ``key`` to the ensemble's manifest (e.g. its outside check) and seal it again; the file hashes are left
+    as they are."""
+    manifest = json.loads((root / _MANIFEST).read_text())
     manifest[key] = value
-    path.write_text(json.dumps(manifest, indent=1))
+    _write_sealed(root, manifest)
+
+
+def add_file(root: Path, name: str, text: str) -> Path:
+    """Write ``name`` into the ensemble folder, list it with its digest in the manifest and seal it again."""
+    path = root / name
+    path.write_text(text, encoding="utf-8")
+    manifest = json.loads((root / _MANIFEST).read_text())
+    manifest["files"][name] = file_digest(path)
+    _write_sealed(root, manifest)
+    return path
+
+
+def _write_sealed(root: Path, manifest: dict[str, Any]) -> None:
+    """The manifest and its seal, each written whole (a crash leaves the old pair or the new one, never half)."""
+    body = json.dumps(manifest, indent=1).encode()
+    for name, data in ((_MANIFEST, body), (_SEAL, (hashlib.sha256(body).hexdigest() + "\n").encode())):
+        partial = root / f".{name}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, root / name)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse ``out`` as an ensemble destination unless it is absent, an empty folder, or an ensemble folder that
+    holds nothing but what its manifest lists (what this tool wrote there and may replace)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise EnsembleError(f"--ensemble-dir {out}: is a file, not an ensemble folder; refusing to replace it")
+    if not any(out.iterdir()):
+        return
+    try:
+        listed = set(json.loads((out / _MANIFEST).read_text()).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        raise EnsembleError(f"--ensemble-dir {out}: exists and is not an ensemble folder (no readable {_MANIFEST}); "
+                            "refusing to replace it: give a new folder, or remove it yourself") from None
+    present = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {_MANIFEST, _SEAL}
+    if extra := sorted(present - listed):
+        raise EnsembleError(f"--ensemble-dir {out}: holds files its ensemble does not list ({', '.join(extra[:3])}"
+                            f"{', ...' if len(extra) > 3 else ''}); refusing to replace it")
+
+
+@contextlib.contextmanager
+def staged_ensemble(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to write the ensemble into; on success it takes ``out``'s place (the old
+    ensemble, if any, removed only then), on any failure it is removed and ``out`` is left as it was."""
+    check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
-                   lineage: dict[str, Any] | None = None) -> Path:
-    """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`).
+                   lineage: dict[str, Any] | None = None, training: pd.DataFrame | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`) in ``out``, which must be
+    absent or empty (:func:`staged_ensemble` gives such a folder and swaps it into place).
 
     ``lineage``: for a noisy-student study, its round and teacher (``pseudo`` labels the next round from it).
+    ``training``: the study's training images (``image_name``, ``image_path``), listed with their digests so an
+    outside check can refuse them. ``extra``: more manifest entries (operating points, calibration, model card facts).
     """
     import optuna
     import timm
 
     from melanoma_search import __version__
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if out.exists() and any(out.iterdir()):
+        raise EnsembleError(f"{out}: write an ensemble into an empty folder (see staged_ensemble)")
+    out.mkdir(parents=True, exist_ok=True)
     entries = []
     for member in result.members:
         folder = out / member.name
@@ -265,14 +381,18 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
         entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
     pd.DataFrame({"score": result.oof_blend, "target": result.target}).to_csv(out / _CALIBRATION, index=False)
+    if training is not None:
+        pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
+                      "sha256": [file_digest(Path(p)) if p else "" for p in training["image_path"]]}).drop_duplicates(
+            "image_name").to_csv(out / _TRAINING, index=False)
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,
         "blend_oof_auc_in_sample": result.in_sample_auc,
         "best_member_oof_auc": result.best_member_auc, "members": entries, "files": files,
-        "lineage": lineage or {"round": 0},
+        "blend_oof_pauc": result.pauc, "lineage": lineage or {"round": 0}, **(extra or {}),
         "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "optuna": optuna.__version__, "python": sys.version.split()[0]},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    _write_sealed(out, manifest)
     return out

@@ -13,6 +13,7 @@ has. Progress lines give the fold, its AUC and an ETA.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
 
     Returns ``{trial number: pooled out-of-fold AUC}``, the ``cv_auc`` of each candidate.
     """
-    from melanoma_search.train.loop import fit, prepare_for
+    from melanoma_search.train.loop import fit_with_oom_retry, prepare_for
 
     plans: list[tuple[Candidate, TrainConfig, list[int], list[int]]] = []
     for member in candidates:
@@ -65,8 +66,10 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
                 if data is None:
                     data = prepare_for(config)
                 fold_config = parse_config(apply_overrides(config.to_dict(), {"data.folds": [fold]}))
-                result = fit(fold_config, data=data, weights_dir=out, log=lambda line: None)
-                result.save(out, config=fold_config)
+                result, fold_config = fit_with_oom_retry(fold_config, data=data, weights_dir=out,
+                                                         log=lambda line: None,
+                                                         on_retry=functools.partial(_tagged, log, member.name, fold))
+                result.save(out, config=fold_config)  # the config that trained these weights
                 (out / _DONE).write_text(json.dumps({"auc": result.auc, "seconds": result.seconds}))
                 trained += 1
                 elapsed = time.perf_counter() - started
@@ -86,6 +89,10 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
             log(f"{member.name}: cv_auc {member.cv_auc:.4f} over {len(member.folds)} folds "
                 f"(search value, fold 0: {member.value:.4f})")
     return cv_aucs
+
+
+def _tagged(log: Callable[[str], None], name: str, fold: int, line: str) -> None:
+    log(f"refit {name} fold {fold}: {line}")
 
 
 def _merge_fold(member: Candidate, out: Path, fold: int) -> None:

@@ -17,6 +17,9 @@ from sklearn.metrics import roc_curve
 
 if TYPE_CHECKING:
     from melanoma_search.ensemble.blend import Blend
+    from melanoma_search.ensemble.operating import Calibration, OperatingPoint
+    from melanoma_search.ensemble.saliency import Saliency
+    from melanoma_search.ensemble.subgroups import Subgroups
     from melanoma_search.ensemble.validate import Validation
 
 __all__ = ["write_report"]
@@ -86,14 +89,16 @@ def _cell(value: object) -> str:
 def _validation_section(validation: Validation) -> tuple[str, go.Figure]:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{validation.in_search.get(name, float('nan')):.4f}</td>"
-        f"<td>{auc:.4f}</td><td>{validation.in_search.get(name, float('nan')) - auc:.3f}</td></tr>"
+        f"<td>{auc:.4f}</td><td>{validation.in_search.get(name, float('nan')) - auc:.3f}</td>"
+        f"<td>{validation.outside_pauc[name]:.4f}</td></tr>"
         for name, auc in sorted(validation.outside.items(), key=lambda item: item[0] == "blend"))
     text = (f"<p>{validation.n_images} images ({validation.n_melanoma} melanomas) of {html.escape(validation.source)};"
             f" AUC standard error about {validation.standard_error:.3f}. "
             + (f"Members using metadata: {html.escape(', '.join(validation.meta_members))}; "
                f"{validation.rows_without_meta} rows have none.</p>" if validation.meta_members
                else "No member uses metadata.</p>")
-            + "<table><tr><th>member</th><th>in-search AUC</th><th>outside AUC</th><th>gap</th></tr>"
+            + "<table><tr><th>member</th><th>in-search AUC</th><th>outside AUC</th><th>gap</th>"
+            "<th>outside pAUC (TPR &ge; 0.8)</th></tr>"
             + rows + "</table>")
     figure = go.Figure()
     for name, scores in validation.scores.items():
@@ -107,7 +112,37 @@ def _validation_section(validation: Validation) -> tuple[str, go.Figure]:
     return text, figure
 
 
-def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None) -> Path:
+def _points_table(points: list[OperatingPoint], validation: Validation | None) -> str:
+    head = ("<tr><th>operating point</th><th>threshold (score)</th><th>sensitivity, out of fold</th>"
+            "<th>specificity, out of fold</th>" + ("<th>sensitivity, outside</th><th>specificity, outside</th>"
+                                                   if validation is not None else "") + "</tr>")
+    rows = []
+    for point in points:
+        cells = [point.name, f"{point.threshold:.4f}",
+                 f"{point.sensitivity:.3f} [{point.sensitivity_ci[0]:.3f}, {point.sensitivity_ci[1]:.3f}]",
+                 f"{point.specificity:.3f} [{point.specificity_ci[0]:.3f}, {point.specificity_ci[1]:.3f}]"]
+        if validation is not None and point.name in validation.points:
+            cells += [f"{v:.3f}" for v in validation.points[point.name]]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _reliability_figure(curves: dict[str, Calibration]) -> go.Figure:
+    figure = go.Figure()
+    for name, calibration in curves.items():
+        figure.add_trace(go.Scatter(x=calibration.predicted, y=calibration.observed, mode="lines+markers",
+                                    name=f"{name} (Brier {calibration.brier:.3f}, ECE {calibration.ece:.3f})"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dash"}))
+    figure.update_layout(title="Reliability of the calibrated probability (10 equal-width bins)",
+                         xaxis_title="predicted P(melanoma)", yaxis_title="observed melanoma rate", width=700,
+                         height=520)
+    return figure
+
+
+def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None,
+                 points: list[OperatingPoint] | None = None, calibration: Calibration | None = None,
+                 subgroups: list[Subgroups] | None = None, card: str | None = None,
+                 saliency: list[Saliency] | None = None) -> Path:
     """Write the report to ``path`` and return it."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -115,17 +150,34 @@ def write_report(study: Any, result: Blend, path: Path, *, validation: Validatio
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
         f"<h1>Study {html.escape(study.study_name)}</h1>",
-        f"<p>{len(study.trials)} trials. Blend of {len(result.members)} member(s): OOF AUC <b>{result.auc:.4f}</b> "
-        f"against the best single member's {result.best_member_auc:.4f} ({html.escape(result.best_member)}).</p>",
+        f"<p>{len(study.trials)} trials. Blend of {len(result.members)} member(s) ({html.escape(result.method)}): OOF "
+        f"AUC <b>{result.auc:.4f}</b>, partial AUC above 80 % sensitivity <b>{result.pauc:.4f}</b> (of 0.2), against "
+        f"the best single member's AUC {result.best_member_auc:.4f} ({html.escape(result.best_member)}). Each "
+        "candidate's AUC below is its search objective and, where it covers every fold, its pooled cv_auc.</p>",
         "<h2>Candidates and blend weights</h2>", _members_table(result),
     ]
+    if points:
+        parts += ["<h2>Operating points</h2><p>Thresholds on the blend's score chosen on the out-of-fold rows "
+                  "(95 % bootstrap intervals); <code>predict --operating-point NAME</code> flags images at one.</p>",
+                  _points_table(points, validation)]
     if validation is not None:
         text, outside_roc = _validation_section(validation)
         parts += ["<h2>Outside check: in-search vs outside AUC</h2>", text]
+    for groups in subgroups or []:
+        header, cells = groups.cells()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+        rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells]
+        parts += [f"<h2>Subgroups: {html.escape(groups.where.lower())}</h2>",
+                  f"<table><tr>{head}</tr>{''.join(rows)}</table>"]
     figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves",
                                                                                   _curves_figure(result))]
     if validation is not None:
         figures.insert(1, ("ROC on the outside images", outside_roc))
+    curves = {"out of fold (isotonic fitted on the other half)": calibration} if calibration is not None else {}
+    if validation is not None and validation.calibration is not None:
+        curves["outside"] = validation.calibration
+    if curves:
+        figures.insert(1, ("Calibration", _reliability_figure(curves)))
     figures += _study_figures(study)
     first = True
     for title, figure in figures:
@@ -135,6 +187,13 @@ def write_report(study: Any, result: Blend, path: Path, *, validation: Validatio
             continue
         parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=first))
         first = False
+    if saliency:
+        parts += ["<h2>Where the members looked (Grad-CAM, out of fold)</h2><p>Each member's fold model that scored "
+                  "the image out of fold; red is what raised its melanoma output. A map on a ruler, hair, ink or the "
+                  "border is a habit of the collection, not of melanoma.</p>", *(s.html() for s in saliency)]
+    if card is not None:
+        parts += ["<h2>Model card (model_card.md in the ensemble folder)</h2>",
+                  f"<pre style='white-space:pre-wrap;font-size:13px'>{html.escape(card)}</pre>"]
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -12,7 +12,12 @@ from optuna.trial import FrozenTrial, TrialState
 from melanoma_search.search.recovery import retried_numbers
 from melanoma_search.search.study import best_first
 
-__all__ = ["TrialProgress", "leaderboard", "one_line_trial_failures"]
+__all__ = [
+    "TrialProgress",
+    "format_params",
+    "leaderboard",
+    "one_line_trial_failures",
+]
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -21,7 +26,8 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def _fmt_params(params: dict[str, object], width: int = 110) -> str:
+def format_params(params: Mapping[str, object], width: int = 110) -> str:
+    """Parameters as ``key=value`` pairs on one line (floats to 3 significant digits), cut at ``width``."""
     text = " ".join(f"{k}={_short(v)}" for k, v in params.items())
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -90,7 +96,7 @@ class TrialProgress:
         eta = f" | ETA {_fmt_seconds(min(remaining))}" if remaining else ""
         planned = f"/{self.n_trials}" if self.n_trials else ""
         self.log(f"trial {trial.number} {trial.state.name.lower()}: {outcome}{best} | {seconds:.0f}s | "
-                 f"{self.done}{planned} this run{eta} | {_fmt_params(trial.params)}")
+                 f"{self.done}{planned} this run{eta} | {format_params(trial.params)}")
 
 
 def leaderboard(study: optuna.Study, *, metric_names: tuple[str, ...], top: int = 10) -> str:
@@ -110,7 +116,7 @@ def leaderboard(study: optuna.Study, *, metric_names: tuple[str, ...], top: int 
     for rank, trial in enumerate(done[:top], 1):
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         values = " ".join(f"{v:>13.4f}" for v in trial.values)
-        lines.append(f"{rank:>4} {trial.number:>5} {values} {seconds:>8.0f}  {_fmt_params(trial.params, 90)}")
+        lines.append(f"{rank:>4} {trial.number:>5} {values} {seconds:>8.0f}  {format_params(trial.params, 90)}")
     if not done:
         lines.append("  (no finished trial yet)")
     return "\n".join(lines)

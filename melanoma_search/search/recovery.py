@@ -6,8 +6,9 @@ started it, plus any tags the backend adds, e.g. the Tune trial under Ray). When
 with the same parameters through Optuna's own ``RetryHeartbeatStaleTrialCallback``, so the retry looks exactly like
 one made by the storage heartbeat (``failed_trial`` / ``retry_history`` system attributes). The heartbeat remains
 the safety net for workers no launcher watches (another node on a shared PostgreSQL): a surviving worker fails their
-trials when it starts its next one. Failing a trial is a compare-and-set in every storage, so a trial failed by
-both paths is retried once.
+trials before it starts its next one (:func:`fail_stale`, which, unlike Optuna's own sweep, says why in the trial's
+``fail_reason``). Failing a trial is a compare-and-set in every storage, so a trial failed by both paths is retried
+once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "fail_running",
+    "fail_stale",
     "pending_retries",
     "retried_numbers",
     "tag_trial",
@@ -94,3 +96,20 @@ def fail_running(
                      f"; re-queued as trial {retry_number}" if retry_number is not None else "")
         outcome.append((trial.number, retry_number))
     return outcome
+
+
+def fail_stale(study: optuna.Study) -> list[tuple[int, int | None]]:
+    """Fail and re-queue the RUNNING trials whose heartbeat went silent (their process or node is gone), with the
+    reason in ``fail_reason``; a no-op for storages without heartbeats. Returns ``(failed, retry)`` numbers."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+        return []
+    stale = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own test of silence (grace period)
+    if not stale:
+        return []
+    interval = storage.get_heartbeat_interval()
+    return fail_running(study, lambda t: t._trial_id in stale, retry=True,
+                        reason=f"its worker stopped sending heartbeats (killed, or its node was lost): silent for "
+                        f"more than {3 * (interval or 0)}s, so another worker failed it and re-queued it")

@@ -119,6 +119,16 @@ class Dimension(StrictModel):
         return True
 
 
+def _refuse_unread(section: StrictModel, *, reads: Mapping[str, tuple[str, ...]], kind: str) -> None:
+    """A key set in a ``sampler:``/``pruner:`` section that the chosen one never reads is an error, as an unread
+    ``loss:`` key is: silently ignoring it would let a user believe it does something."""
+    name = section.name  # type: ignore[attr-defined]
+    unread = sorted(set(section.model_fields_set) - {"name"} - set(reads[name]))
+    if unread:
+        raise ValueError(f"{', '.join(unread)}: not read by the {name!r} {kind} (it reads "
+                         f"{', '.join(reads[name]) or 'nothing else'})")
+
+
 class SamplerSpec(StrictModel):
     name: Literal["tpe", "random", "qmc", "gp"] = "tpe"
     n_startup_trials: int = Field(10, ge=0)
@@ -126,6 +136,13 @@ class SamplerSpec(StrictModel):
     group: bool = True
     constant_liar: bool = True
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _read_keys(self) -> SamplerSpec:
+        _refuse_unread(self, kind="sampler", reads={
+            "tpe": ("n_startup_trials", "multivariate", "group", "constant_liar", "seed"),
+            "random": ("seed",), "qmc": ("seed",), "gp": ("n_startup_trials", "seed")})
+        return self
 
 
 class PrunerSpec(StrictModel):
@@ -138,6 +155,15 @@ class PrunerSpec(StrictModel):
     """``threshold``: prune a trial whose validation AUC is below this after the warm-up epochs."""
     patience: int | None = Field(None, ge=1)
     """Wrap in Optuna's PatientPruner: only prune after this many epochs without improvement (AUC is noisy)."""
+
+    @model_validator(mode="after")
+    def _read_keys(self) -> PrunerSpec:
+        halving = ("min_resource", "reduction_factor", "patience")
+        _refuse_unread(self, kind="pruner", reads={
+            "hyperband": halving, "successive_halving": halving,
+            "median": ("n_startup_trials", "n_warmup_steps", "patience"),
+            "threshold": ("lower", "n_warmup_steps", "patience"), "none": ()})
+        return self
 
 
 class ExportSpec(StrictModel):
@@ -172,8 +198,12 @@ class StudentSpec(StrictModel):
 
 class BudgetSpec(StrictModel):
     n_trials: int | None = Field(20, ge=1)
+    """Trials one run adds (all its workers together); ``--n-trials`` overrides it."""
     timeout: float | None = Field(None, gt=0)
     """Seconds for this run of the study."""
+    max_trials: int | None = Field(None, ge=1)
+    """Trials for the whole study, counted in its storage across every node, worker and restart (finished plus
+    running); ``--max-trials`` overrides it. See :mod:`~melanoma_search.search.study_budget`."""
 
 
 class StudySpec(StrictModel):
@@ -259,16 +289,6 @@ def _validate(spec: StudySpec, *, source: str) -> None:
         for key in dim.when:
             if key not in spec.space and key not in flatten_config(spec.fixed):
                 problems.append(f"space.{path}.when: {key!r} is neither a searched parameter nor a fixed setting")
-    if "model.name" in spec.space or "model" in spec.fixed:
-        from melanoma_search.model.network import check_model_name
-
-        names = list(spec.space["model.name"].choices or ()) if "model.name" in spec.space else []
-        fixed_name = flatten_config(spec.fixed).get("model.name")
-        for name in names + ([fixed_name] if fixed_name else []):
-            try:
-                check_model_name(str(name))
-            except ConfigError as exc:
-                problems.append(f"model.name: {exc}")
     for index, entry in enumerate(spec.enqueue):
         for key, value in entry.items():
             searched = spec.space.get(key)
@@ -279,6 +299,9 @@ def _validate(spec: StudySpec, *, source: str) -> None:
             elif searched.low is not None and searched.high is not None and not (
                     searched.low <= float(value) <= searched.high):
                 problems.append(f"enqueue[{index}].{key}: {value!r} is outside [{searched.low}, {searched.high}]")
+    if "folds" in spec.data or "data.folds" in flatten_config(spec.fixed):
+        problems.append("data.folds: chosen by the objective (cv_auc trains every fold, holdout_auc fold 0): "
+                        "remove it, or write an objective whose folds() returns the ones you want")
     problems.extend(_student_problems(spec.student))
     try:
         from melanoma_search.train.config import parse_config
@@ -328,8 +351,11 @@ def find_spec(name_or_path: str, *, search_dirs: tuple[Path, ...] | None = None)
             path = folder / f"{name_or_path}{suffix}"
             if path.is_file():
                 return path
-    raise ConfigError(f"no study spec {name_or_path!r} in {', '.join(str(d) for d in dirs)}; "
-                      f"available: {', '.join(list_specs(dirs)) or 'none'}")
+    available = list_specs(dirs)
+    close = difflib.get_close_matches(name_or_path, available, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"no study spec {name_or_path!r} in {', '.join(str(d) for d in dirs)}; {hint}"
+                      f"available: {', '.join(available) or 'none'}")
 
 
 def list_specs(dirs: tuple[Path, ...] | None = None) -> list[str]:

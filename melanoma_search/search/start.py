@@ -18,7 +18,9 @@ from typing import Any
 
 import optuna
 
-from melanoma_search.errors import ConfigError
+from melanoma_search.augment.policies import check_augment_files
+from melanoma_search.data.prepare import load_dataset
+from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.model.network import ModelConfig, check_pretrained
 from melanoma_search.search import records
 from melanoma_search.search.backends import Backend, LocalBackend, RunOutcome
@@ -36,6 +38,7 @@ from melanoma_search.search.study import (
     redact,
     single_writer,
 )
+from melanoma_search.search.study_budget import StudyBudget
 from melanoma_search.search.trial import sample_params, trial_config
 from melanoma_search.search.worker import WorkerJob
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
@@ -68,6 +71,7 @@ def start_run(
     overrides: Sequence[tuple[str, Any]] = (),
     n_trials: int | None = None,
     timeout: float | None = None,
+    max_trials: int | None = None,
     storage: str | None = None,
     study_name: str | None = None,
     storage_dir: str | Path = "storage",
@@ -92,15 +96,18 @@ def start_run(
     pairs, base, base_config = _checked_base(spec, overrides=overrides, data_dir=data_dir, storage_dir=storage_dir)
     n_trials = n_trials if n_trials is not None else spec.budget.n_trials
     timeout = timeout if timeout is not None else spec.budget.timeout
+    study_budget = StudyBudget(max_trials if max_trials is not None else spec.budget.max_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     name = study_name or spec.name
     url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend)
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
     check_pretrained(candidate_models(spec, base), log=log)  # and missing weights
+    check_augment_files(base_config.augment)  # and missing hair overlays
     if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
         log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
             f"{storage_dir / name}.db is left as it was")
+    _refuse_split_study(url, name=name, storage_dir=storage_dir)
     opened = open_study(spec, objective, storage=open_storage(url, heartbeat_interval=heartbeat or None),
                         study_name=name, seed=seed)
     opened.set_user_attr(records.SPEC, spec.model_dump(mode="json", by_alias=True))
@@ -125,9 +132,11 @@ def start_run(
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
                     n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat,
-                    verbose=verbose, artifact_dir=str(artifact_dir))
+                    verbose=verbose, artifact_dir=str(artifact_dir), study_max_trials=study_budget.max_trials)
     backend = backend.workers_for(n_trials)
-    log(f"study {name!r} in {redact(url)}: {before} earlier trial(s); objective {objective.name} "
+    study_total = ("" if study_budget.max_trials is None else
+                   f" ({study_budget.used(opened)} of the study's {study_budget.max_trials} used)")
+    log(f"study {name!r} in {redact(url)}: {before} earlier trial(s){study_total}; objective {objective.name} "
         f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
         + (f" within {timeout:.0f}s (done by {time.strftime('%H:%M', time.localtime(started + timeout))} at the "
            "latest)" if timeout else "") + f" on {backend.description} (run {launch})")
@@ -157,8 +166,14 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
     name = study_name or spec.name
     url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend or LocalBackend())
     if base_config.data.dir:  # reads the table and checks the images are there; writes nothing
-        prepare_for(base_config)
+        data = base_config.data
+        if data.pseudo is not None and not Path(data.pseudo.file).is_file():  # a student round not labelled yet
+            log(f"pseudo-labels {data.pseudo.file} are not written yet (the round's first real run writes them): "
+                "checking the labelled data alone")
+            data = data.model_copy(update={"pseudo": None})
+        load_dataset(data)
     check_pretrained(candidate_models(spec, base), log=log)
+    check_augment_files(base_config.augment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     earlier = _existing_trials(url, name)
     sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),
@@ -211,14 +226,26 @@ def _storage_url(storage: str | None, *, name: str, storage_dir: Path, backend: 
 
 
 def _existing_trials(url: str, name: str) -> int:
-    """How many trials the study ``name`` already has at ``url`` (0 when neither the file nor the study exists)."""
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix) and not Path(url.removeprefix(prefix)).exists():
-            return 0  # opening it would create the file
+    """How many trials the study ``name`` already has at ``url`` (0 when neither the storage nor the study exists;
+    looking never creates the storage)."""
     try:
-        return len(optuna.load_study(study_name=name, storage=open_storage(url)).trials)
-    except KeyError:
+        storage = open_storage(url, heartbeat_interval=None, create=False)
+        return len(optuna.load_study(study_name=name, storage=storage).trials)
+    except (KeyError, StorageError):
         return 0
+
+
+def _refuse_split_study(url: str, *, name: str, storage_dir: Path) -> None:
+    """Stop a run that would start study ``name`` empty at ``url`` while the other default storage of that name
+    holds its trials (a mistyped ``--storage``, or a journal left by an earlier ``--workers`` run): continuing there
+    would split one study's trials, kept weights and export between two storages."""
+    if _existing_trials(url, name):
+        return
+    for other in (f"sqlite:///{storage_dir / name}.db", f"journal:{storage_dir / name}.log"):
+        if other != url and (count := _existing_trials(other, name)):
+            raise ConfigError(f"study {name!r} has {count} trial(s) in {redact(other)}, but {redact(url)} holds "
+                              f"none of them: give --storage {redact(other)} to continue it there, or --study-name "
+                              "NEW to start another study")
 
 
 def candidate_models(spec: StudySpec, base: dict[str, Any]) -> list[ModelConfig]:

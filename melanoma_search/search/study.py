@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -82,7 +83,7 @@ def adopt_sqlite_study(name: str, *, storage_dir: Path, url: str) -> int:
     journal = Path(url.removeprefix("journal:"))
     if not url.startswith("journal:") or journal.exists() or not sqlite.is_file():
         return 0
-    source = open_storage(f"sqlite:///{sqlite}", heartbeat_interval=None)
+    source = open_storage(f"sqlite:///{sqlite}", heartbeat_interval=None, create=False)
     if name not in {s.study_name for s in optuna.get_all_study_summaries(source, include_best_trial=False)}:
         return 0
     target = open_storage(url)
@@ -103,9 +104,17 @@ def redact(url: str) -> str:
         return f"{head}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: int | None = 60) -> BaseStorage:
-    """Open (creating if needed) the storage at ``url``; any failure is a :class:`StorageError` naming the URL."""
+def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: int | None = 60,
+                 create: bool = True) -> BaseStorage:
+    """Open the storage at ``url``; any failure is a :class:`StorageError` naming the URL.
+
+    ``create=False`` is how every reader opens a study (export, the launcher's watch): a journal file or SQLite file
+    that does not exist, or a database without Optuna's tables, is an error instead of a new empty storage, so a
+    mistyped ``--storage`` cannot leave an empty study behind for later runs to adopt.
+    """
     shown = redact(url)
+    if not create:
+        _check_exists(url, shown=shown)
     if url.startswith("journal:") or url.endswith(".log"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -126,19 +135,56 @@ def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: in
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": max(1, int(lock_timeout))}
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat_interval else None
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=heartbeat_interval * 3 if heartbeat_interval else None,
+                    heartbeat_stale_trial_callback=retry,
+                )
+        except Exception as exc:  # sqlalchemy raises many kinds; they all mean "cannot use this storage"
+            if attempt < 3 and _lost_table_race(exc):
+                # another process created Optuna's tables at the same moment (an empty database, two nodes started
+                # together): the second CREATE fails on PostgreSQL's catalogue; the tables exist now, so open again
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise StorageError(_storage_message(shown, exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _lost_table_race(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(mark in text for mark in ("UniqueViolation", "pg_type_typname_nsp_index", "already exists",
+                                         "duplicate key value"))
+
+
+def _check_exists(url: str, *, shown: str) -> None:
+    """A :class:`StorageError` unless the storage at ``url`` already holds Optuna's data."""
+    if url.startswith("journal:") or url.endswith(".log"):
+        if not Path(url.removeprefix("journal:")).is_file():
+            raise StorageError(f"no study storage at {shown} (no such journal file)")
+        return
+    if url.startswith("sqlite"):
+        if not Path(url.split(":///", 1)[-1]).is_file():
+            raise StorageError(f"no study storage at {shown} (no such SQLite file)")
+        return
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat_interval else None
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=heartbeat_interval * 3 if heartbeat_interval else None,
-                heartbeat_stale_trial_callback=retry,
-            )
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        try:
+            has_tables = sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
     except Exception as exc:  # sqlalchemy raises many kinds; they all mean "cannot use this storage"
         raise StorageError(_storage_message(shown, exc)) from None
+    if not has_tables:
+        raise StorageError(f"no study storage at {shown} (the database holds no Optuna tables)")
 
 
 def _storage_message(shown: str, exc: BaseException) -> str:
@@ -151,7 +197,7 @@ def _storage_message(shown: str, exc: BaseException) -> str:
 
 def load_shared_study(url: str, study_name: str) -> optuna.Study:
     """The existing study ``study_name`` at ``url`` as a launcher sees it: to watch and mend trials, not run them."""
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -207,15 +253,15 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it to resume; a resumed study must have the objective's directions."""
     directions = [StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE for d in objective.directions]
+    sampler, pruner = build_sampler(spec.sampler, seed=seed), build_pruner(spec.pruner)
+    created = False
     try:
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            sampler=build_sampler(spec.sampler, seed=seed),
-            pruner=build_pruner(spec.pruner),
-            directions=directions,
-            load_if_exists=True,
-        )
+        try:  # exactly one of several processes opening a new study at once creates it (the storage's unique name)
+            study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+                                        directions=directions)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     except ValueError as exc:
         raise ConfigError(f"study {study_name!r}: {exc}") from None
     except Exception as exc:
@@ -227,6 +273,8 @@ def open_study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objective.metric_names))
+    if created:  # the creator names the study's folder; everyone else reads it (see _study_key)
+        study.set_user_attr(records.STUDY_KEY, uuid.uuid4().hex[:12])
     _study_key(study)
     return study
 
@@ -257,9 +305,20 @@ def study_folder(study: optuna.Study, *, storage_dir: str | Path) -> Path:
     return Path(storage_dir) / study.study_name / f"study-{_study_key(study)}"
 
 
-def _study_key(study: optuna.Study) -> str:
-    key = study.user_attrs.get(records.STUDY_KEY)
-    if not isinstance(key, str):
-        key = uuid.uuid4().hex[:12]
-        study.set_user_attr(records.STUDY_KEY, key)
-    return key
+def _study_key(study: optuna.Study, *, wait: float = 10.0) -> str:
+    """The study's key, set once by the process that created it.
+
+    Two nodes starting a new study together must agree on it (read-then-set would let each write its own, and each
+    keep weights in its own folder): only the creator writes it, right after creating the study, and the others wait
+    for it. A study made by an earlier version or another tool has none: after ``wait`` seconds one is written.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        key = study.user_attrs.get(records.STUDY_KEY)  # read from the storage each time
+        if isinstance(key, str):
+            return key
+        if time.monotonic() >= deadline:
+            key = uuid.uuid4().hex[:12]
+            study.set_user_attr(records.STUDY_KEY, key)
+            return key
+        time.sleep(0.2)

@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import torch
 import yaml
-from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import Objective
+from melanoma_search.search.progress import format_params
 from melanoma_search.search.spec import StudySpec, native_size
 from melanoma_search.train.config import TrainConfig, apply_overrides, flatten_config, parse_config
-from melanoma_search.train.loop import fit, prepare_for
+from melanoma_search.train.loop import fit, prepare_for, smaller_batch
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, RunResult, weight_files
 
@@ -129,16 +128,19 @@ class TrialRunner:
             self._startup = None
         try:
             with clock.phase("config"):
-                config = trial_config(self.base, sample_params(trial, self.spec, self.base), self.objective)
+                params = sample_params(trial, self.spec, self.base)
+                config = trial_config(self.base, params, self.objective)
         except ConfigError as exc:
             _fail(trial, f"impossible config: {exc}")
             raise
+        folds = config.data.fold_list()
+        self.log(f"trial {trial.number} started: {len(folds)} fold(s) x {config.epochs} epoch(s) | "
+                 f"{format_params(params)}")
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
+        ran = [config]  # the config of the last attempt: an out-of-memory retry trains another batch size
+        resume = self.resume_folder(trial)
         try:
-            with clock.phase("config"):
-                (folder / "config.yaml").write_text(config.to_yaml())
-                self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
-            result, config = self._fit_with_oom_retry(trial, config, folder, clock)
+            result, config = self._fit_with_oom_retry(trial, config, folder, clock, ran=ran, resume=resume)
             values = self.objective.score(result)
             with clock.phase("artifacts"):
                 self._record(trial, result, config, start)
@@ -152,15 +154,32 @@ class TrialRunner:
             _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial")
             raise
         finally:
+            # the config that trained the kept weights (or ran last), whatever the end: the dashboard, the refit and
+            # the ensemble read this file, so it must never be an attempt that ran out of memory
+            with clock.phase("config"):
+                (folder / "config.yaml").write_text(ran[-1].to_yaml())
+                self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
             shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(resume, ignore_errors=True)  # the trial ended: no retry will continue it
+
+    def resume_folder(self, trial: optuna.Trial) -> Path:
+        """Where this trial saves its training state, shared with its retries: keyed by the first trial of its
+        retry chain (a re-queued trial carries the chain in its ``retry_history``)."""
+        history = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+        first = int(history[0]) if history else trial.number
+        if history:
+            trial.set_user_attr("resumes_trial", first)
+        return self.work_dir.parent / "resume" / f"trial-{first:05d}"
 
     @staticmethod
     def _ensure(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path, clock: PhaseClock
-                            ) -> tuple[RunResult, TrainConfig]:
+    def _fit_with_oom_retry(self, trial: optuna.Trial, config: TrainConfig, folder: Path, clock: PhaseClock, *,
+                            ran: list[TrainConfig], resume: Path) -> tuple[RunResult, TrainConfig]:
+        """Train, retrying out-of-memory at half the batch (then alone on a shared card); ``ran`` gets each
+        attempt's config."""
         alone = False
         reported: set[int] = set()  # steps an earlier attempt reported: Optuna keeps a step's first value
         for attempt in range(3):
@@ -169,18 +188,17 @@ class TrialRunner:
                 with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
                     result = fit(config, data=self.data_for(config, clock=clock), callback=reporter.epoch,
                                  on_fold=reporter.fold, log=lambda line: self.log(f"trial {trial.number} {line}"),
-                                 weights_dir=folder, clock=clock)
+                                 weights_dir=folder, clock=clock, resume_dir=resume)
                 return result, config
             except torch.cuda.OutOfMemoryError as exc:
                 reported |= reporter.reported
                 torch.cuda.empty_cache()
-                if attempt == 0 and config.batch_size >= 2:
-                    smaller = config.model_copy(update={"batch_size": config.batch_size // 2,
-                                                        "accum_steps": config.accum_steps * 2})
+                if attempt == 0 and (smaller := smaller_batch(config)) is not None:
                     self.log(f"trial {trial.number}: out of memory at batch {config.batch_size}; retrying at batch "
                              f"{smaller.batch_size} with accum_steps {smaller.accum_steps}")
                     trial.set_user_attr("oom_retry", f"batch {config.batch_size} -> {smaller.batch_size}")
                     config = smaller
+                    ran.append(config)
                     continue
                 if not alone and self.gpu_share is not None and self.gpu_share.held == "shared":
                     self.log(f"trial {trial.number}: out of memory at batch {config.batch_size} beside other trials "
@@ -203,6 +221,8 @@ class TrialRunner:
 
     def _record(self, trial: optuna.Trial, result: RunResult, config: TrainConfig, start: float) -> None:
         trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
+        trial.set_user_attr("oof_auc", round(result.auc, 5))
+        trial.set_user_attr("oof_pauc", round(result.pauc(), 5))  # above 80 % sensitivity (ISIC 2024)
         trial.set_user_attr("checkpoint", config.checkpoint)  # which weights the value scores (see TrainConfig)
         trial.set_user_attr("best_epoch_aucs", [round(f.best_epoch_auc, 5) for f in result.folds])
         trial.set_user_attr("epochs_run", sum(len(f.history) for f in result.folds))
@@ -259,12 +279,14 @@ class _Reporter:
 
     def fold(self, result: FoldResult) -> None:
         self._folds.append(result)
-        if self.objective.report_each == "fold":
-            oof = pd.concat([f.oof for f in self._folds], ignore_index=True)
-            pooled = float(roc_auc_score(oof["target"], oof["pred"]))
-            self._report(len(self._folds) - 1, pooled, where=f"fold {result.fold} ({len(self._folds)} fold(s) done)")
+        if self.objective.report_each == "fold" and self.objective.reports:
+            # the objective itself, on the folds so far (its pooled AUC, pAUC, ...): what the pruner compares
+            so_far = RunResult(folds=list(self._folds), classes=(), device="", seconds=0.0, peak_memory_mb=0.0)
+            value = self.objective.score(so_far)[0]
+            self._report(len(self._folds) - 1, value, where=f"fold {result.fold} ({len(self._folds)} fold(s) done)")
 
     def _report(self, step: int, value: float, *, where: str) -> None:
+        name = self.objective.metric_names[0]
         if not self.objective.reports:
             return
         if step in self.earlier:
@@ -274,8 +296,8 @@ class _Reporter:
         self.trial.report(value, step=step)
         self.reported.add(step)
         if self.trial.should_prune():
-            self.log(f"trial {self.trial.number} pruned at {where} (val_auc {value:.4f})")
-            raise optuna.TrialPruned(f"pruned at step {step} with val_auc {value:.4f}")
+            self.log(f"trial {self.trial.number} pruned at {where} ({name} {value:.4f})")
+            raise optuna.TrialPruned(f"pruned at step {step} with {name} {value:.4f}")
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

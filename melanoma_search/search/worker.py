@@ -33,12 +33,17 @@ from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import load_objective
 from melanoma_search.search.progress import TrialProgress, one_line_trial_failures
-from melanoma_search.search.recovery import pending_retries, tag_trial
+from melanoma_search.search.recovery import fail_stale, pending_retries, tag_trial
 from melanoma_search.search.spec import load_spec
 from melanoma_search.search.study import open_storage, open_study, study_folder
+from melanoma_search.search.study_budget import StudyBudget
 from melanoma_search.search.trial import TrialRunner
 
-__all__ = ["WorkerJob", "run_worker"]
+__all__ = ["StudyBudgetSpent", "WorkerJob", "run_worker"]
+
+
+class StudyBudgetSpent(Exception):
+    """A trial that started after the study's last place was taken: Optuna records it FAIL, untrained."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +72,8 @@ class WorkerJob:
     """Extra user attributes the backend puts on each trial (e.g. the Ray Tune trial that ran it)."""
     max_trials: int | None = None
     """Stop after this many trials of this worker (a Ray Tune trial runs exactly one)."""
+    study_max_trials: int | None = None
+    """The study-wide budget (:class:`~melanoma_search.search.study_budget.StudyBudget`), shared by every node."""
     gpu_lock: str | None = None
     """The lock file of this worker's GPU when several workers share it (see :mod:`~.gpu_share`)."""
     verbose: bool = False
@@ -99,6 +106,7 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     objective = load_objective(spec.objective)
     base = spec.base_config(overrides=job.overrides)
     storage = open_storage(job.storage_url, heartbeat_interval=job.heartbeat or None)
+    storage_beats = isinstance(storage, optuna.storages.RDBStorage) and bool(job.heartbeat)
     study = open_study(spec, objective, storage=storage, study_name=job.study_name, seed=job.seed)
     own = study_folder(study, storage_dir=job.storage_dir)
     artifacts = ArtifactWriter(job.artifact_dir or Path(job.storage_dir) / job.study_name / "artifacts",
@@ -111,8 +119,13 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
                              log=emit, launch=job.launch, started=job.started)
     ran: list[FrozenTrial] = []
 
+    study_budget = StudyBudget(job.study_max_trials)
+
     def tagged(trial: optuna.Trial) -> float | tuple[float, ...]:
         tag_trial(trial, launch=job.launch, tags=job.tags)
+        if not study_budget.admits(study, trial.number):  # lost a race for the study's last place: train nothing
+            trial.set_user_attr("fail_reason", study_budget.reason())
+            raise StudyBudgetSpent(study_budget.reason())
         return runner(trial)
 
     def finished(_: optuna.Study, trial: FrozenTrial) -> None:
@@ -121,7 +134,13 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
             budget.record(trial.duration.total_seconds())
 
     while job.max_trials is None or len(ran) < job.max_trials:
+        fail_stale(study)  # a dead node's trials: failed with their reason and re-queued, before Optuna's own sweep
         retry = budget is not None and bool(pending_retries(study))
+        if not retry and study_budget.spent(study):
+            if _wait_for_places(study, study_budget, budget=budget, heartbeat=job.heartbeat if storage_beats else 0,
+                                log=emit):
+                continue  # a place came free, or a stale trial was re-queued
+            break
         if budget is not None and not budget.take(ticket=not retry):
             break
         with share.shared() if share is not None else contextlib.nullcontext():
@@ -133,6 +152,32 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
             if not budget.take():
                 break
     return ran
+
+
+def _wait_for_places(study: optuna.Study, study_budget: StudyBudget, *, budget: TrialBudget | None, heartbeat: int,
+                     log: Callable[[str], None]) -> bool:
+    """Every place of the study's budget is taken: ``False`` when the study is done (or this run's time is up, or
+    nothing can tell a dead node's trial from a live one), else wait until a place comes free (``True``).
+
+    A place held by a RUNNING trial of another node is either finished there or, if that node died, failed once its
+    heartbeat is stale and re-queued; this worker then runs the retry, so the study still reaches its total.
+    """
+    said = False
+    while True:
+        if study_budget.done(study):
+            log(f"the study's budget is done: {study_budget.max_trials} trial(s) finished (budget.max_trials)")
+            return False
+        if not heartbeat or (budget is not None and budget.out_of_time()):
+            log(f"the study's budget of {study_budget.max_trials} trial(s) is taken (finished or running elsewhere)")
+            return False
+        fail_stale(study)  # a dead node's trial: FAIL with its reason, and re-queued once
+        if pending_retries(study) or not study_budget.spent(study):
+            return True
+        if not said:
+            log(f"every place of the study's budget ({study_budget.max_trials}) is taken; waiting for the trials "
+                "running elsewhere to finish (or to go stale and be retried here)")
+            said = True
+        time.sleep(max(1.0, heartbeat / 2))
 
 
 def process_start_time() -> float | None:

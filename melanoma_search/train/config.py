@@ -144,6 +144,12 @@ class TrainConfig(StrictModel):
                              "cosines, the loss adds the margin)")
         if self.data.pseudo is not None:
             self._check_pseudo(loss, soft=self.data.pseudo.soft)
+        if self.oversample != 1.0 and self.row_sampler != "balanced":
+            raise ValueError(f"oversample ({self.oversample:g}) does nothing with row_sampler {self.row_sampler!r} "
+                             "(it is how much more often the balanced sampler draws a melanoma)")
+        if self.swa_epochs != TrainConfig.model_fields["swa_epochs"].default and self.checkpoint != "swa":
+            raise ValueError(f"swa_epochs ({self.swa_epochs}) does nothing with checkpoint {self.checkpoint!r} "
+                             "(it is how many final epochs checkpoint: swa averages)")
         if self.freeze_epochs >= self.epochs:
             raise ValueError(f"freeze_epochs ({self.freeze_epochs}) must be below epochs ({self.epochs})")
         if any(s > self.image_size for s in self.progressive_sizes):
@@ -238,8 +244,9 @@ def check_value(path: str, value: Any) -> str | None:
     """Why ``value`` is not allowed at ``path`` (pydantic's message), or ``None`` when it is."""
     field, _ = config_field(path)
     annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(typing.cast(Any, annotation))  # a field's type, built at run time
     try:
-        TypeAdapter(annotation).validate_python(value)
+        adapter.validate_python(value)
     except ValidationError as exc:
         return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
     return None

@@ -32,6 +32,7 @@ from melanoma_search.train.loaders import make_loader
 from melanoma_search.train.lr_finder import find_lr
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, weights_file
+from melanoma_search.train.resume import FoldState, ResumeFolder, capture_rng, restore_rng
 from melanoma_search.train.samplers import build_sampler
 from melanoma_search.train.schedules import warmup_cosine
 from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
@@ -250,10 +251,13 @@ def fit_fold(
     step_offset: int = 0,
     weights_dir: str | Path | None = None,
     clock: PhaseClock | None = None,
+    resume: ResumeFolder | None = None,
 ) -> tuple[FoldResult, MetaEncoder | None]:
     """Train on every fold but ``fold`` (plus external rows), validate on ``fold``, predict the test split.
 
     ``clock``: where the fold's seconds go, by phase (see :mod:`~melanoma_search.train.phases`).
+    ``resume``: save the training state after every epoch there, and continue from a state saved there by a killed
+    attempt of the same config (:mod:`~melanoma_search.train.resume`).
     """
     start = time.perf_counter()
     clock = clock if clock is not None else PhaseClock()
@@ -267,11 +271,14 @@ def fit_fold(
         layout = output_layout(config.loss, target=config.target, classes=data.classes)
         rows = _select_rows(config, data, fold, layout)
         parts = _build_parts(config, layout, rows, device)
-    with clock.phase("loaders"):
-        loaders = _train_loaders(config, rows, arrays, fold=fold, device=device, sizes=sizes)
+    saved = resume.load_state(fold) if resume is not None else None
+    start_epoch = saved.epochs_done if saved is not None else 0
+    with clock.phase("loaders"):  # a resumed fold's loaders yield only the epochs left
+        loaders = _train_loaders(config, rows, arrays, fold=fold, device=device, sizes=sizes[start_epoch:])
         val_loader = _eval_loader(config, rows, rows.val, rows.val_targets, arrays[config.image_size], device)
-    with clock.phase("lr_finder" if config.lr == "auto" else "model"):
-        lr, optimizer, scheduler = _optimiser(config, parts, loaders[sizes[0]], log=log)
+    with clock.phase("lr_finder" if config.lr == "auto" and saved is None else "model"):
+        lr, optimizer, scheduler = _optimiser(config if saved is None else config.model_copy(update={"lr": saved.lr}),
+                                              parts, loaders[sizes[start_epoch]], log=log)
     scaler = parts.precision.scaler()
     rng = np.random.default_rng(config.seed * 1000 + fold)
     device_augment = get_policy(config.augment.policy).on_device
@@ -288,7 +295,23 @@ def fit_fold(
     averaged = _WeightAverage() if config.checkpoint == "swa" else None
     average_from = config.epochs - min(config.swa_epochs, config.epochs)
     images_seen, train_seconds = 0, 0.0
-    for epoch in range(config.epochs):
+    if saved is not None:
+        with clock.phase("checkpoint"):
+            model.load_state_dict(saved.model)
+            optimizer.load_state_dict(saved.optimizer)
+            scheduler.load_state_dict(saved.scheduler)
+            if scaler is not None and saved.scaler is not None:
+                scaler.load_state_dict(saved.scaler)
+            if averaged is not None:
+                averaged.state, averaged.count = saved.average, saved.average_count
+            best_auc, best_epoch, best_state = saved.best_auc, saved.best_epoch, saved.best_state
+            history, images_seen, train_seconds = list(saved.history), saved.images_seen, saved.train_seconds
+            restore_rng(saved.rng, rng)
+        log(f"fold {fold}: resuming after epoch {start_epoch}/{config.epochs} from a killed attempt's saved state")
+        for stats in history:  # the retry's curve starts with the epochs it inherits
+            if callback is not None:
+                callback(stats)
+    for epoch in range(start_epoch, config.epochs):
         model.freeze_backbone(epoch < config.freeze_epochs)
         stream = loaders[sizes[epoch]]
         current_lr = optimizer.param_groups[0]["lr"]
@@ -318,6 +341,15 @@ def fit_fold(
                 best_auc, best_epoch = auc, epoch + 1
                 if config.checkpoint == "best":
                     best_state = _cpu_copy(model.state_dict())
+            if resume is not None and epoch + 1 < config.epochs:  # what a retry continues from
+                resume.save_state(fold, FoldState(
+                    epochs_done=epoch + 1, lr=lr, model=_cpu_copy(model.state_dict()),
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=None if scaler is None else scaler.state_dict(),
+                    average=_cpu_copy(averaged.state) if averaged is not None else {},
+                    average_count=averaged.count if averaged is not None else 0, best_auc=best_auc,
+                    best_epoch=best_epoch, best_state=best_state, history=list(history), images_seen=images_seen,
+                    train_seconds=train_seconds, rng=capture_rng(rng)))
         if callback is not None:
             callback(stats)
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from melanoma_search.metrics import DEFAULT_MIN_TPR, partial_auc
+
 if TYPE_CHECKING:
     from melanoma_search.train.config import TrainConfig
 
@@ -114,6 +116,11 @@ class RunResult:
         oof = self.oof
         return float(roc_auc_score(oof["target"], oof["pred"]))
 
+    def pauc(self, *, min_tpr: float = DEFAULT_MIN_TPR) -> float:
+        """Pooled out-of-fold partial AUC above ``min_tpr`` sensitivity (ISIC 2024's metric at 0.8)."""
+        oof = self.oof
+        return partial_auc(oof["target"], oof["pred"], min_tpr=min_tpr)
+
     @property
     def fold_aucs(self) -> list[float]:
         return [f.auc for f in self.folds]
@@ -152,6 +159,7 @@ class RunResult:
         (out / "config.yaml").write_text(config.to_yaml())
         metrics = {
             "val_auc": self.auc,
+            "val_pauc": self.pauc(),
             "fold_aucs": self.fold_aucs,
             "checkpoint": self.folds[0].checkpoint if self.folds else None,
             "best_epochs": [f.best_epoch for f in self.folds],

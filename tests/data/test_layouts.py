@@ -198,3 +198,32 @@ def test_a_new_layout_is_one_registered_reader(tmp_path: Path, ham_dir: Path, ha
     assert DataConfig(layout="tsv").layout == "tsv"
     with pytest.raises(ValueError, match="unknown layout 'csv'"):
         DataConfig(layout="csv")
+
+
+def test_the_official_ham10000_download(tmp_path: Path, ham_dir: Path, ham_rows: pd.DataFrame) -> None:
+    """HAM10000_metadata.csv as published, images in its two part folders, one lesion photographed twice."""
+    official = pd.read_csv(ham_dir / "source_csv" / "HAM10000_metadata.csv")
+    rows = official[official["image_id"].isin(ham_rows["image_name"])].reset_index(drop=True)
+    twice = rows.iloc[0]
+    copy = twice.copy()
+    copy["image_id"] = "ISIC_9999999"  # a second image of the first lesion
+    rows = pd.concat([rows, copy.to_frame().T], ignore_index=True)
+    rows.to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    names = rows["image_id"].tolist()
+    _copy_images(ham_dir / "images", names[: len(names) // 2], tmp_path / "HAM10000_images_part_1")
+    _copy_images(ham_dir / "images", [n for n in names[len(names) // 2:] if n != "ISIC_9999999"],
+                 tmp_path / "HAM10000_images_part_2")
+    shutil.copy(ham_dir / "images" / f"{twice['image_id']}.jpg", tmp_path / "HAM10000_images_part_2" /
+                "ISIC_9999999.jpg")
+    assert detect_layout(tmp_path) == "ham10000"
+    table = load_table(tmp_path)
+    assert len(table) == len(rows) and table["image_path"].map(lambda p: Path(p).is_file()).all()
+    by_name = table.set_index("image_name")
+    assert by_name["target"].sum() == (rows["dx"] == "mel").sum()  # melanoma is dx == mel, nothing else
+    assert set(by_name.loc[rows.loc[rows["dx"] == "mel", "image_id"], "diagnosis"]) == {"melanoma"}
+    assert set(table["site"].dropna()) <= set(SITES) and set(table["sex"].dropna()) <= {"male", "female"}
+    assert by_name.loc["ISIC_9999999", "patient_id"] == by_name.loc[twice["image_id"], "patient_id"]
+    from melanoma_search.data.prepare import prepare_data
+
+    folds = prepare_data(root=str(tmp_path), n_folds=3).table.set_index("image_name")["fold"]
+    assert folds["ISIC_9999999"] == folds[twice["image_id"]]  # a lesion's images never split across folds

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -72,7 +76,10 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     merged = pd.read_csv(study_dir / "greedy" / "sub.csv").merge(pd.read_csv(study_dir / "greedy" / "scores.csv"),
                                                                    on="image_name")
     assert len(merged) == 12
-    assert (merged["target_x"] - merged["target_y"]).abs().max() < 1e-9
+    assert (merged["target"] - merged["score"]).abs().max() < 1e-9  # the submission's target is predict's score
+    assert merged["probability"].between(0, 1).all()
+    ordered = merged.sort_values("score")  # the calibrated probability never reorders images
+    assert (ordered["probability"].diff().dropna() >= -1e-12).all()
     single = run_module(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir).parent / "images"), "--out", "greedy/folder.csv")
     assert single.returncode == 2 and "--allow-missing-meta" in single.stderr
@@ -93,8 +100,8 @@ def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
     assert pair.returncode == 0 and alone.returncode == 0, pair.stderr + alone.stderr
     assert "images per patient: counted in this file by patient_id" in pair.stdout
     assert "images per patient: from the n_images column" in alone.stdout
-    first = pd.read_csv(study_dir / "pair-scores.csv")["target"].iloc[0]
-    assert pd.read_csv(study_dir / "alone-scores.csv")["target"].iloc[0] == pytest.approx(first, abs=1e-12)
+    first = pd.read_csv(study_dir / "pair-scores.csv")["score"].iloc[0]
+    assert pd.read_csv(study_dir / "alone-scores.csv")["score"].iloc[0] == pytest.approx(first, abs=1e-12)
 
 
 def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None:
@@ -169,10 +176,50 @@ def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_s
     assert "Outside check: in-search vs outside AUC" in report and "ROC on the outside images" in report
 
 
+def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) -> None:
+    """Operating points, calibration, subgroups, saliency and the model card, from one export with --validate."""
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "card/sub.csv",
+                     "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    assert "operating points, chosen on the out-of-fold blend" in run.stdout
+    assert "sens90: score >= " in run.stdout and "operating point sens90 outside: sensitivity" in run.stdout
+    assert "calibration of the calibrated probability, out of fold: Brier" in run.stdout
+    ensemble = load_ensemble(study_dir / "card" / "ensemble")
+    points = ensemble.operating_points()
+    assert set(points) == {"sens90", "sens95", "youden"} and points["sens90"].sensitivity >= 0.9
+    assert "model_card.md" in ensemble.manifest["files"]  # sealed with the rest
+    card = (study_dir / "card" / "ensemble" / "model_card.md").read_text()
+    for heading in ("## Intended use", "## Not intended use", "## Training data", "## How it was made",
+                    "## Performance", "## Operating points", "## Subgroups", "## Known limits"):
+        assert heading in card
+    assert "- 90 images (" in card and f"Outside ({ham_subset}: 200 images, 60 melanomas)" in card
+    oof_groups = ensemble.manifest["subgroups_oof"]
+    assert {g["attribute"] for g in oof_groups} >= {"sex", "source"}
+    assert sum(g["images"] for g in oof_groups if g["attribute"] == "source") == 90
+    outside = ensemble.manifest["validation"]["subgroups"]
+    assert sum(g["images"] for g in outside if g["attribute"] == "sex") == 200
+    report = (study_dir / "card" / "report.html").read_text()
+    for section in ("Operating points", "Calibration", "Subgroups: out of fold", "Subgroups: outside",
+                    "Where the members looked", "Model card"):
+        assert section in report
+    assert "data:image/png;base64," in report  # the Grad-CAM overlays themselves
+    flagged = run_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
+                         str(_test_csv(study_dir)), "--out", "card/flags.csv", "--operating-point", "youden")
+    assert flagged.returncode == 0, flagged.stderr
+    scores = pd.read_csv(study_dir / "card" / "flags.csv")
+    assert list(scores.columns) == ["image_name", "score", "probability", "flag_youden"]
+    assert (scores["flag_youden"] == (scores["score"] >= points["youden"].threshold)).all()
+    unknown = run_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
+                         str(_test_csv(study_dir)), "--out", "card/x.csv", "--operating-point", "sens99")
+    assert unknown.returncode == 2 and "this ensemble has sens90, sens95, youden" in unknown.stderr
+
+
 def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: Path) -> None:
     """cv_auc trials hold every fold's weights: the export trains nothing, and predict reproduces the submission
-    (each fold model ranked on its own out-of-fold scale, at export as at scoring)."""
-    spec = {**SPEC, "objective": "cv_auc", "export": {"top_k": 3, "method": "greedy", "refit": True}}
+    (each fold model ranked on its own out-of-fold scale, at export as at scoring); the ensemble (no metadata) also
+    goes portable."""
+    spec = {**SPEC, "objective": "cv_auc", "export": {"top_k": 3, "method": "greedy", "refit": True},
+            "fixed": {**SPEC["fixed"], "model": {"name": "resnet18", "meta": False}}}
     (tmp_path / "cv.yaml").write_text(yaml.safe_dump(spec))
     run = run_module(tmp_path, "melanoma_search.run", "--study", "cv.yaml", "--n-trials", "3")
     assert run.returncode == 0, run.stderr
@@ -189,4 +236,130 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
                         str(_test_csv(tmp_path)), "--out", "scores.csv")
     assert scored.returncode == 0, scored.stderr
     merged = submission.merge(pd.read_csv(tmp_path / "scores.csv"), on="image_name")
-    assert len(merged) == 12 and (merged["target_x"] - merged["target_y"]).abs().max() < 1e-9
+    assert len(merged) == 12 and (merged["target"] - merged["score"]).abs().max() < 1e-9
+    _check_portable(tmp_path, ensemble=tmp_path / "ens", images=_test_csv(tmp_path).parent / "images",
+                    folds=sum(len(m.weight_files) for m in ensemble.members))
+
+
+def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> None:
+    """ONNX fold models and a scorer needing only onnxruntime, numpy and Pillow: the same scores as predict, within
+    one step of a fold model's out-of-fold scale (images are resized by Pillow instead of OpenCV)."""
+    portable = run_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
+                          str(root / "portable"))
+    assert portable.returncode == 0, portable.stderr
+    files = sorted(p.name for p in (root / "portable").iterdir())
+    assert "score.py" in files and "ensemble.json" in files and sum(f.endswith(".onnx") for f in files) == folds
+    scorer = subprocess.run([sys.executable, "-I", str(root / "portable" / "score.py"), str(images), "--out",
+                             str(root / "onnx.csv")], capture_output=True, text=True, timeout=300)
+    assert scorer.returncode == 0, scorer.stderr  # -I: no melanoma_search on the path, only the three packages
+    predicted = run_module(root, "melanoma_search.predict", "--ensemble", str(ensemble), "--images", str(images),
+                           "--out", str(root / "torch.csv"))
+    assert predicted.returncode == 0, predicted.stderr
+    merged = pd.read_csv(root / "onnx.csv").merge(pd.read_csv(root / "torch.csv"), on="image_name",
+                                                  suffixes=("_onnx", "_torch"))
+    assert len(merged) == len(list(images.glob("*.jpg")))
+    step = 1 / 30  # a fold model's scale here: 30 out-of-fold images (90 over 3 folds)
+    assert (merged["score_onnx"] - merged["score_torch"]).abs().max() <= step + 1e-9
+    assert (merged["score_onnx"] - merged["score_torch"]).abs().mean() <= step / 3
+    assert (merged["probability_onnx"] - merged["probability_torch"]).abs().max() <= 0.2
+    refused = run_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
+                         str(root / "portable"))
+    assert refused.returncode == 2 and "exists; give a new folder" in refused.stderr
+
+
+def test_export_never_deletes_what_it_did_not_write(study_dir: Path, tmp_path: Path) -> None:
+    """--ensemble-dir over a folder of the user's is refused by name; over an ensemble it is replaced whole."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    for target in (str(work), str(study_dir / "storage")):
+        refused = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                             "--out", "safe/sub.csv", "--ensemble-dir", target)
+        assert refused.returncode == 2 and "refusing to replace it" in refused.stderr and target in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert (work / "notes.txt").read_text() == "mine" and (study_dir / "storage" / "tiny.db").is_file()
+    ensemble = tmp_path / "ensemble"
+    for _ in range(2):  # a second export replaces the first ensemble, and leaves no staging folder behind
+        run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                         "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
+        assert run.returncode == 0, run.stderr
+    assert load_ensemble(ensemble).members and sorted(p.name for p in tmp_path.iterdir()) == ["ensemble", "work"]
+    (ensemble / "stray.txt").write_text("added by hand")
+    again = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                       "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
+    assert again.returncode == 2 and "holds files its ensemble does not list (stray.txt)" in again.stderr
+
+
+def test_an_edited_manifest_is_refused(study_dir: Path, tmp_path: Path) -> None:
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                     "--out", "seal/sub.csv", "--ensemble-dir", str(tmp_path / "ensemble"))
+    assert run.returncode == 0, run.stderr
+    manifest = tmp_path / "ensemble" / "manifest.json"
+    edited = manifest.read_text().replace('"weight": 1.0', '"weight": 0.5')
+    assert edited != manifest.read_text()
+    manifest.write_text(edited)
+    with pytest.raises(EnsembleError, match="changed since export .*manifest.json"):
+        load_ensemble(tmp_path / "ensemble")
+    (tmp_path / "ensemble" / "manifest.sha256").unlink()
+    with pytest.raises(EnsembleError, match="ensemble file missing: .*manifest.sha256"):
+        load_ensemble(tmp_path / "ensemble")
+
+
+def test_reading_a_study_never_creates_storage(study_dir: Path) -> None:
+    typo = study_dir / "storage" / "tiny-typo.log"
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--storage", f"journal:{typo}")
+    assert run.returncode == 2 and "no study storage at journal:" in run.stderr and not typo.exists()
+    # and a run that would start the study afresh in a second storage stops, naming the one with its trials
+    journal = study_dir / "storage" / "tiny.log"
+    split = run_module(study_dir, "melanoma_search.run", "--study", "tiny.yaml", "--storage", f"journal:{journal}",
+                       "--n-trials", "1")
+    assert split.returncode == 2 and "has 3 trial(s) in sqlite:///" in split.stderr
+    assert "--study-name NEW" in split.stderr
+
+
+def test_an_outside_check_refuses_the_studys_own_images(study_dir: Path, tmp_path: Path) -> None:
+    """--validate on training images (here: a copy of them under new names) is refused, by file content."""
+    source = _test_csv(study_dir).parent
+    train = pd.read_csv(source / "labels.csv").head(20)
+    (tmp_path / "images").mkdir()
+    for index, name in enumerate(train["image_name"]):
+        shutil.copy2(source / "images" / f"{name}.jpg", tmp_path / "images" / f"renamed_{index}.jpg")
+    train.assign(image_name=[f"renamed_{i}" for i in range(len(train))]).to_csv(tmp_path / "labels.csv", index=False)
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                     "--out", "own/sub.csv", "--validate", str(tmp_path))
+    assert run.returncode == 2 and "20 of its 20 image(s) are images this ensemble's study trained on" in run.stderr
+
+
+def test_predict_writes_under_storage_by_default_and_names_an_unwritable_out(study_dir: Path) -> None:
+    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                     "--out", "pred/sub.csv", "--ensemble-dir", "pred/ensemble")
+    assert run.returncode == 0, run.stderr
+    scored = run_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
+                        str(_test_csv(study_dir)))
+    assert scored.returncode == 0, scored.stderr
+    assert (study_dir / "storage" / "tiny" / "predict" / "scores.csv").is_file()
+    assert not (study_dir / "scores.csv").exists()
+    blocked = study_dir / "pred" / "blocked"
+    blocked.write_text("a file where a folder should be")
+    refused = run_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
+                         str(_test_csv(study_dir)), "--out", str(blocked / "scores.csv"))
+    assert refused.returncode == 2 and refused.stderr.startswith("error: ") and str(blocked) in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_during_the_refit_is_one_line_and_keeps_the_finished_folds(study_dir: Path, tmp_path: Path) -> None:
+    args = ["-m", "melanoma_search.export", "--study", "tiny", "--storage", f"sqlite:///{study_dir}/storage/tiny.db",
+            "--storage-dir", str(tmp_path / "fresh"), "--top-k", "3", "--out", str(tmp_path / "sub.csv")]
+    process = subprocess.Popen([sys.executable, *args], cwd=study_dir, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("refit trial-") and "val_auc" in line:  # one fold model finished
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().startswith("interrupted: finished refit folds are kept") and len(err.strip().splitlines()) == 1
+    again = run_module(study_dir, "melanoma_search.export", *args[2:])
+    assert again.returncode == 0, again.stderr
+    assert "already done, kept" in again.stdout

@@ -98,3 +98,18 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
     next_round = run_module(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
                       "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
     assert next_round.returncode == 0 and "dry run of study 'tiny-student-r2'" in next_round.stdout
+
+
+def test_a_dry_run_of_a_new_round_on_a_real_dataset_plans_without_labelling(teacher: Path, ham_subset: Path) -> None:
+    """A spec reading a dataset folder: the dry run checks that folder and says the round's labels come later."""
+    real = {**SPEC, "data": {"dir": str(ham_subset), "n_folds": 3, "num_workers": 0}}
+    (teacher / "real.yaml").write_text(yaml.safe_dump(real))
+    images = teacher / "unlabelled"
+    images.mkdir(exist_ok=True)
+    for name in pd.read_csv(ham_subset / "labels.csv")["image_name"].head(3):
+        (images / f"{name}.jpg").write_bytes((ham_subset / "images" / f"{name}.jpg").read_bytes())
+    run = run_module(teacher, "melanoma_search.run", "--study", "real.yaml", "--student-of", "teacher",
+                     "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
+    assert run.returncode == 0, run.stderr
+    assert "are not written yet" in run.stdout and "dry run of study 'real-student-r1'" in run.stdout
+    assert not (teacher / "storage" / "real-student-r1" / "pseudo.csv").exists()  # a dry run labels nothing

@@ -137,6 +137,7 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
     launcher.send_signal(signal.SIGINT)
     output = launcher.communicate(timeout=180)[0]
     assert launcher.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     study = optuna.load_study(study_name="tiny", storage=open_storage(f"journal:{tmp_path}/storage/tiny.log"))
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
@@ -156,3 +157,30 @@ def test_backends_come_from_one_table_that_feeds_the_command_line() -> None:
         assert all(flag in help_text for _, flag in backend_flags(get_backend(name)))
     assert not LocalBackend().parallel and LocalBackend(workers=3).parallel
     assert LocalBackend(workers=4).workers_for(2).description == "2 worker(s)"
+
+
+def test_two_launchers_started_together_on_an_empty_database(tmp_path: Path, postgres_url: str) -> None:
+    """Both create Optuna's tables and the study at the same moment: both run, and they agree on the study's key."""
+    import sqlalchemy
+
+    database = f"empty_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    url = postgres_url.rsplit("/", 1)[0] + f"/{database}"
+    try:
+        spec = write_spec(tmp_path, space=SPACE)
+        launchers = [start_cli(tmp_path, "--study", str(spec), "--storage", url, "--n-trials", "1",
+                               "--storage-dir", f"node{i}") for i in range(2)]
+        outputs = [launcher.communicate(timeout=600)[0] for launcher in launchers]
+        assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+        study = optuna.load_study(study_name="tiny", storage=url)
+        assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
+        keys = {p.name for i in range(2) for p in (tmp_path / f"node{i}" / "tiny").glob("study-*")}
+        assert keys == {f"study-{study.user_attrs['study_key']}"}  # one key: kept weights in one folder name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"))
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database}"))
+        admin.dispose()

@@ -102,3 +102,32 @@ def test_a_spec_with_the_old_row_sampler_key_still_loads(tmp_path: Path) -> None
         spec = load_spec(_write(tmp_path, spec_data))
     assert spec.fixed == {"row_sampler": "balanced"} and spec.space["oversample"].when == {"row_sampler": "balanced"}
     assert spec.base_config()["row_sampler"] == "balanced"
+
+
+@pytest.mark.parametrize("section,values,message", [
+    ("pruner", {"name": "hyperband", "n_warmup_steps": 2}, "n_warmup_steps: not read by the 'hyperband' pruner"),
+    ("pruner", {"name": "median", "min_resource": 2}, "min_resource: not read by the 'median' pruner"),
+    ("pruner", {"name": "none", "patience": 2}, "patience: not read by the 'none' pruner"),
+    ("sampler", {"name": "random", "n_startup_trials": 4}, "n_startup_trials: not read by the 'random' sampler"),
+    ("sampler", {"name": "qmc", "constant_liar": False}, "constant_liar: not read by the 'qmc' sampler"),
+])
+def test_a_sampler_or_pruner_key_the_chosen_one_ignores_is_refused(tmp_path: Path, section: str,
+                                                                  values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_write(tmp_path, {"objective": "holdout_auc", section: values}))
+
+
+def test_a_spec_does_not_choose_the_folds(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="data.folds: chosen by the objective"):
+        load_spec(_write(tmp_path, {"objective": "cv_auc", "data": {"folds": [0]}}))
+
+
+def test_an_unknown_architecture_is_reported_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_spec(_write(tmp_path, {"space": {"model.name": {"choices": ["resnet18", "resnet181"]}}}))
+    assert str(info.value).count("unknown timm model 'resnet181'") == 1
+
+
+def test_a_misspelt_study_name_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="no study spec 'ham-cup' .* did you mean 'ham-cpu'"):
+        load_spec("ham-cup")

@@ -11,6 +11,7 @@ import optuna
 import pytest
 import timm
 import torch
+import yaml
 from optuna.trial import TrialState
 from timm.models import register_model
 
@@ -56,6 +57,11 @@ def test_an_out_of_memory_retry_reports_only_new_steps(tmp_path: Path, memory_hu
     trial = summary.study.trials[0]
     assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
     assert trial.user_attrs["oom_retry"] == "batch 16 -> 8"
+    artifacts = optuna.artifacts.get_all_artifact_meta(trial, storage=summary.study._storage)
+    config = next(m for m in artifacts if m.filename == "config.yaml")
+    with optuna.artifacts.FileSystemArtifactStore(str(summary.artifact_dir)).open_reader(config.artifact_id) as f:
+        recorded = yaml.safe_load(f.read())
+    assert (recorded["batch_size"], recorded["accum_steps"]) == (8, 2)  # the config that trained the weights
     assert "trial 0: out of memory at batch 16; retrying at batch 8" in capsys.readouterr().out
     # step 0 stays the first attempt's; the retry's own value of it is kept beside, steps 1-2 are the retry's
     assert sorted(trial.intermediate_values) == [0, 1, 2]
@@ -89,3 +95,19 @@ def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, capsys:
     assert trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [0] and trial.user_attrs["epochs_run"] == 2  # fold 0 only
     assert "trial 0 pruned at fold 0 (1 fold(s) done)" in capsys.readouterr().out
+
+
+def test_work_outside_a_trial_gets_the_same_out_of_memory_retry(tmp_path: Path, memory_hungry_model: str,
+                                                               synthetic_dir: Path) -> None:
+    """The export's refit trains through fit_with_oom_retry: half the batch, and the config that ran comes back."""
+    from melanoma_search.train import parse_config
+    from melanoma_search.train.loop import fit_with_oom_retry
+
+    config = parse_config({"data": {"dir": str(synthetic_dir), "n_folds": 3, "folds": [0], "num_workers": 0,
+                                    "cache_dir": str(tmp_path / "cache")},
+                           "model": {"name": memory_hungry_model, "meta": False}, "image_size": 32, "epochs": 3,
+                           "batch_size": 16})
+    told: list[str] = []
+    result, ran = fit_with_oom_retry(config, log=lambda line: None, on_retry=told.append)
+    assert (ran.batch_size, ran.accum_steps) == (8, 2) and len(result.folds) == 1
+    assert told == ["out of memory at batch 16; retrying at batch 8 with accum_steps 2"]

@@ -103,3 +103,12 @@ def test_the_row_sampler_keeps_its_old_name_with_a_warning() -> None:
     assert config.row_sampler == "balanced"
     with pytest.warns(FutureWarning):
         assert parse_config(apply_overrides({}, [parse_override("sampler=balanced")])).row_sampler == "balanced"
+
+
+def test_keys_the_config_would_ignore_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"oversample \(3\) does nothing with row_sampler 'random'"):
+        parse_config({"oversample": 3})
+    with pytest.raises(ConfigError, match=r"swa_epochs \(2\) does nothing with checkpoint 'best'"):
+        parse_config({"checkpoint": "best", "swa_epochs": 2})
+    assert parse_config({"row_sampler": "balanced", "oversample": 3}).oversample == 3
+    assert parse_config({"checkpoint": "swa", "swa_epochs": 2}).swa_epochs == 2

@@ -145,7 +145,8 @@ def test_the_kept_weights_follow_the_checkpoint_rule(synthetic_dir: Path, tmp_pa
 
     import melanoma_search.train.fold as fold_module
 
-    config = _config(synthetic_dir, tmp_path, epochs=3, checkpoint=checkpoint, swa_epochs=2, **{"model.meta": False})
+    swa = {"swa_epochs": 2} if checkpoint == "swa" else {}  # read by swa alone (elsewhere it is refused)
+    config = _config(synthetic_dir, tmp_path, epochs=3, checkpoint=checkpoint, **swa, **{"model.meta": False})
     data = prepare_for(config)
     states: list[dict[str, torch.Tensor]] = []
     original = fold_module.run_epoch

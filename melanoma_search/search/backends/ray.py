@@ -33,6 +33,7 @@ from melanoma_search.search.backends.base import Backend, RunOutcome, register_b
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.recovery import fail_running, pending_retries
 from melanoma_search.search.study import load_shared_study
+from melanoma_search.search.study_budget import StudyBudget
 
 if TYPE_CHECKING:
     from melanoma_search.data.prepare import PreparedData
@@ -145,6 +146,7 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
     assert job.budget_path is not None, "the launcher creates the run's budget file"
     budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
     trial_job = dataclasses.replace(job, budget_path=None)
+    study_budget = StudyBudget(job.study_max_trials)
     outcome = RunOutcome()
 
     class _Placement(Searcher):
@@ -159,6 +161,8 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
             if budget.out_of_time():
                 return Searcher.FINISHED
             if job.n_trials is not None and self.suggested >= job.n_trials and not pending_retries(study):
+                return Searcher.FINISHED
+            if study_budget.spent(study) and not pending_retries(study):
                 return Searcher.FINISHED
             self.suggested += 1
             return {"cwd": str(Path.cwd()), "index": self.suggested - 1}

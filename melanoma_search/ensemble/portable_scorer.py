@@ -1,0 +1,96 @@
+"""Score images with a portable ensemble: ONNX fold models, needing only onnxruntime, numpy and Pillow.
+
+Copied as ``score.py`` into the folder ``python -m melanoma_search.portable`` writes, beside ``ensemble.json`` and
+one ``.onnx`` file per fold model; it imports nothing of melanoma_search. Usage::
+
+    python score.py IMAGES_DIR_OR_FILES... [--out scores.csv]
+
+Each fold model takes uint8 pixels (N, 3, S, S) and returns P(melanoma) with the member's test-time augmentation;
+its output is ranked against that fold model's own out-of-fold predictions, the ranks are averaged over the folds,
+the members are blended with their weights (``score``), and the score is calibrated to a probability by the
+isotonic map the export fitted (``probability``), exactly as ``predict`` does. Images are decoded with Pillow
+(libjpeg's draft mode for JPEGs) and resized with Pillow (box filter when shrinking, bilinear when enlarging), where
+the toolkit uses OpenCV's area and bilinear filters: scores agree with ``predict`` to within the stated tolerance,
+not bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """(3, size, size) uint8 RGB pixels of ``path``, squashed to a square."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        rgb = image.convert("RGB")
+        if rgb.size != (size, size):
+            shrinking = rgb.size[0] > size or rgb.size[1] > size
+            rgb = rgb.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def percentiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each score's percentile among ``reference`` (sorted), ties counting half."""
+    below = np.searchsorted(reference, scores, side="left")
+    at_or_below = np.searchsorted(reference, scores, side="right")
+    return (below + at_or_below) / (2.0 * max(len(reference), 1))
+
+
+def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32) -> dict[str, np.ndarray]:
+    """``score`` and ``probability`` of each image in ``paths``, with the ensemble in ``folder``."""
+    import onnxruntime
+
+    spec: dict[str, Any] = json.loads((folder / "ensemble.json").read_text())
+    total = sum(m["weight"] for m in spec["members"])
+    blended = np.zeros(len(paths))
+    for member in spec["members"]:
+        size = int(member["image_size"])
+        pixels = np.stack([decode(p, size) for p in paths])
+        ranks = []
+        for fold in member["folds"]:
+            session = onnxruntime.InferenceSession(str(folder / fold["file"]), providers=["CPUExecutionProvider"])
+            raw = np.concatenate([session.run(None, {"pixels": pixels[i:i + batch]})[0]
+                                  for i in range(0, len(pixels), batch)])
+            ranks.append(percentiles(raw.astype(np.float64), np.asarray(fold["reference"], dtype=np.float64)))
+        blended += np.mean(ranks, axis=0) * member["weight"] / total
+    calibration = spec["calibration"]
+    probability = np.interp(blended, calibration["score"], calibration["probability"])
+    return {"score": blended, "probability": probability}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files, or folders of them")
+    parser.add_argument("--out", default="scores.csv")
+    args = parser.parse_args(argv)
+    paths: list[Path] = []
+    for given in map(Path, args.images):
+        paths += sorted(p for p in given.iterdir() if p.suffix.lower() in SUFFIXES) if given.is_dir() else [given]
+    if not paths:
+        print("error: no images given", file=sys.stderr)
+        return 2
+    scores = score_images(Path(__file__).resolve().parent, paths)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_name", "score", "probability"])
+        for path, score, probability in zip(paths, scores["score"], scores["probability"], strict=True):
+            writer.writerow([path.stem, f"{score:.10f}", f"{probability:.10f}"])
+    print(f"scored {len(paths)} image(s) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
