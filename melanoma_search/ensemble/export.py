@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
@@ -31,15 +32,24 @@ from melanoma_search.ensemble.folder import (
     write_ensemble,
 )
 from melanoma_search.ensemble.methods import get_blend_method
-from melanoma_search.ensemble.operating import calibration_summary, choose_operating_points, cross_fitted_probability
+from melanoma_search.ensemble.operating import (
+    Calibration,
+    OperatingPoint,
+    calibration_summary,
+    choose_operating_points,
+    cross_fitted_probability,
+)
 from melanoma_search.ensemble.refit import refit_candidates
-from melanoma_search.ensemble.saliency import saliency_maps
-from melanoma_search.ensemble.subgroups import subgroups
+from melanoma_search.ensemble.saliency import Saliency, saliency_maps
+from melanoma_search.ensemble.subgroups import Subgroups, subgroups
 from melanoma_search.ensemble.validate import Validation, validate_ensemble
 from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.search import records
 from melanoma_search.search.spec import ExportSpec
 from melanoma_search.train.config import TrainConfig, parse_config
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["ExportResult", "export_study"]
 
@@ -92,6 +102,86 @@ def training_images(members: list[Candidate]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True).drop_duplicates("image_name")
 
 
+def _load_study(study_name: str, *, storage: str | None, storage_dir: Path) -> optuna.Study:
+    """The study to export, read without creating anything (a typo in ``--storage`` must not make an empty one)."""
+    import optuna
+
+    from melanoma_search.search.study import default_storage_url, open_storage, redact, storage_home
+
+    url = storage or default_storage_url(storage_home(study_name, storage_dir=storage_dir), storage_dir=storage_dir)
+    try:
+        rdb = open_storage(url, heartbeat_interval=None, create=False)
+    except StorageError as exc:
+        raise StorageError(f"{exc}; run `python -m melanoma_search.run --study {study_name}` first, or give "
+                           "--storage the URL its run used") from None
+    try:
+        return optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        raise ConfigError(f"no study {study_name!r} in {redact(url)}") from None
+
+
+@dataclass
+class _Checks:
+    """What the export measured of its blend: operating points, calibration and subgroups out of fold, and (with
+    ``--validate``) the same on the outside images."""
+
+    points: list[OperatingPoint]
+    calibration: Calibration
+    oof_groups: Subgroups
+    validation: Validation | None = None
+    outside_groups: Subgroups | None = None
+
+    def groups(self) -> list[Subgroups]:
+        return [g for g in (self.oof_groups, self.outside_groups) if g]
+
+
+def _out_of_fold_checks(result: Blend, training: pd.DataFrame, *, log: Callable[[str], None]) -> _Checks:
+    points = choose_operating_points(result.target, result.oof_blend)
+    calibration = calibration_summary(result.target, cross_fitted_probability(result.oof_blend, result.target))
+    log("operating points, chosen on the out-of-fold blend (95% bootstrap intervals):")
+    for point in points:
+        log(f"  {point.line()}")
+    log(calibration.line("of the calibrated probability, out of fold"))
+    groups = subgroups(training.set_index("image_name").loc[result.names].reset_index(), result.target,
+                       result.oof_blend, points=points, where="Out of fold")
+    return _Checks(points=points, calibration=calibration, oof_groups=groups)
+
+
+def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
+                  training: pd.DataFrame, validate: str | Path | None, device: str,
+                  log: Callable[[str], None]) -> tuple[str, list[Saliency]]:
+    """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
+    the outside check (``validate``), the Grad-CAM maps and the model card. Returns the card and the maps."""
+    from melanoma_search.train.device import resolve_device
+
+    with staged_ensemble(target) as staging:
+        write_ensemble(result, out=staging, study_name=study.study_name, method=method,
+                       lineage=records.lineage(study), training=training,
+                       extra={"operating_points": {p.name: p.to_dict() for p in checks.points},
+                              "calibration_oof": checks.calibration.to_dict(),
+                              "subgroups_oof": checks.oof_groups.to_dict()})
+        if validate is not None:
+            validation = validate_ensemble(load_ensemble(staging), validate,
+                                           in_search={**result.member_aucs, "blend": result.auc},
+                                           device=resolve_device(device), log=log)
+            for line in validation.lines():
+                log(line)
+            assert validation.rows is not None
+            checks.validation = validation
+            checks.outside_groups = subgroups(validation.rows, validation.target, validation.scores["blend"],
+                                              points=checks.points, where=f"Outside ({validate})")
+            record_in_manifest(staging, "validation",
+                               {**validation.to_dict(), "subgroups": checks.outside_groups.to_dict()})
+        rows = training.set_index("image_name")
+        looked = saliency_maps(load_ensemble(staging), rows.loc[result.names].reset_index(), result.target,
+                               result.oof_blend, folds=rows["fold"].to_dict())
+        card = model_card(study=study, blend=result, configs=_member_configs(result), training=training,
+                          points=checks.points, calibration=checks.calibration, validation=checks.validation,
+                          subgroups="\n\n".join(g.markdown() for g in checks.groups()))
+        add_file(staging, "model_card.md", card)
+    return card, looked
+
+
 def export_study(
     study_name: str,
     *,
@@ -119,23 +209,13 @@ def export_study(
 
     from melanoma_search.ensemble.report import write_report
     from melanoma_search.search.artifacts import roc_svg
-    from melanoma_search.search.study import default_storage_url, open_storage, redact, storage_home, study_folder
-    from melanoma_search.train.device import resolve_device
+    from melanoma_search.search.study import study_folder
 
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_dir = Path(storage_dir)
-    url = storage or default_storage_url(storage_home(study_name, storage_dir=storage_dir), storage_dir=storage_dir)
-    try:
-        rdb = open_storage(url, heartbeat_interval=None, create=False)  # reading a study never creates storage
-    except StorageError as exc:
-        raise StorageError(f"{exc}; run `python -m melanoma_search.run --study {study_name}` first, or give "
-                           "--storage the URL its run used") from None
-    try:
-        study = optuna.load_study(study_name=study_name, storage=rdb)
-    except KeyError:
-        raise ConfigError(f"no study {study_name!r} in {redact(url)}") from None
+    study = _load_study(study_name, storage=storage, storage_dir=storage_dir)
     defaults = ExportSpec.model_validate(records.export_section(study))
     top_k = defaults.top_k if top_k is None else top_k
     method = defaults.method if method is None else method
@@ -160,13 +240,8 @@ def export_study(
         result = blend_candidates(candidates, method=method)
         for line in _blend_lines(result):
             log(line)
-        points = choose_operating_points(result.target, result.oof_blend)
-        oof_calibration = calibration_summary(result.target,
-                                              cross_fitted_probability(result.oof_blend, result.target))
-        log("operating points, chosen on the out-of-fold blend (95% bootstrap intervals):")
-        for point in points:
-            log(f"  {point.line()}")
-        log(oof_calibration.line("of the calibrated probability, out of fold"))
+        training = training_images(result.members)
+        checks = _out_of_fold_checks(result, training, log=log)
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
         if result.test is None:
@@ -178,43 +253,20 @@ def export_study(
         svg = Path(tmp) / "blend-roc.svg"
         svg.write_text(roc_svg(result.target, result.oof_blend, title=f"blend of {len(result.members)} (OOF)"))
         upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
-        training = training_images(result.members)
-        oof_groups = subgroups(training.set_index("image_name").loc[result.names].reset_index(), result.target,
-                               result.oof_blend, points=points, where="Out of fold")
-        folder, validation, outside_groups, card, looked = None, None, None, None, []
+        card: str | None = None
+        looked: list[Saliency] = []
+        folder = None
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
-            with staged_ensemble(target) as staging:  # swapped into place only once complete and checked
-                write_ensemble(result, out=staging, study_name=study_name, method=method,
-                               lineage=records.lineage(study), training=training,
-                               extra={"operating_points": {p.name: p.to_dict() for p in points},
-                                      "calibration_oof": oof_calibration.to_dict(),
-                                      "subgroups_oof": oof_groups.to_dict()})
-                if validate is not None:
-                    validation = validate_ensemble(load_ensemble(staging), validate,
-                                                   in_search={**result.member_aucs, "blend": result.auc},
-                                                   device=resolve_device(device), log=log)
-                    for line in validation.lines():
-                        log(line)
-                    assert validation.rows is not None
-                    outside_groups = subgroups(validation.rows, validation.target, validation.scores["blend"],
-                                               points=points, where=f"Outside ({validate})")
-                    record_in_manifest(staging, "validation",
-                                       {**validation.to_dict(), "subgroups": outside_groups.to_dict()})
-                looked = saliency_maps(load_ensemble(staging), training.set_index("image_name").loc[result.names]
-                                       .reset_index(), result.target, result.oof_blend,
-                                       folds=training.set_index("image_name")["fold"].to_dict())
-                card = model_card(study=study, blend=result, configs=_member_configs(result), training=training,
-                                  points=points, calibration=oof_calibration, validation=validation,
-                                  subgroups="\n\n".join(g.markdown() for g in (oof_groups, outside_groups) if g))
-                add_file(staging, "model_card.md", card)
+            card, looked = _write_folder(result, checks, target=target, study=study, method=method,
+                                         training=training, validate=validate, device=device, log=log)
             if ensemble_dir is not None:
                 folder = target
                 log(f"ensemble: {folder}, with its model card (score new images with python -m "
                     f"melanoma_search.predict --ensemble {folder})")
-        report = write_report(study, result, out.with_name("report.html"), validation=validation, points=points,
-                              calibration=oof_calibration, subgroups=[g for g in (oof_groups, outside_groups) if g],
+        report = write_report(study, result, out.with_name("report.html"), validation=checks.validation,
+                              points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
                               card=card, saliency=looked)
         log(f"report: {report}")
     return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=folder,
-                        validation=validation)
+                        validation=checks.validation)

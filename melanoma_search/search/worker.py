@@ -134,8 +134,8 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
             budget.record(trial.duration.total_seconds())
 
     while job.max_trials is None or len(ran) < job.max_trials:
-        fail_stale(study)  # a dead node's trials: failed with their reason and re-queued, before Optuna's own sweep
-        retry = budget is not None and bool(pending_retries(study))
+        retry = budget is not None and bool(pending_retries(study))  # this run's own killed workers' trials
+        fail_stale(study)  # a dead node's trials: failed with their reason and re-queued (their rerun takes a ticket)
         if not retry and study_budget.spent(study):
             if _wait_for_places(study, study_budget, budget=budget, heartbeat=job.heartbeat if storage_beats else 0,
                                 log=emit):

@@ -105,28 +105,30 @@ def test_two_nodes_one_preempted_share_one_budget(tmp_path: Path, postgres_url: 
     args = ["--study", str(spec), "--study-name", pg_name, "--storage", postgres_url, "--workers", "2",
             "--heartbeat", "2"]
 
-    def training(exclude: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    def training() -> list[optuna.trial.FrozenTrial]:
         try:
             study = optuna.load_study(study_name=pg_name, storage=postgres_url)
         except KeyError:
             return []
         return [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                if t.intermediate_values and t.user_attrs.get("launch") not in (None, exclude)]
+                if t.intermediate_values and "worker" in t.user_attrs]
 
-    node_a = start_cli(tmp_path, *args)
-    _wait(lambda: bool(training()), what="node A training")
-    a_launch = training()[0].user_attrs["launch"]
+    def on(node: object) -> list[optuna.trial.FrozenTrial]:  # the trials a node's workers are training
+        workers = set(_children(node.pid))  # type: ignore[attr-defined]
+        return [t for t in training() if _pid(t) in workers]
+
+    node_a = start_cli(tmp_path, *args)  # both nodes started at once, as a cluster job starts them
     node_b = start_cli(tmp_path, *args)
-    _wait(lambda: bool(training(exclude=a_launch)), what="node B training")
+    _wait(lambda: bool(on(node_a)) and bool(on(node_b)), what="both nodes training")
     # node A is preempted: its launcher and every worker under it die at once, nobody left to fail their trials
     a_workers = _children(node_a.pid)
-    a_running = [t.number for t in training() if t.user_attrs["launch"] == a_launch]
+    a_running = [t.number for t in on(node_a)]
     node_a.kill()
     for pid in a_workers:
         os.kill(pid, signal.SIGKILL)
     node_a.wait()
     # node B loses one worker mid-trial (its launcher sees it die)
-    b_victim = training(exclude=a_launch)[0]
+    b_victim = on(node_b)[0]
     os.kill(_pid(b_victim), signal.SIGKILL)
     restarted = start_cli(tmp_path, *args)  # node A comes back with the same command
     out_b = node_b.communicate(timeout=900)[0]
