@@ -81,19 +81,19 @@ def _blend_lines(result: Blend) -> list[str]:
     return lines
 
 
-def _member_configs(result: Blend) -> dict[str, TrainConfig]:
+def member_configs(members: list[Candidate]) -> dict[str, TrainConfig]:
+    """Each member's training config, read once from its ``config.yaml``: the training rows and the card use both."""
     return {m.name: parse_config(yaml.safe_load((m.folder / "config.yaml").read_text()), source=m.name)
-            for m in result.members}
+            for m in members}
 
 
-def training_images(members: list[Candidate]) -> pd.DataFrame:
+def training_images(configs: dict[str, TrainConfig]) -> pd.DataFrame:
     """Every image any member trained on, with what the dataset says of it (path, label, diagnosis, source, sex,
     age, site): its training rows, external and pseudo-labelled ones included."""
     from melanoma_search.train.loop import prepare_for
 
     tables, seen = [], set()
-    for member in members:
-        config = parse_config(yaml.safe_load((member.folder / "config.yaml").read_text()), source=member.name)
+    for config in configs.values():
         key = config.data.model_dump_json(exclude={"folds", "num_workers"})
         if key not in seen:
             seen.add(key)
@@ -148,7 +148,7 @@ def _out_of_fold_checks(result: Blend, training: pd.DataFrame, *, log: Callable[
 
 
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
-                  training: pd.DataFrame, validate: str | Path | None, device: str,
+                  configs: dict[str, TrainConfig], training: pd.DataFrame, validate: str | Path | None, device: str,
                   log: Callable[[str], None]) -> tuple[str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
     the outside check (``validate``), the Grad-CAM maps and the model card. Returns the card and the maps."""
@@ -175,7 +175,7 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
         rows = training.set_index("image_name")
         looked = saliency_maps(load_ensemble(staging), rows.loc[result.names].reset_index(), result.target,
                                result.oof_blend, folds=rows["fold"].to_dict())
-        card = model_card(study=study, blend=result, configs=_member_configs(result), training=training,
+        card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
                           subgroups="\n\n".join(g.markdown() for g in checks.groups()))
         add_file(staging, "model_card.md", card)
@@ -240,7 +240,8 @@ def export_study(
         result = blend_candidates(candidates, method=method)
         for line in _blend_lines(result):
             log(line)
-        training = training_images(result.members)
+        configs = member_configs(result.members)
+        training = training_images(configs)
         checks = _out_of_fold_checks(result, training, log=log)
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
@@ -259,7 +260,7 @@ def export_study(
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
             card, looked = _write_folder(result, checks, target=target, study=study, method=method,
-                                         training=training, validate=validate, device=device, log=log)
+                                         configs=configs, training=training, validate=validate, device=device, log=log)
             if ensemble_dir is not None:
                 folder = target
                 log(f"ensemble: {folder}, with its model card (score new images with python -m "
