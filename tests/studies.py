@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +48,39 @@ def run_module(cwd: Path, module: str, *args: str, timeout: float = 900) -> subp
                           timeout=timeout)
 
 
+def call_module(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in ``cwd``, called in this process: the module's own ``main`` with its output captured.
+
+    The same code as the command after the interpreter has started, without a fresh interpreter's seconds of torch
+    import per call (most of what the end-to-end tests spent). What needs a process of its own (signals, Ctrl-C, an
+    isolated interpreter, ``run``'s workers) and one call per command (the ``__main__`` path) stay on
+    :func:`run_module`."""
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
 def start_cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
     """The run in the background, stdout and stderr merged, line by line."""
     return subprocess.Popen([sys.executable, "-m", "melanoma_search.run", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+@contextlib.contextmanager
+def rdb(url: str) -> Iterator[optuna.storages.RDBStorage]:
+    """One storage for a test's polling loop, its connections closed at the end: a study loaded by URL opens a new
+    connection pool every time, which only the garbage collector closes (a poll five times a second used up
+    PostgreSQL's 100 connections that way)."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        yield storage
+    finally:
+        storage.engine.dispose()
 
 
 def overlapping(trials: list[FrozenTrial]) -> bool:
@@ -57,16 +90,17 @@ def overlapping(trials: list[FrozenTrial]) -> bool:
 
 
 def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
-    """The first RUNNING trial that has reported an epoch."""
+    """The first RUNNING trial that has reported an epoch, polled on one connection pool (see :func:`rdb`)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(study_name=name, storage=url)
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                       if t.intermediate_values and "worker" in t.user_attrs]
-            if running:
-                return running[0]
-        except KeyError:  # the study is not created yet
-            pass
-        time.sleep(0.5)
+    with rdb(url) as storage:
+        while time.monotonic() < deadline:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+                running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                           if t.intermediate_values and "worker" in t.user_attrs]
+                if running:
+                    return running[0]
+            except KeyError:  # the study is not created yet
+                pass
+            time.sleep(0.5)
     raise AssertionError(f"no trial started training within {timeout}s")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
-from tests.studies import run_module
+from tests.studies import call_module, run_module
 
 SPEC = {
     "objective": "holdout_auc",
@@ -59,7 +59,7 @@ def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> 
 
 
 def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--method", "greedy", "--out",
                "greedy/sub.csv", "--ensemble-dir", "greedy/ensemble")
     assert run.returncode == 0, run.stderr
     line = next(text for text in run.stdout.splitlines() if text.startswith("blend of"))
@@ -80,7 +80,7 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     assert merged["probability"].between(0, 1).all()
     ordered = merged.sort_values("score")  # the calibrated probability never reorders images
     assert (ordered["probability"].diff().dropna() >= -1e-12).all()
-    single = run_module(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
+    single = call_module(study_dir, "melanoma_search.predict", "--ensemble", "greedy/ensemble", "--images",
                   str(_test_csv(study_dir).parent / "images"), "--out", "greedy/folder.csv")
     assert single.returncode == 2 and "--allow-missing-meta" in single.stderr
     _check_images_per_patient_rule(study_dir, "greedy/ensemble")
@@ -93,9 +93,9 @@ def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
     rows["patient_id"] = rows["patient_id"].iloc[0]  # two images of one patient
     rows.to_csv(study_dir / "pair.csv", index=False)
     rows.head(1).assign(n_images=2).to_csv(study_dir / "alone.csv", index=False)
-    pair = run_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "pair.csv",
+    pair = call_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "pair.csv",
                 "--out", "pair-scores.csv")
-    alone = run_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "alone.csv",
+    alone = call_module(study_dir, "melanoma_search.predict", "--ensemble", ensemble, "--images", "alone.csv",
                  "--out", "alone-scores.csv")
     assert pair.returncode == 0 and alone.returncode == 0, pair.stderr + alone.stderr
     assert "images per patient: counted in this file by patient_id" in pair.stdout
@@ -105,7 +105,7 @@ def _check_images_per_patient_rule(study_dir: Path, ensemble: str) -> None:
 
 
 def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None:
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--out", "one/sub.csv",
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--out", "one/sub.csv",
                "--ensemble-dir", "one/ensemble")
     assert run.returncode == 0, run.stderr
     copy = tmp_path / "ensemble"
@@ -117,29 +117,29 @@ def test_a_tampered_ensemble_is_refused(study_dir: Path, tmp_path: Path) -> None
     with pytest.raises(EnsembleError, match="changed since export .*fold0.safetensors"):
         load_ensemble(copy)
     weights.unlink()
-    scored = run_module(study_dir, "melanoma_search.predict", "--ensemble", str(copy), "--images",
+    scored = call_module(study_dir, "melanoma_search.predict", "--ensemble", str(copy), "--images",
                   str(_test_csv(study_dir)), "--out", str(tmp_path / "s.csv"))
     assert scored.returncode == 2 and "ensemble file missing" in scored.stderr
 
 
 def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
-    missing = run_module(tmp_path, "melanoma_search.export", "--study", "nothing")
+    missing = call_module(tmp_path, "melanoma_search.export", "--study", "nothing")
     assert missing.returncode == 2 and "no study storage" in missing.stderr
     storage = f"sqlite:///{tmp_path}/failed.db"
     study = optuna.create_study(study_name="failed", storage=storage, direction="maximize")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # complete, but no artifacts at all
-    empty = run_module(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
+    empty = call_module(tmp_path, "melanoma_search.export", "--study", "failed", "--storage", storage)
     assert empty.returncode == 2 and "has no usable finished trial" in empty.stderr
     assert "skipping trial 0: it has no oof.csv/config.yaml artifact" in empty.stdout
     for top_k in ("0", "-1"):
-        bad = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", top_k)
+        bad = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", top_k)
         assert bad.returncode == 2 and f"--top-k {top_k}: must be at least 1" in bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) -> None:
     """A fold-0 study's members are retrained on the other folds: K weights each, OOF over every training row."""
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",
                "--ensemble-dir", "bag/ensemble")
     assert run.returncode == 0, run.stderr
     assert "refit:" in run.stdout and "cv_auc" in run.stdout
@@ -152,20 +152,20 @@ def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) ->
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_dir}/storage/tiny.db")
     recorded = study.user_attrs["cv_auc"]
     assert {str(e["trial"]) for e in ensemble.manifest["members"]} <= set(recorded)
-    again = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "4")  # the study has 3 trials
+    again = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "4")  # 3 trials in it
     assert again.returncode == 0, again.stderr
     assert "already done, kept" in again.stdout and "refit: 0 fold model(s) to train" in again.stdout
     assert "3 of the 4 member(s) asked for: the study has no more usable finished trials" in again.stdout
     exported = study_dir / "storage" / "tiny" / "export"  # the default: out of the working tree's way
     assert (exported / "submission.csv").is_file() and (exported / "report.html").is_file()
     assert not (study_dir / "submission.csv").exists()
-    no_refit = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
+    no_refit = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--no-refit",
                     "--out", "plain/sub.csv")
     assert no_refit.returncode == 0 and "refit" not in no_refit.stdout
 
 
 def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_subset: Path) -> None:
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "val/sub.csv",
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "val/sub.csv",
                "--validate", str(ham_subset), "--device", "cpu")
     assert run.returncode == 0, run.stderr
     assert "outside check on" in run.stdout and "200 image(s), 60 melanoma(s)" in run.stdout
@@ -178,8 +178,8 @@ def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_s
 
 def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) -> None:
     """Operating points, calibration, subgroups, saliency and the model card, from one export with --validate."""
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "card/sub.csv",
-                     "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu")
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "card/sub.csv",
+                      "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu")
     assert run.returncode == 0, run.stderr
     assert "operating points, chosen on the out-of-fold blend" in run.stdout
     assert "sens90: score >= " in run.stdout and "operating point sens90 outside: sensitivity" in run.stdout
@@ -203,14 +203,14 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
                     "Where the members looked", "Model card"):
         assert section in report
     assert "data:image/png;base64," in report  # the Grad-CAM overlays themselves
-    flagged = run_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
-                         str(_test_csv(study_dir)), "--out", "card/flags.csv", "--operating-point", "youden")
+    flagged = call_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
+                          str(_test_csv(study_dir)), "--out", "card/flags.csv", "--operating-point", "youden")
     assert flagged.returncode == 0, flagged.stderr
     scores = pd.read_csv(study_dir / "card" / "flags.csv")
     assert list(scores.columns) == ["image_name", "score", "probability", "flag_youden"]
     assert (scores["flag_youden"] == (scores["score"] >= points["youden"].threshold)).all()
-    unknown = run_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
-                         str(_test_csv(study_dir)), "--out", "card/x.csv", "--operating-point", "sens99")
+    unknown = call_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
+                          str(_test_csv(study_dir)), "--out", "card/x.csv", "--operating-point", "sens99")
     assert unknown.returncode == 2 and "this ensemble has sens90, sens95, youden" in unknown.stderr
 
 
@@ -225,7 +225,7 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
     (tmp_path / "cv.yaml").write_text(yaml.safe_dump(spec))
     run = run_module(tmp_path, "melanoma_search.run", "--study", "cv.yaml", "--n-trials", "3")
     assert run.returncode == 0, run.stderr
-    export = run_module(tmp_path, "melanoma_search.export", "--study", "cv", "--ensemble-dir", "ens")
+    export = call_module(tmp_path, "melanoma_search.export", "--study", "cv", "--ensemble-dir", "ens")
     assert export.returncode == 0, export.stderr
     assert "refit:" not in export.stdout and "greedy" in export.stdout
     assert "of 3 candidate(s)" in export.stdout
@@ -234,8 +234,8 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
     for member in ensemble.members:
         assert sorted(member.weight_files) == [0, 1, 2] and sorted(member.reference["fold"].unique()) == [0, 1, 2]
     submission = pd.read_csv(tmp_path / "storage" / "cv" / "export" / "submission.csv")
-    scored = run_module(tmp_path, "melanoma_search.predict", "--ensemble", "ens", "--images",
-                        str(_test_csv(tmp_path)), "--out", "scores.csv")
+    scored = call_module(tmp_path, "melanoma_search.predict", "--ensemble", "ens", "--images",
+                         str(_test_csv(tmp_path)), "--out", "scores.csv")
     assert scored.returncode == 0, scored.stderr
     merged = submission.merge(pd.read_csv(tmp_path / "scores.csv"), on="image_name")
     assert len(merged) == 12 and (merged["target"] - merged["score"]).abs().max() < 1e-9
@@ -249,16 +249,16 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     same pixels: what is compared is the ONNX graph and the scorer's rank-and-blend, not Pillow's resize filters
     standing in for OpenCV's (on barely trained models near-tied outputs turn a one-pixel difference into many
     ranks; docs/export.md says so)."""
-    portable = run_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
-                          str(root / "portable"))
+    portable = call_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
+                           str(root / "portable"))
     assert portable.returncode == 0, portable.stderr
     files = sorted(p.name for p in (root / "portable").iterdir())
     assert "score.py" in files and "ensemble.json" in files and sum(f.endswith(".onnx") for f in files) == folds
     scorer = subprocess.run([sys.executable, "-I", str(root / "portable" / "score.py"), str(images), "--out",
                              str(root / "onnx.csv")], capture_output=True, text=True, timeout=300)
     assert scorer.returncode == 0, scorer.stderr  # -I: no melanoma_search on the path, only the three packages
-    predicted = run_module(root, "melanoma_search.predict", "--ensemble", str(ensemble), "--images", str(images),
-                           "--out", str(root / "torch.csv"))
+    predicted = call_module(root, "melanoma_search.predict", "--ensemble", str(ensemble), "--images", str(images),
+                            "--out", str(root / "torch.csv"))
     assert predicted.returncode == 0, predicted.stderr
     merged = pd.read_csv(root / "onnx.csv").merge(pd.read_csv(root / "torch.csv"), on="image_name",
                                                   suffixes=("_onnx", "_torch"))
@@ -267,8 +267,8 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     assert (merged["score_onnx"] - merged["score_torch"]).abs().max() <= step + 1e-9
     assert (merged["score_onnx"] - merged["score_torch"]).abs().mean() <= step / 3
     assert (merged["probability_onnx"] - merged["probability_torch"]).abs().max() <= 0.2
-    refused = run_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
-                         str(root / "portable"))
+    refused = call_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
+                          str(root / "portable"))
     assert refused.returncode == 2 and "exists; give a new folder" in refused.stderr
 
 
@@ -278,26 +278,26 @@ def test_export_never_deletes_what_it_did_not_write(study_dir: Path, tmp_path: P
     work.mkdir()
     (work / "notes.txt").write_text("mine")
     for target in (str(work), str(study_dir / "storage")):
-        refused = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                             "--out", "safe/sub.csv", "--ensemble-dir", target)
+        refused = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                              "--out", "safe/sub.csv", "--ensemble-dir", target)
         assert refused.returncode == 2 and "refusing to replace it" in refused.stderr and target in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert (work / "notes.txt").read_text() == "mine" and (study_dir / "storage" / "tiny.db").is_file()
     ensemble = tmp_path / "ensemble"
     for _ in range(2):  # a second export replaces the first ensemble, and leaves no staging folder behind
-        run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                         "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
+        run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                          "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
         assert run.returncode == 0, run.stderr
     assert load_ensemble(ensemble).members and sorted(p.name for p in tmp_path.iterdir()) == ["ensemble", "work"]
     (ensemble / "stray.txt").write_text("added by hand")
-    again = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                       "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
+    again = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                        "--out", "safe/sub.csv", "--ensemble-dir", str(ensemble))
     assert again.returncode == 2 and "holds files its ensemble does not list (stray.txt)" in again.stderr
 
 
 def test_an_edited_manifest_is_refused(study_dir: Path, tmp_path: Path) -> None:
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                     "--out", "seal/sub.csv", "--ensemble-dir", str(tmp_path / "ensemble"))
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                      "--out", "seal/sub.csv", "--ensemble-dir", str(tmp_path / "ensemble"))
     assert run.returncode == 0, run.stderr
     manifest = tmp_path / "ensemble" / "manifest.json"
     edited = manifest.read_text().replace('"weight": 1.0', '"weight": 0.5')
@@ -312,7 +312,7 @@ def test_an_edited_manifest_is_refused(study_dir: Path, tmp_path: Path) -> None:
 
 def test_reading_a_study_never_creates_storage(study_dir: Path) -> None:
     typo = study_dir / "storage" / "tiny-typo.log"
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--storage", f"journal:{typo}")
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--storage", f"journal:{typo}")
     assert run.returncode == 2 and "no study storage at journal:" in run.stderr and not typo.exists()
     # and a run that would start the study afresh in a second storage stops, naming the one with its trials
     journal = study_dir / "storage" / "tiny.log"
@@ -330,24 +330,24 @@ def test_an_outside_check_refuses_the_studys_own_images(study_dir: Path, tmp_pat
     for index, name in enumerate(train["image_name"]):
         shutil.copy2(source / "images" / f"{name}.jpg", tmp_path / "images" / f"renamed_{index}.jpg")
     train.assign(image_name=[f"renamed_{i}" for i in range(len(train))]).to_csv(tmp_path / "labels.csv", index=False)
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                     "--out", "own/sub.csv", "--validate", str(tmp_path))
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                      "--out", "own/sub.csv", "--validate", str(tmp_path))
     assert run.returncode == 2 and "20 of its 20 image(s) are images this ensemble's study trained on" in run.stderr
 
 
 def test_predict_writes_under_storage_by_default_and_names_an_unwritable_out(study_dir: Path) -> None:
-    run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
-                     "--out", "pred/sub.csv", "--ensemble-dir", "pred/ensemble")
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                      "--out", "pred/sub.csv", "--ensemble-dir", "pred/ensemble")
     assert run.returncode == 0, run.stderr
-    scored = run_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
-                        str(_test_csv(study_dir)))
+    scored = call_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
+                         str(_test_csv(study_dir)))
     assert scored.returncode == 0, scored.stderr
     assert (study_dir / "storage" / "tiny" / "predict" / "scores.csv").is_file()
     assert not (study_dir / "scores.csv").exists()
     blocked = study_dir / "pred" / "blocked"
     blocked.write_text("a file where a folder should be")
-    refused = run_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
-                         str(_test_csv(study_dir)), "--out", str(blocked / "scores.csv"))
+    refused = call_module(study_dir, "melanoma_search.predict", "--ensemble", "pred/ensemble", "--images",
+                          str(_test_csv(study_dir)), "--out", str(blocked / "scores.csv"))
     assert refused.returncode == 2 and refused.stderr.startswith("error: ") and str(blocked) in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
@@ -365,6 +365,6 @@ def test_ctrl_c_during_the_refit_is_one_line_and_keeps_the_finished_folds(study_
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err
     assert err.strip().startswith("interrupted: finished refit folds are kept") and len(err.strip().splitlines()) == 1
-    again = run_module(study_dir, "melanoma_search.export", *args[2:])
+    again = call_module(study_dir, "melanoma_search.export", *args[2:])
     assert again.returncode == 0, again.stderr
     assert "already done, kept" in again.stdout

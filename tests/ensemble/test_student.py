@@ -12,7 +12,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
 from melanoma_search.ensemble.folder import load_ensemble
-from tests.studies import run_module
+from tests.studies import call_module, run_module
 
 SPEC = {
     "objective": "cv_auc",
@@ -35,7 +35,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
     run = run_module(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "2")
     assert run.returncode == 0, run.stderr
-    export = run_module(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
+    export = call_module(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
     assert export.returncode == 0, export.stderr
     return root
 
@@ -50,10 +50,10 @@ def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: P
         if column in hidden:
             hidden[column] = "hidden"
     hidden.to_csv(teacher / "hidden.csv", index=False)
-    seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
-                      "--out", "seen/pseudo.csv", "--device", "cpu")
-    blind = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
-                       "--out", "blind/pseudo.csv", "--device", "cpu")
+    seen = call_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
+                       "--out", "seen/pseudo.csv", "--device", "cpu")
+    blind = call_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
+                        "--out", "blind/pseudo.csv", "--device", "cpu")
     assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
     assert "8 image(s) pseudo-labelled by 2 member(s) of tiny (round 0)" in seen.stdout
     first, second = pd.read_csv(teacher / "seen" / "pseudo.csv"), pd.read_csv(teacher / "blind" / "pseudo.csv")
@@ -91,7 +91,7 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
 
     again = run_module(teacher, "melanoma_search.run", *args, "--dry-run")  # a resumed round keeps its labels
     assert again.returncode == 0 and "reusing the pseudo-labels" in again.stdout
-    export = run_module(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
+    export = call_module(teacher, "melanoma_search.export", "--study", "tiny-student-r1", "--ensemble-dir", "student")
     assert export.returncode == 0, export.stderr
     lineage = load_ensemble(teacher / "student").manifest["lineage"]
     assert lineage["round"] == 1 and lineage["teacher_study"] == "tiny"

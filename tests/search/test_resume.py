@@ -16,7 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from melanoma_search.search.study import open_storage
-from tests.studies import TINY, start_cli, write_spec
+from tests.studies import TINY, rdb, start_cli, write_spec
 
 SPACE = {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}}
 SLOW = {**TINY, "data": {**TINY["data"], "synthetic": {"n_train": 240, "n_test": 0, "size": 64, "seed": 5}}}
@@ -105,48 +105,48 @@ def test_two_nodes_one_preempted_share_one_budget(tmp_path: Path, postgres_url: 
     args = ["--study", str(spec), "--study-name", pg_name, "--storage", postgres_url, "--workers", "2",
             "--heartbeat", "2"]
 
-    def training() -> list[optuna.trial.FrozenTrial]:
-        try:
-            study = optuna.load_study(study_name=pg_name, storage=postgres_url)
-        except KeyError:
-            return []
-        return [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                if t.intermediate_values and "worker" in t.user_attrs]
+    with rdb(postgres_url) as storage:  # one connection pool for the polls, closed at the end
+        def training() -> list[optuna.trial.FrozenTrial]:
+            try:
+                study = optuna.load_study(study_name=pg_name, storage=storage)
+            except KeyError:
+                return []
+            return [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                    if t.intermediate_values and "worker" in t.user_attrs]
 
-    def on(node: object) -> list[optuna.trial.FrozenTrial]:  # the trials a node's workers are training
-        workers = set(_children(node.pid))  # type: ignore[attr-defined]
-        return [t for t in training() if _pid(t) in workers]
+        def on(node: object) -> list[optuna.trial.FrozenTrial]:  # the trials a node's workers are training
+            workers = set(_children(node.pid))  # type: ignore[attr-defined]
+            return [t for t in training() if _pid(t) in workers]
 
-    node_a = start_cli(tmp_path, *args)  # both nodes started at once, as a cluster job starts them
-    node_b = start_cli(tmp_path, *args)
-    _wait(lambda: bool(on(node_a)) and bool(on(node_b)), what="both nodes training")
-    # node A is preempted: its launcher and every worker under it die at once, nobody left to fail their trials
-    a_workers = _children(node_a.pid)
-    a_running = [t.number for t in on(node_a)]
-    node_a.kill()
-    for pid in a_workers:
-        os.kill(pid, signal.SIGKILL)
-    node_a.wait()
-    # node B loses one worker mid-trial (its launcher sees it die)
-    b_victim = on(node_b)[0]
-    os.kill(_pid(b_victim), signal.SIGKILL)
-    restarted = start_cli(tmp_path, *args)  # node A comes back with the same command
-    out_b = node_b.communicate(timeout=900)[0]
-    out_a = restarted.communicate(timeout=900)[0]
-    assert node_b.returncode == 0 and restarted.returncode == 0, out_a + out_b
+        node_a = start_cli(tmp_path, *args)  # both nodes started at once, as a cluster job starts them
+        node_b = start_cli(tmp_path, *args)
+        _wait(lambda: bool(on(node_a)) and bool(on(node_b)), what="both nodes training")
+        # node A is preempted: its launcher and every worker under it die at once, nobody left to fail their trials
+        a_workers = _children(node_a.pid)
+        a_running = [t.number for t in on(node_a)]
+        node_a.kill()
+        for pid in a_workers:
+            os.kill(pid, signal.SIGKILL)
+        node_a.wait()
+        # node B loses one worker mid-trial (its launcher sees it die)
+        b_victim = on(node_b)[0]
+        os.kill(_pid(b_victim), signal.SIGKILL)
+        restarted = start_cli(tmp_path, *args)  # node A comes back with the same command
+        out_b = node_b.communicate(timeout=900)[0]
+        out_a = restarted.communicate(timeout=900)[0]
+        assert node_b.returncode == 0 and restarted.returncode == 0, out_a + out_b
 
-    trials = optuna.load_study(study_name=pg_name, storage=postgres_url).trials
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 6  # exactly the study-wide budget, across two nodes, a preemption and a restart
-    killed = [t for t in trials if t.state == TrialState.FAIL
-              and not t.user_attrs.get("fail_reason", "").startswith("over the study's budget")]
-    assert {t.number for t in killed} >= {*a_running, b_victim.number}
-    for trial in killed:
-        assert trial.user_attrs.get("fail_reason")
-        retries = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
-        assert len(retries) == 1 and retries[0].params == trial.params  # re-queued exactly once, same parameters
-    study = optuna.load_study(study_name=pg_name, storage=postgres_url)
-    for trial in finished:
-        names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)}
-        assert {"config.yaml", "oof.csv"} <= names, (trial.number, names)
+        trials = optuna.load_study(study_name=pg_name, storage=storage).trials
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) == 6  # exactly the study-wide budget, across two nodes, a preemption and a restart
+        killed = [t for t in trials if t.state == TrialState.FAIL
+                  and not t.user_attrs.get("fail_reason", "").startswith("over the study's budget")]
+        assert {t.number for t in killed} >= {*a_running, b_victim.number}
+        for trial in killed:
+            assert trial.user_attrs.get("fail_reason")
+            retries = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
+            assert len(retries) == 1 and retries[0].params == trial.params  # re-queued exactly once, same parameters
+        for trial in finished:
+            names = {m.filename for m in optuna.artifacts.get_all_artifact_meta(trial, storage=storage)}
+            assert {"config.yaml", "oof.csv"} <= names, (trial.number, names)
