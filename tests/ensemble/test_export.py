@@ -249,8 +249,8 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     same pixels: what is compared is the ONNX graph and the scorer's rank-and-blend, not Pillow's resize filters
     standing in for OpenCV's (on barely trained models near-tied outputs turn a one-pixel difference into many
     ranks; docs/export.md says so)."""
-    portable = call_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
-                           str(root / "portable"))
+    portable = run_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
+                          str(root / "portable"))
     assert portable.returncode == 0, portable.stderr
     files = sorted(p.name for p in (root / "portable").iterdir())
     assert "score.py" in files and "ensemble.json" in files and sum(f.endswith(".onnx") for f in files) == folds

@@ -50,8 +50,8 @@ def test_pseudo_labels_never_read_the_images_labels(teacher: Path, ham_subset: P
         if column in hidden:
             hidden[column] = "hidden"
     hidden.to_csv(teacher / "hidden.csv", index=False)
-    seen = call_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
-                       "--out", "seen/pseudo.csv", "--device", "cpu")
+    seen = run_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "labelled.csv",
+                      "--out", "seen/pseudo.csv", "--device", "cpu")
     blind = call_module(teacher, "melanoma_search.pseudo", "--ensemble", "teacher", "--images", "hidden.csv",
                         "--out", "blind/pseudo.csv", "--device", "cpu")
     assert seen.returncode == 0 and blind.returncode == 0, seen.stderr + blind.stderr
