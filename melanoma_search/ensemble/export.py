@@ -135,23 +135,23 @@ class _Checks:
         return [g for g in (self.oof_groups, self.outside_groups) if g]
 
 
-def _out_of_fold_checks(result: Blend, training: pd.DataFrame, *, log: Callable[[str], None]) -> _Checks:
+def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[[str], None]) -> _Checks:
     points = choose_operating_points(result.target, result.oof_blend)
     calibration = calibration_summary(result.target, cross_fitted_probability(result.oof_blend, result.target))
     log("operating points, chosen on the out-of-fold blend (95% bootstrap intervals):")
     for point in points:
         log(f"  {point.line()}")
     log(calibration.line("of the calibrated probability, out of fold"))
-    groups = subgroups(training.set_index("image_name").loc[result.names].reset_index(), result.target,
-                       result.oof_blend, points=points, where="Out of fold")
+    groups = subgroups(oof_rows, result.target, result.oof_blend, points=points, where="Out of fold")
     return _Checks(points=points, calibration=calibration, oof_groups=groups)
 
 
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
-                  configs: dict[str, TrainConfig], training: pd.DataFrame, validate: str | Path | None, device: str,
-                  log: Callable[[str], None]) -> tuple[str, list[Saliency]]:
+                  configs: dict[str, TrainConfig], training: pd.DataFrame, oof_rows: pd.DataFrame,
+                  validate: str | Path | None, device: str, log: Callable[[str], None]) -> tuple[str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
-    the outside check (``validate``), the Grad-CAM maps and the model card. Returns the card and the maps."""
+    the outside check (``validate``, its figures added to ``checks``), the Grad-CAM maps and the model card.
+    Returns the card and the maps."""
     from melanoma_search.train.device import resolve_device
 
     with staged_ensemble(target) as staging:
@@ -172,9 +172,8 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
                                               points=checks.points, where=f"Outside ({validate})")
             record_in_manifest(staging, "validation",
                                {**validation.to_dict(), "subgroups": checks.outside_groups.to_dict()})
-        rows = training.set_index("image_name")
-        looked = saliency_maps(load_ensemble(staging), rows.loc[result.names].reset_index(), result.target,
-                               result.oof_blend, folds=rows["fold"].to_dict())
+        looked = saliency_maps(load_ensemble(staging), oof_rows, result.target, result.oof_blend,
+                               folds=dict(zip(oof_rows["image_name"], oof_rows["fold"], strict=True)))
         card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
                           subgroups="\n\n".join(g.markdown() for g in checks.groups()))
@@ -242,7 +241,8 @@ def export_study(
             log(line)
         configs = member_configs(result.members)
         training = training_images(configs)
-        checks = _out_of_fold_checks(result, training, log=log)
+        oof_rows = training.set_index("image_name").loc[result.names].reset_index()  # in the blend's row order
+        checks = _out_of_fold_checks(result, oof_rows, log=log)
         out.parent.mkdir(parents=True, exist_ok=True)
         submission = None
         if result.test is None:
@@ -260,7 +260,8 @@ def export_study(
         if need_weights:
             target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
             card, looked = _write_folder(result, checks, target=target, study=study, method=method,
-                                         configs=configs, training=training, validate=validate, device=device, log=log)
+                                         configs=configs, training=training, oof_rows=oof_rows, validate=validate,
+                                         device=device, log=log)
             if ensemble_dir is not None:
                 folder = target
                 log(f"ensemble: {folder}, with its model card (score new images with python -m "
