@@ -10,7 +10,8 @@ no-search baseline by the paired bootstrap difference of their outside AUCs:
       too when W allows). Which is better is decided by in-search AUC, never by the outside images;
   (b) random search over the same space, pruning off, the same first trial and ``--timeout T``, default export;
   (h) the same space selected on fold 0 (``holdout_auc``, pruned per epoch, the earlier shipped design), its run
-      given 2/3 of T and its export refitting the best 2 on the other folds in the rest (wall time printed).
+      given 2/3 of T and its export refitting the best 2 on the other folds after it (not cut short: its wall
+      time is printed beside the others).
 
 Each arm runs the real commands (``python -m melanoma_search.run`` / ``.export``) in its own storage folder, one after
 the other, so the arms share nothing but the image cache. The epochs of (a) are sized from a 2-epoch probe of each

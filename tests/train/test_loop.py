@@ -181,7 +181,7 @@ def test_compiled_training_matches_eager(synthetic_dir: Path, tmp_path: Path) ->
     """
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("torch.compile on the CPU (inductor) needs a C++ compiler; none on PATH")
-    overrides = {"model": {"name": "test_efficientnet", "drop_rate": 0.0, "meta": False}, "epochs": 1, "tta": 2,
+    overrides = {"model": {"name": "test_resnet", "drop_rate": 0.0, "meta": False}, "epochs": 1, "tta": 2,
                  "save_weights": False}
     eager = fit(_config(synthetic_dir, tmp_path, **overrides), log=lambda _: None)
     compiled = fit(_config(synthetic_dir, tmp_path, **overrides, compile="default"), log=lambda _: None)
