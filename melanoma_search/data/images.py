@@ -19,7 +19,10 @@ __all__ = ["decode_image"]
 
 
 def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
-    """Read ``path`` and return a ``(size, size, 3)`` uint8 RGB array (squashed to a square, as the 2020 sets were)."""
+    """Read ``path`` and return a ``(size, size, 3)`` uint8 RGB array (squashed to a square, as the 2020 sets were).
+
+    The array is the caller's own: writable and C-contiguous, so ``torch.from_numpy`` takes it as it is (a view of
+    Pillow's buffer is read-only, and torch warns on those)."""
     try:
         with Image.open(path) as image:
             if image.format == "JPEG":
@@ -32,11 +35,11 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
         raise ImageError(f"not a readable image (corrupt or unknown format): {path}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
-    array: np.ndarray = np.asarray(rgb, dtype=np.uint8)
+    array: np.ndarray = np.array(rgb, dtype=np.uint8)  # a copy: np.asarray would view Pillow's bytes
     if array.shape[:2] != (size, size):
         shrinking = array.shape[0] > size or array.shape[1] > size
         array = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(array)
+    return array
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -114,8 +114,8 @@ def saliency_maps(ensemble: Ensemble, rows: pd.DataFrame, target: np.ndarray, sc
                     row = rows[rows["image_name"].astype(str) == pick.image_name]
                     network.meta = (torch.from_numpy(encoder.transform(row)).float() if encoder is not None
                                     else None)
-                    pixels = decode_image(paths[pick.image_name], config.image_size)  # read-only: torch copies
-                    batch = prepare_batch(torch.tensor(pixels).permute(2, 0, 1)[None], constants=constants)
+                    pixels = decode_image(paths[pick.image_name], config.image_size)
+                    batch = prepare_batch(torch.from_numpy(pixels).permute(2, 0, 1)[None], constants=constants)
                     mask = cam(input_tensor=batch, targets=[ClassifierOutputTarget(layout.melanoma_index)])[0]
                     overlay = show_cam_on_image(pixels.astype(np.float32) / 255.0, mask, use_rgb=True)
                     buffer = io.BytesIO()

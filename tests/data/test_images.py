@@ -32,6 +32,15 @@ def test_jpeg_is_resized_to_square(real_jpeg: Path) -> None:
     assert decode_image(real_jpeg, 300).shape == (300, 300, 3)
 
 
+def test_a_decoded_image_is_the_callers_own(real_jpeg: Path) -> None:
+    """At its own size (no resize) too: torch.from_numpy warns on a read-only view of Pillow's buffer."""
+    with Image.open(real_jpeg) as image:
+        native = image.size[0]
+    for size in (native, 64):
+        array = decode_image(real_jpeg, size)
+        assert array.flags.writeable and array.flags.c_contiguous, size
+
+
 def test_truncated_and_corrupt_files_name_the_file(tmp_path: Path, real_jpeg: Path) -> None:
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(real_jpeg.read_bytes()[:2000])
