@@ -32,7 +32,7 @@ from melanoma_search.data.layouts import load_table
 from melanoma_search.data.meta import add_derived_columns
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.ensemble.folder import Member, score_member
-from melanoma_search.ensemble.validate import auc_standard_error
+from melanoma_search.metrics import auc_standard_error
 from melanoma_search.search import load_spec
 from melanoma_search.train import fit, parse_config, prepare_for
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_override

@@ -36,7 +36,8 @@ import numpy as np
 import yaml
 
 from melanoma_search.ensemble import load_ensemble
-from melanoma_search.ensemble.validate import paired_auc_difference, validate_ensemble
+from melanoma_search.metrics import paired_auc_difference
+from melanoma_search.report.outside import validate_ensemble
 from melanoma_search.search import load_spec
 from melanoma_search.train import fit, parse_config, prepare_for
 from melanoma_search.train.config import apply_overrides

@@ -39,8 +39,10 @@ import pandas as pd
 import yaml
 
 from melanoma_search.data.layouts import load_table
-from melanoma_search.ensemble import export_study, load_ensemble
-from melanoma_search.ensemble.validate import paired_auc_difference, validate_ensemble
+from melanoma_search.ensemble import load_ensemble
+from melanoma_search.export import export_study
+from melanoma_search.metrics import paired_auc_difference
+from melanoma_search.report.outside import validate_ensemble
 from melanoma_search.search import load_spec
 from melanoma_search.search.study import student_study_name
 from melanoma_search.train.device import resolve_device

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from melanoma_search.errors import MelanomaSearchError
+from melanoma_search.errors import MelanomaSearchError, Preempted
 
 __all__ = ["add_scoring_arguments", "handled", "help_text", "parser_for"]
 
@@ -46,10 +46,15 @@ def handled(body: Callable[[], int], *, interrupted: str = "interrupted") -> int
 
     A problem this package names (:class:`~melanoma_search.errors.MelanomaSearchError`) or a file the system refuses
     (an unwritable ``--out``, a full disk) is ``error: ...`` and exit status 2; Ctrl-C is ``interrupted`` (the
-    command's own line says what was kept) and 130. Anything else is a bug and keeps its traceback.
+    command's own line says what was kept) and 130; a SIGTERM the command turned into
+    :class:`~melanoma_search.errors.Preempted` is the same line as ``preempted (SIGTERM)`` and 143. Anything else is
+    a bug and keeps its traceback.
     """
     try:
         return body()
+    except Preempted:
+        print(interrupted.replace("interrupted", "preempted (SIGTERM)", 1), file=sys.stderr)
+        return 143
     except MelanomaSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

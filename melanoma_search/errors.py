@@ -2,10 +2,15 @@
 
 Every problem caused by input (a dataset folder, an image, a config) is raised as a subclass of
 :class:`MelanomaSearchError`, whose message names the file, column or value at fault. Entry points print the message
-and exit non-zero instead of dumping a traceback from deep inside a library.
+and exit non-zero instead of dumping a traceback from deep inside a library. :class:`Preempted` is not an error but a
+stop: SIGTERM, which a run treats as preemption (see its docstring).
 """
 
 from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -13,7 +18,9 @@ __all__ = [
     "ImageError",
     "MelanomaSearchError",
     "NonFiniteLossError",
+    "Preempted",
     "StorageError",
+    "preempt_on_sigterm",
 ]
 
 
@@ -39,3 +46,26 @@ class NonFiniteLossError(MelanomaSearchError, FloatingPointError):
 
 class StorageError(MelanomaSearchError, RuntimeError):
     """The study's storage cannot be opened or written (locked, unreachable, wrong credentials)."""
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM: a scheduler (Slurm, Kubernetes, a spot or preemptible VM) is taking the machine back.
+
+    A ``KeyboardInterrupt`` so that it stops a run wherever it lands, as Ctrl-C does (Optuna records the running
+    trial FAIL and re-raises it); the search then re-queues the trial and keeps its saved epochs, so the same command,
+    or another node, continues it from its last finished epoch.
+    """
+
+
+def _raise_preempted(signum: int, frame: object) -> None:
+    raise Preempted("preempted (SIGTERM)")
+
+
+def preempt_on_sigterm() -> Callable[[], None]:
+    """Turn this process's SIGTERM into :class:`Preempted`; returns the function that restores the old handler."""
+    previous: Any = signal.signal(signal.SIGTERM, _raise_preempted)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore

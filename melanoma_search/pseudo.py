@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _pseudo(args: argparse.Namespace) -> int:
     from melanoma_search.data.layouts import read_images_to_score
     from melanoma_search.ensemble import load_ensemble
-    from melanoma_search.ensemble.pseudo import pseudo_label
+    from melanoma_search.semi_supervised.pseudo import pseudo_label
     from melanoma_search.train.loop import resolve_device
 
     ensemble = load_ensemble(args.ensemble)

@@ -6,6 +6,10 @@ running the same command again adds trials to the same study. Inspect it with::
 
     optuna-dashboard sqlite:///storage/NAME.db --artifact-dir storage/NAME/artifacts
 
+Stopping it: Ctrl-C (exit 130) and SIGTERM, what Slurm, Kubernetes and spot VMs send before they take a machine back
+(exit 143), both end every running trial as FAIL and re-queue it with its saved epochs; the same command (or another
+node on the same storage) continues each from its last finished epoch.
+
 The work is :func:`melanoma_search.search.start_run`; this module only reads the command line.
 """
 
@@ -13,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from melanoma_search.cli import handled, parser_for
-from melanoma_search.errors import ConfigError
+from melanoma_search.errors import ConfigError, preempt_on_sigterm
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,16 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` of the launcher stops like Ctrl-C
-    try:  # a Ctrl-C before the first trial (reading the data, checking weights, pseudo-labelling) ends here too
+    restore = preempt_on_sigterm()  # a scheduler's SIGTERM is preemption: running trials are re-queued, not lost
+    try:  # a stop before the first trial (reading the data, checking weights, pseudo-labelling) ends here too
         return handled(lambda: _run(args), interrupted="interrupted: no trial is left RUNNING; the same command "
                        "resumes")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+        restore()
 
 
 def _backend(args: argparse.Namespace) -> object:
@@ -111,9 +110,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_export_method(spec.export.method, study=args.study)
     storage, study_name, home, attrs = args.storage, args.study_name, None, None
     if args.student_of or args.unlabelled or spec.student.teacher:
-        from melanoma_search.ensemble.student import plan_student_round
         from melanoma_search.search import records
         from melanoma_search.search.study import default_storage_url
+        from melanoma_search.semi_supervised.student import plan_student_round
 
         storage_dir = Path(args.storage_dir).resolve()
         student = plan_student_round(spec, teacher=args.student_of, unlabelled=args.unlabelled,
@@ -136,8 +135,13 @@ def _run(args: argparse.Namespace) -> int:
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return 1
+    if outcome.preempted:
+        print("preempted (SIGTERM): running trials were re-queued with their saved epochs; the same command "
+              "continues them from their last finished epoch", file=sys.stderr)
+        return 143
     if outcome.interrupted:
-        print("interrupted: running trials were marked FAIL; run the same command to resume", file=sys.stderr)
+        print("interrupted: running trials were re-queued with their saved epochs; the same command continues them "
+              "from their last finished epoch", file=sys.stderr)
         return 130
     return 0
 

@@ -55,7 +55,8 @@ def call_module(cwd: Path, module: str, *args: str) -> subprocess.CompletedProce
     import per call (most of what the end-to-end tests spent). What needs a process of its own (signals, Ctrl-C, an
     isolated interpreter, ``run``'s workers) and one call per command (the ``__main__`` path) stay on
     :func:`run_module`."""
-    main = importlib.import_module(module).main
+    loaded = importlib.import_module(module)
+    main = getattr(loaded, "main", None) or importlib.import_module(f"{module}.__main__").main  # a room's CLI
     out, err = io.StringIO(), io.StringIO()
     with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -89,18 +90,34 @@ def overlapping(trials: list[FrozenTrial]) -> bool:
     return any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
 
 
-def wait_for_training(url: str, name: str, timeout: float = 180) -> FrozenTrial:
-    """The first RUNNING trial that has reported an epoch, polled on one connection pool (see :func:`rdb`)."""
+def wait_for_training(url: str, name: str, timeout: float = 180, *, epochs: int = 1, count: int = 1) -> FrozenTrial:
+    """The first RUNNING trial once ``count`` of them have reported ``epochs`` epochs, polled on one connection pool
+    (see :func:`rdb`); a journal URL is polled through one journal storage."""
     deadline = time.monotonic() + timeout
-    with rdb(url) as storage:
+    with _polled(url) as storage:
         while time.monotonic() < deadline:
             try:
                 study = optuna.load_study(study_name=name, storage=storage)
                 running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                           if t.intermediate_values and "worker" in t.user_attrs]
-                if running:
+                           if len(t.intermediate_values) >= epochs and "worker" in t.user_attrs]
+                if len(running) >= count:
                     return running[0]
             except KeyError:  # the study is not created yet
                 pass
             time.sleep(0.5)
-    raise AssertionError(f"no trial started training within {timeout}s")
+    raise AssertionError(f"no {count} trial(s) trained {epochs} epoch(s) within {timeout}s")
+
+
+@contextlib.contextmanager
+def _polled(url: str) -> Iterator[optuna.storages.BaseStorage]:
+    if not url.startswith("journal:"):
+        with rdb(url) as storage:
+            yield storage
+        return
+    path = Path(url.removeprefix("journal:"))
+    deadline = time.monotonic() + 120
+    while not path.is_file() and time.monotonic() < deadline:  # the launcher creates it once the data is read
+        time.sleep(0.2)
+    from melanoma_search.search.study import open_storage
+
+    yield open_storage(url)

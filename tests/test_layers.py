@@ -1,4 +1,5 @@
-"""The house's shape: imports point down the pipeline (data/augment -> model -> train -> search -> ensemble -> CLIs).
+"""The house's shape: imports point down the pipeline (data/augment -> model -> train -> search -> ensemble ->
+stage two -> report, with portable and semi-supervised beside the report -> export -> CLIs).
 
 Every ``melanoma_search`` import in the package, at module level or inside a function, is checked against the
 layer order, so a cycle (like the old export <-> report one) or an arrow back up cannot come back unnoticed.
@@ -18,7 +19,9 @@ LAYERS: dict[str, int] = {
     "train": 3,
     "search": 4,
     "ensemble": 5,
-    "run": 6, "export": 6, "predict": 6, "pseudo": 6, "portable": 6, "__init__": 6,
+    "report": 7, "portable": 7, "semi_supervised": 7,
+    "export": 8,
+    "run": 9, "predict": 9, "pseudo": 9, "__init__": 9,
 }
 
 
@@ -62,3 +65,18 @@ def test_no_import_cycles_between_modules() -> None:
     cycles = [(a, b) for a, targets in graph.items() for b in targets
               if not a.endswith("__init__") and b not in packages and reaches(b, a, set())]
     assert not cycles, f"modules importing each other: {cycles}"
+
+
+#: The most lines a function of the package may span, its signature and docstring included: one screen, read at once.
+MAX_FUNCTION_LINES = 60
+
+
+def test_every_function_reads_at_once() -> None:
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions longer than a screen: " + "; ".join(long)

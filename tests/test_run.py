@@ -151,20 +151,55 @@ def test_a_missing_hair_overlay_folder_stops_the_run_once_before_any_trial(tmp_p
     assert "running 2 trial(s)" not in run.stdout
 
 
-def test_ctrl_c_leaves_no_running_trial(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, fixed={**TINY["fixed"], "epochs": 30})
+def _stop_mid_trial(tmp_path: Path, signum: int, *, epochs: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Start a one-trial run, send ``signum`` once its second epoch is logged (the first epoch's state is saved by
+    then), and return what the run printed and its spec."""
+    spec = write_spec(tmp_path, fixed={**TINY["fixed"], "epochs": epochs})
     process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", "--study", str(spec), "--n-trials", "1"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     for line in process.stdout:  # wait until training is under way
-        if "epoch 1/30" in line:
+        if f"epoch 2/{epochs}" in line:
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output = process.communicate(timeout=120)[0]
-    assert process.returncode == 130, output
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
-    states = [t.state for t in _study(tmp_path).trials]
-    assert states == [TrialState.FAIL] and TrialState.RUNNING not in states
+    return subprocess.CompletedProcess(process.args, process.returncode, output, ""), spec
+
+
+def _resume_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "storage" / "tiny").glob("study-*/resume/trial-00000/attempt-0/fold0.state.*"))
+
+
+def test_ctrl_c_re_queues_the_trial_with_its_saved_epochs(tmp_path: Path) -> None:
+    stopped, _ = _stop_mid_trial(tmp_path, signal.SIGINT, epochs=30)
+    assert stopped.returncode == 130, stopped.stdout
+    assert "Traceback" not in stopped.stdout and "KeyboardInterrupt" not in stopped.stdout, stopped.stdout
+    trials = _study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # no trial left RUNNING
+    assert "interrupted" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
+    assert _resume_files(tmp_path), "the interrupted trial's saved epochs were thrown away"
+
+
+def test_sigterm_is_preemption_and_the_same_command_continues_the_trial(tmp_path: Path) -> None:
+    """What Slurm, Kubernetes and spot VMs send: one line, exit 143, the trial re-queued with its state; the same
+    command then trains only the epochs it lacked."""
+    stopped, spec = _stop_mid_trial(tmp_path, signal.SIGTERM, epochs=12)
+    assert stopped.returncode == 143, stopped.stdout
+    assert "Traceback" not in stopped.stdout and stopped.stdout.strip().splitlines()[-1].startswith(
+        "preempted (SIGTERM): running trials were re-queued with their saved epochs"), stopped.stdout
+    first = _study(tmp_path).trials
+    assert [t.state for t in first] == [TrialState.FAIL, TrialState.WAITING]
+    assert first[0].user_attrs["fail_reason"].startswith("preempted: SIGTERM")
+    assert _resume_files(tmp_path)
+    again = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1")
+    assert again.returncode == 0, again.stderr
+    resumed = int(again.stdout.split("trial 1 fold 0: resuming after epoch ")[1].split("/")[0])
+    assert resumed >= 1  # the preempted attempt's last saved epoch
+    assert sum(f"trial 1 fold 0 epoch {k}/12" in again.stdout for k in range(1, 13)) == 12 - resumed
+    retry = _study(tmp_path).trials[1]
+    assert retry.state == TrialState.COMPLETE and sorted(retry.intermediate_values) == list(range(12))
+    assert not _resume_files(tmp_path)  # removed once the retry finished
 
 
 def test_ctrl_c_before_the_first_trial_is_one_line(tmp_path: Path) -> None:

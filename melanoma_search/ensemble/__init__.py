@@ -1,17 +1,16 @@
-"""The last stage: blend the study's best trials, export a submission, report and ensemble folder, score new images.
+"""Choosing and blending a study's members, and the sealed ensemble folder that scores new images.
 
-``candidates`` reads the best trials from the study, ``scale`` puts every fold model's scores on one scale,
-``methods`` is the table of blend methods (``rank``, ``greedy``), ``blend`` weights and scores the candidates,
-``folder`` writes and loads the self-contained ensemble, ``report`` draws ``report.html``, ``export`` ties them
-together (``export_study``). ``pseudo`` turns an ensemble's scores of unlabelled images into calibrated soft labels,
-and ``student`` plans a noisy-student round that trains on them (``run --student-of``).
+``candidates`` reads the best trials from the study, ``refit`` trains each on the folds it lacks, ``scale`` puts
+every fold model's scores on one scale, ``methods`` is the table of blend methods (``rank``, ``greedy``), ``blend``
+weights and scores the candidates, ``calibration`` chooses what ships beside the score (the probability map and the
+operating points), and ``folder`` writes, seals, loads and scores the self-contained ensemble. Describing it to
+people is :mod:`melanoma_search.report`; writing it all out is :mod:`melanoma_search.export`.
 """
 
 from __future__ import annotations
 
 from melanoma_search.ensemble.blend import Blend, blend_candidates
 from melanoma_search.ensemble.candidates import Candidate, collect_candidates
-from melanoma_search.ensemble.export import ExportResult, export_study
 from melanoma_search.ensemble.folder import (
     FORMAT_VERSION,
     Ensemble,
@@ -37,11 +36,9 @@ __all__ = [
     "Candidate",
     "Ensemble",
     "EnsembleError",
-    "ExportResult",
     "Member",
     "blend_candidates",
     "collect_candidates",
-    "export_study",
     "fold_percentiles",
     "get_blend_method",
     "greedy_selection",

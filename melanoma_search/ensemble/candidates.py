@@ -45,6 +45,11 @@ class Candidate:
     """Fold (as text) -> the metadata encoder fitted on that fold's training rows."""
     classes: list[str] = field(default_factory=list)
     curve: dict[int, float] = field(default_factory=dict)
+    """What the trial reported to the pruner, by step (epochs over folds, or folds for a ``REPORT = "fold"``
+    objective such as ``cv_auc``)."""
+    history: pd.DataFrame | None = None
+    """Each fold's epochs (``fold``, ``epoch``, ``val_auc``, ...), from the trial's ``history.csv``; ``None`` for a
+    trial that predates it."""
     cv_auc: float | None = None
 
     @property
@@ -68,6 +73,10 @@ class Candidate:
 def signature(params: dict[str, Any]) -> str:
     """Parameters rounded to 2 significant digits: trials that agree on it are near-duplicates."""
     return json.dumps({k: float(f"{v:.2g}") if isinstance(v, float) else v for k, v in sorted(params.items())})
+
+
+def _read_if(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool, work: Path,
@@ -100,17 +109,18 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
             continue
         folder = work / f"trial-{trial.number:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("oof.csv", "test.csv", "config.yaml", "metrics.yaml"):
+        for name in ("oof.csv", "test.csv", "history.csv", "config.yaml", "metrics.yaml"):
             if name in metas:
                 download_artifact(artifact_store=store, file_path=str(folder / name),
                                   artifact_id=metas[name].artifact_id)
-        test = pd.read_csv(folder / "test.csv") if (folder / "test.csv").is_file() else None
+        test = _read_if(folder / "test.csv")
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
         metrics = yaml.safe_load((folder / "metrics.yaml").read_text()) if (folder / "metrics.yaml").is_file() else {}
         chosen.append(Candidate(number=trial.number, value=trial.values[0], params=dict(trial.params), folder=folder,
                                 oof=pd.read_csv(folder / "oof.csv"), test=test, seconds=seconds, weight_files=files,
                                 encoders=dict(metrics.get("meta_encoders") or {}),
                                 classes=list(metrics.get("classes") or []), curve=dict(trial.intermediate_values),
+                                history=_read_if(folder / "history.csv"),
                                 cv_auc=refitted.get(trial.number)))
         seen.add(key)
     if not chosen:

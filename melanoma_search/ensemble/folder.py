@@ -47,7 +47,7 @@ from melanoma_search.augment.policies import build_eval_transform
 from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
 from melanoma_search.ensemble.blend import Blend
-from melanoma_search.ensemble.operating import OperatingPoint, fit_probability
+from melanoma_search.ensemble.calibration import OperatingPoint, fit_probability
 from melanoma_search.ensemble.scale import fold_percentiles, weighted_mean
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.model.losses import output_layout
@@ -72,9 +72,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
-"""2: ``oof_scores.csv`` holds each fold model's own out-of-fold predictions. Format 1 folders (one pooled
-reference for every fold model) still load and score against their pooled reference."""
-_READABLE_FORMATS = (1, 2)
+"""2: ``oof_scores.csv`` holds each fold model's own out-of-fold predictions, and the manifest is sealed. Nothing
+shipped predates the seal, so no other format is read: an edited manifest claiming an older, unsealed format is
+refused like any other edit."""
+_READABLE_FORMATS = (FORMAT_VERSION,)
 _CALIBRATION = "calibration.csv"
 _TRAINING = "training_images.csv"
 _MANIFEST = "manifest.json"
@@ -157,6 +158,12 @@ class Ensemble:
         return weighted_mean(ranked, {m.name: m.weight for m in self.members})
 
     @property
+    def seal(self) -> str:
+        """The SHA-256 of its manifest (``manifest.sha256``): names this very export, so a folder exported again
+        in the same place is told apart from the one it replaced."""
+        return (self.root / _SEAL).read_text().strip()
+
+    @property
     def study(self) -> str:
         """The study the ensemble was exported from (names its default output folders)."""
         return str(self.manifest.get("study") or self.root.name)
@@ -232,31 +239,36 @@ def load_fold_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Ten
     return state
 
 
-def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
-    """Read and verify an ensemble folder; any missing, changed or unreadable file is an :class:`EnsembleError`."""
-    root = Path(root).expanduser()
+def _verified_manifest(root: Path) -> dict[str, Any]:
+    """The manifest, checked against its seal, with every file it lists checked against its digest."""
     manifest_path = root / _MANIFEST
     if not manifest_path.is_file():
         raise EnsembleError(f"not an ensemble folder (no {_MANIFEST}): {root}")
+    seal = root / _SEAL
+    if not seal.is_file():
+        raise EnsembleError(f"ensemble file missing: {seal}")
+    if seal.read_text().strip() != file_digest(manifest_path):  # before anything in it is believed
+        raise EnsembleError(f"ensemble file changed since export (SHA-256 mismatch with {_SEAL}): {manifest_path}")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise EnsembleError(f"{manifest_path} is not valid JSON: {exc}") from None
     if manifest.get("format") not in _READABLE_FORMATS:
         raise EnsembleError(f"{manifest_path}: unsupported ensemble format {manifest.get('format')!r}")
-    if manifest["format"] >= 2:  # format 1 folders predate the seal
-        seal = root / _SEAL
-        if not seal.is_file():
-            raise EnsembleError(f"ensemble file missing: {seal}")
-        if seal.read_text().strip() != file_digest(manifest_path):
-            raise EnsembleError(f"ensemble file changed since export (SHA-256 mismatch with {_SEAL}): "
-                                f"{manifest_path}")
     for relative, digest in manifest.get("files", {}).items():
         path = root / relative
         if not path.is_file():
             raise EnsembleError(f"ensemble file missing: {path}")
         if file_digest(path) != digest:
             raise EnsembleError(f"ensemble file changed since export (SHA-256 mismatch): {path}")
+    return manifest
+
+
+def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
+    """Read and verify an ensemble folder; any missing, changed or unreadable file is an :class:`EnsembleError`."""
+    root = Path(root).expanduser()
+    manifest = _verified_manifest(root)
+    manifest_path = root / _MANIFEST
     members = []
     for entry in manifest["members"]:
         folder = root / entry["name"]

@@ -104,6 +104,10 @@ def _merge_fold(member: Candidate, out: Path, fold: int) -> None:
     member.encoders.update(metrics.get("meta_encoders") or {})
     member.classes = member.classes or list(metrics.get("classes") or [])
     member.oof = member.oof.sort_values(["fold", "image_name"], kind="stable").reset_index(drop=True)
+    if (out / "history.csv").is_file():  # the refitted fold's epochs join the member's learning curves
+        history = pd.read_csv(out / "history.csv")
+        kept = member.history[member.history["fold"] != fold] if member.history is not None else None
+        member.history = pd.concat([kept, history], ignore_index=True) if kept is not None else history
 
 
 def _merge_tests(tests: list[pd.DataFrame]) -> pd.DataFrame | None:

@@ -1,7 +1,8 @@
 """What a trial leaves behind in Optuna's artifact store, so optuna-dashboard and the export can find it.
 
-Every trial: ``config.yaml`` (the resolved training config). Finished trials also: ``oof.csv``, ``test.csv`` and
-``roc.svg`` (the out-of-fold ROC curve).
+Every trial: ``config.yaml`` (the resolved training config). Finished trials also: ``oof.csv``, ``test.csv``,
+``history.csv`` (each fold's epochs: losses, validation AUC, learning rate) and ``roc.svg`` (the out-of-fold ROC
+curve).
 
 Model weights (``fold<k>.safetensors``) are kept for the best ``top_k_weights`` trials only, in
 ``storage/NAME/study-<key>/weights/trial-<number>/`` (one folder per study, not per name): a trial entering the top k
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from melanoma_search.search import records
 
 __all__ = ["ArtifactWriter", "roc_svg"]
+
+_log = logging.getLogger(__name__)
 
 
 def roc_svg(target: ArrayLike, pred: ArrayLike, *, title: str, size: int = 320) -> str:
@@ -69,6 +73,18 @@ class ArtifactWriter:
         return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
                                mimetype=mimetype)
 
+    def _evict(self, folder: Path) -> None:
+        """Delete a trial's kept weights pushed out of the top k: only a folder under this study's weights folder.
+
+        The folder comes from the study's ``weights`` attribute, which anyone who can write to the storage can
+        change; a path elsewhere (a user's data, another study's weights) is left alone and said."""
+        resolved = folder.resolve()
+        if resolved == self.weights_root or not resolved.is_relative_to(self.weights_root):
+            _log.warning("not deleting %s: the study's weights record points outside its weights folder %s",
+                         folder, self.weights_root)
+            return
+        shutil.rmtree(resolved, ignore_errors=True)
+
     def keep_weights(self, trial: optuna.Trial, value: float, weight_files: Sequence[Path]) -> Path | None:
         """Keep ``weight_files`` if ``trial`` is among the top k by ``value``; drop weights pushed out of it.
 
@@ -101,7 +117,7 @@ class ArtifactWriter:
                     shutil.copy2(path, folder / path.name)
                 kept[trial.number] = folder
             for number in [n for n in kept if n not in ranked]:
-                shutil.rmtree(kept.pop(number), ignore_errors=True)
+                self._evict(kept.pop(number))
             records.set_kept_weights(study, kept)
             handle.seek(0)
             handle.truncate()

@@ -9,6 +9,11 @@ the safety net for workers no launcher watches (another node on a shared Postgre
 trials before it starts its next one (:func:`fail_stale`, which, unlike Optuna's own sweep, says why in the trial's
 ``fail_reason``). Failing a trial is a compare-and-set in every storage, so a trial failed by both paths is retried
 once.
+
+A trial stopped by a signal its worker caught (SIGTERM: preemption; SIGINT: the user's Ctrl-C) is recorded FAIL by
+Optuna and then re-queued by its own worker (:func:`requeue`), its saved epochs kept for the retry. The journal file
+has no heartbeat: there a launch that left no live process behind is found by its lock
+(:mod:`~melanoma_search.search.launch_lock`) and its RUNNING trials are failed and re-queued (:func:`fail_orphans`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "fail_orphans",
     "fail_running",
     "fail_stale",
     "pending_retries",
+    "requeue",
     "retried_numbers",
     "tag_trial",
     "worker_id",
@@ -83,19 +90,33 @@ def fail_running(
                 continue
         except UpdateFinishedTrialError:  # another process finished or failed it meanwhile
             continue
-        retry_number = None
-        if retry:
-            before = len(study.get_trials(deepcopy=False))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
-            added = [t for t in study.get_trials(deepcopy=False)[before:]
-                     if trial.number in t.system_attrs.get("retry_history", ())]
-            retry_number = added[0].number if added else None
+        retry_number = _retry(study, trial, max_retry=max_retry) if retry else None
         _log.warning("trial %d failed: %s%s", trial.number, reason,
                      f"; re-queued as trial {retry_number}" if retry_number is not None else "")
         outcome.append((trial.number, retry_number))
     return outcome
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> int | None:
+    """Re-queue the failed ``trial`` as Optuna's heartbeat would (``failed_trial`` / ``retry_history``); the retry's
+    number, or ``None`` when its chain already has ``max_retry`` retries."""
+    before = len(study.get_trials(deepcopy=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+    added = [t for t in study.get_trials(deepcopy=False)[before:]
+             if trial.number in t.system_attrs.get("retry_history", ())]
+    return added[0].number if added else None
+
+
+def requeue(study: optuna.Study, number: int, *, max_retry: int = 2) -> int | None:
+    """Re-queue trial ``number`` if it ended FAIL and has no retry yet (a preempted or interrupted trial: its worker
+    calls this once Optuna has recorded the FAIL). Returns the retry's number."""
+    trials = study.get_trials(deepcopy=False)
+    trial = next((t for t in trials if t.number == number), None)
+    if trial is None or trial.state != TrialState.FAIL or number in retried_numbers(trials):
+        return None
+    return _retry(study, trial, max_retry=max_retry)
 
 
 def fail_stale(study: optuna.Study) -> list[tuple[int, int | None]]:
@@ -113,3 +134,26 @@ def fail_stale(study: optuna.Study) -> list[tuple[int, int | None]]:
     return fail_running(study, lambda t: t._trial_id in stale, retry=True,
                         reason=f"its worker stopped sending heartbeats (killed, or its node was lost): silent for "
                         f"more than {3 * (interval or 0)}s, so another worker failed it and re-queued it")
+
+
+def fail_orphans(study: optuna.Study, storage_url: str, *, own_launch: str | None = None
+                 ) -> list[tuple[int, int | None]]:
+    """Journal storage: fail and re-queue the RUNNING trials of launches with no live process (a host crash, a
+    ``kill -9`` of a launcher and its workers), with the reason in ``fail_reason``; a no-op for other storages.
+    Returns ``(failed, retry)`` numbers."""
+    from melanoma_search.search.launch_lock import LaunchLock, launch_folder, launch_is_dead
+
+    if launch_folder(storage_url) is None:
+        return []
+    launches = {t.user_attrs.get("launch") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    dead = {launch for launch in launches
+            if isinstance(launch, str) and launch != own_launch and launch_is_dead(storage_url, launch)}
+    if not dead:
+        return []
+    failed = fail_running(study, lambda t: t.user_attrs.get("launch") in dead, retry=True,
+                          reason="its run (launch " + ", ".join(sorted(dead)) + ") has no live process left (its "
+                          "host crashed or it was killed with its workers), so a later worker failed it and re-queued "
+                          "it")
+    for launch in dead:  # nothing of a dead launch is left to lock
+        LaunchLock(storage_url, launch).release(remove=True)
+    return failed

@@ -25,7 +25,8 @@ from melanoma_search.model.network import ModelConfig, check_pretrained
 from melanoma_search.search import records
 from melanoma_search.search.backends import Backend, LocalBackend, RunOutcome
 from melanoma_search.search.budget import TrialBudget
-from melanoma_search.search.objective import load_objective
+from melanoma_search.search.launch_lock import LaunchLock
+from melanoma_search.search.objective import Objective, load_objective
 from melanoma_search.search.progress import leaderboard
 from melanoma_search.search.recovery import pending_retries
 from melanoma_search.search.spec import StudySpec, find_spec, load_spec
@@ -98,32 +99,48 @@ def start_run(
     timeout = timeout if timeout is not None else spec.budget.timeout
     study_budget = StudyBudget(max_trials if max_trials is not None else spec.budget.max_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
     name = study_name or spec.name
     url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend)
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
-    check_pretrained(candidate_models(spec, base), log=log)  # and missing weights
-    check_augment_files(base_config.augment)  # and missing hair overlays
-    if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
-        log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
-            f"{storage_dir / name}.db is left as it was")
-    _refuse_split_study(url, name=name, storage_dir=storage_dir)
-    opened = open_study(spec, objective, storage=open_storage(url, heartbeat_interval=heartbeat or None),
-                        study_name=name, seed=seed)
-    opened.set_user_attr(records.SPEC, spec.model_dump(mode="json", by_alias=True))
-    opened.set_user_attr(records.OBJECTIVE, objective.name)
-    opened.set_user_attr(records.DATA, data.origin)
+    _check_files(spec, base, base_config, log=log)
     artifact_dir = storage_dir / (artifact_home or name) / "artifacts"
-    opened.set_user_attr(records.ARTIFACT_DIR, str(artifact_dir))  # where export finds the trials' files
-    for key, value in (study_attrs or {}).items():
-        opened.set_user_attr(key, value)
-    before = len(opened.trials)
-    for params in spec.enqueue:
-        opened.enqueue_trial(dict(params), skip_if_exists=True)
-    study_dir = storage_dir / name
+    opened, before = _open_for_run(spec, objective, url=url, name=name, storage=storage, storage_dir=storage_dir,
+                                   heartbeat=heartbeat, seed=seed, attrs={records.DATA: data.origin,
+                                   records.ARTIFACT_DIR: str(artifact_dir), **(study_attrs or {})}, log=log)
+    job, runs = _launch(study, spec, name=name, url=url, storage_dir=storage_dir, pairs=pairs, seed=seed,
+                        n_trials=n_trials, timeout=timeout, heartbeat=heartbeat, verbose=verbose,
+                        artifact_dir=artifact_dir, max_trials=study_budget.max_trials)
+    backend = backend.workers_for(n_trials)
+    log(_start_line(name, url=url, before=before, budget=study_budget, study=opened, objective=objective,
+                    n_trials=n_trials, timeout=timeout, started=job.started or time.time(),
+                    where=backend.description, launch=job.launch))
+    try:
+        outcome = backend.run(job, runs=runs, data=data, log=log)
+    finally:
+        for leftover in runs.glob(f"*{job.launch}*"):  # nothing of a finished run stays on disk with a password
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        LaunchLock(url, job.launch).release(remove=True)  # every process of the launch has ended
+    log(leaderboard(opened, metric_names=objective.metric_names))
+    if waiting := pending_retries(opened):
+        log(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
+    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
+
+
+def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig, *, log: Log) -> None:
+    """What a run checks before any trial beside the dataset: the pretrained weights every searched backbone loads
+    and the hair overlays."""
+    check_pretrained(candidate_models(spec, base), log=log)
+    check_augment_files(base_config.augment)
+
+
+def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Path, pairs: list[tuple[str, Any]],
+            seed: int | None, n_trials: int | None, timeout: float | None, heartbeat: int, verbose: bool,
+            artifact_dir: Path, max_trials: int | None) -> tuple[WorkerJob, Path]:
+    """This run's name (``launch``), its trial budget file and the job every worker of it runs; the folder of its
+    per-run files (owner-only: they hold the storage URL)."""
     launch = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started = time.time()
-    runs = study_dir / "runs"  # this run's budget, job files and Ray's experiment folder: they hold the storage URL
+    runs = storage_dir / name / "runs"  # this run's budget, job files and Ray's experiment folder
     runs.mkdir(parents=True, exist_ok=True)
     runs.chmod(0o700)
     budget = TrialBudget(runs / f"{launch}.budget", limit=n_trials,
@@ -132,23 +149,41 @@ def start_run(
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
                     n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat,
-                    verbose=verbose, artifact_dir=str(artifact_dir), study_max_trials=study_budget.max_trials)
-    backend = backend.workers_for(n_trials)
-    study_total = ("" if study_budget.max_trials is None else
-                   f" ({study_budget.used(opened)} of the study's {study_budget.max_trials} used)")
-    log(f"study {name!r} in {redact(url)}: {before} earlier trial(s){study_total}; objective {objective.name} "
-        f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
-        + (f" within {timeout:.0f}s (done by {time.strftime('%H:%M', time.localtime(started + timeout))} at the "
-           "latest)" if timeout else "") + f" on {backend.description} (run {launch})")
-    try:
-        outcome = backend.run(job, runs=runs, data=data, log=log)
-    finally:
-        for leftover in runs.glob(f"*{launch}*"):  # nothing of a finished run stays on disk with a password in it
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
-    log(leaderboard(opened, metric_names=objective.metric_names))
-    if waiting := pending_retries(opened):
-        log(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
-    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
+                    verbose=verbose, artifact_dir=str(artifact_dir), study_max_trials=max_trials)
+    return job, runs
+
+
+def _open_for_run(spec: StudySpec, objective: Objective, *, url: str, name: str, storage: str | None,
+                  storage_dir: Path, heartbeat: int, seed: int | None, attrs: Mapping[str, Any],
+                  log: Log) -> tuple[optuna.Study, int]:
+    """The study the run adds to (adopting a single-worker SQLite study into a new shared journal), with the spec,
+    objective and ``attrs`` recorded and the spec's first configurations enqueued; returns it and how many trials it
+    had before."""
+    if storage is None and (adopted := adopt_sqlite_study(name, storage_dir=storage_dir, url=url)):
+        log(f"continuing study {name!r} ({adopted} trial(s)) in {url}, which several workers can share; "
+            f"{storage_dir / name}.db is left as it was")
+    _refuse_split_study(url, name=name, storage_dir=storage_dir)
+    opened = open_study(spec, objective, storage=open_storage(url, heartbeat_interval=heartbeat or None),
+                        study_name=name, seed=seed)
+    opened.set_user_attr(records.SPEC, spec.model_dump(mode="json", by_alias=True))
+    opened.set_user_attr(records.OBJECTIVE, objective.name)
+    for key, value in attrs.items():  # the data's origin, the artifact store (export finds the trials' files there)
+        opened.set_user_attr(key, value)
+    before = len(opened.trials)
+    for params in spec.enqueue:
+        opened.enqueue_trial(dict(params), skip_if_exists=True)
+    return opened, before
+
+
+def _start_line(name: str, *, url: str, before: int, budget: StudyBudget, study: optuna.Study,
+                objective: Objective, n_trials: int | None, timeout: float | None, started: float, where: str,
+                launch: str) -> str:
+    study_total = ("" if budget.max_trials is None else
+                   f" ({budget.used(study)} of the study's {budget.max_trials} used)")
+    return (f"study {name!r} in {redact(url)}: {before} earlier trial(s){study_total}; objective {objective.name} "
+            f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
+            + (f" within {timeout:.0f}s (done by {time.strftime('%H:%M', time.localtime(started + timeout))} at the "
+               "latest)" if timeout else "") + f" on {where} (run {launch})")
 
 
 def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (), data_dir: str | None = None,

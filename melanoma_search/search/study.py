@@ -28,6 +28,7 @@ from optuna.study import StudyDirection
 from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.search import records
 from melanoma_search.search.objective import Objective
+from melanoma_search.search.patient_storage import DEFAULT_PATIENCE, PatientRDBStorage
 from melanoma_search.search.spec import PrunerSpec, SamplerSpec, StudySpec
 
 __all__ = [
@@ -105,27 +106,19 @@ def redact(url: str) -> str:
 
 
 def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: int | None = 60,
-                 create: bool = True) -> BaseStorage:
+                 create: bool = True, patience: float = DEFAULT_PATIENCE) -> BaseStorage:
     """Open the storage at ``url``; any failure is a :class:`StorageError` naming the URL.
 
     ``create=False`` is how every reader opens a study (export, the launcher's watch): a journal file or SQLite file
     that does not exist, or a database without Optuna's tables, is an error instead of a new empty storage, so a
-    mistyped ``--storage`` cannot leave an empty study behind for later runs to adopt.
+    mistyped ``--storage`` cannot leave an empty study behind for later runs to adopt. A database server's storage
+    rides out an outage of up to ``patience`` seconds (:mod:`~melanoma_search.search.patient_storage`).
     """
     shown = redact(url)
     if not create:
         _check_exists(url, shown=shown)
     if url.startswith("journal:") or url.endswith(".log"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        from melanoma_search.search.journal_lock import FlockJournalLock
-
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(str(path))))
-        except OSError as exc:
-            raise StorageError(f"cannot open journal storage {shown}: {exc}") from None
+        return _journal(url, shown=shown)
     if "://" not in url:
         raise ConfigError(f"--storage {shown}: expected a database URL (sqlite:///..., postgresql+psycopg://...) "
                           "or journal:PATH")
@@ -137,16 +130,8 @@ def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: in
         engine_kwargs["connect_args"] = {"connect_timeout": max(1, int(lock_timeout))}
     for attempt in range(4):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat_interval else None
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=heartbeat_interval * 3 if heartbeat_interval else None,
-                    heartbeat_stale_trial_callback=retry,
-                )
+            return _rdb(url, shown=shown, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                        patience=patience)
         except Exception as exc:  # sqlalchemy raises many kinds; they all mean "cannot use this storage"
             if attempt < 3 and _lost_table_race(exc):
                 # another process created Optuna's tables at the same moment (an empty database, two nodes started
@@ -155,6 +140,34 @@ def open_storage(url: str, *, lock_timeout: float = 30.0, heartbeat_interval: in
                 continue
             raise StorageError(_storage_message(shown, exc)) from None
     raise AssertionError("unreachable")
+
+
+def _journal(url: str, *, shown: str) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from melanoma_search.search.journal_lock import FlockJournalLock
+
+    path = Path(url.removeprefix("journal:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=FlockJournalLock(str(path))))
+    except OSError as exc:
+        raise StorageError(f"cannot open journal storage {shown}: {exc}") from None
+
+
+def _rdb(url: str, *, shown: str, engine_kwargs: dict[str, Any], heartbeat_interval: int | None,
+         patience: float) -> BaseStorage:
+    """Optuna's RDB storage with a heartbeat; for a database server, one that rides out a short outage (SQLite is
+    a file: its errors are locks, which have their own timeout)."""
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and have been for years
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat_interval else None
+        options: dict[str, Any] = {"engine_kwargs": engine_kwargs, "heartbeat_interval": heartbeat_interval,
+                                   "grace_period": heartbeat_interval * 3 if heartbeat_interval else None,
+                                   "heartbeat_stale_trial_callback": retry}
+        if single_writer(url):
+            return optuna.storages.RDBStorage(url, **options)
+        return PatientRDBStorage(url, patience=patience, shown=shown, **options)
 
 
 def _lost_table_race(exc: BaseException) -> bool:

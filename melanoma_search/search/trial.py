@@ -4,7 +4,9 @@ A trial's inputs are plain data — the spec's base config and the sampled param
 study's storage and artifact store, so a trial runs the same in this process, another process or another machine.
 Failures end the trial, never the study: an impossible config, a NaN loss or a second out-of-memory ends it as FAIL
 with the reason in its ``fail_reason`` user attribute; out-of-memory is first retried once at half the batch with
-double gradient accumulation (the same effective batch).
+double gradient accumulation (the same effective batch). A trial stopped by SIGTERM (preemption) or Ctrl-C is FAIL
+too, but its worker re-queues it and its resume files stay for the retry; they are removed once the trial ends
+without a retry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 import yaml
 
 from melanoma_search.data.prepare import PreparedData
-from melanoma_search.errors import ConfigError, MelanomaSearchError
+from melanoma_search.errors import ConfigError, MelanomaSearchError, Preempted
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import Objective
@@ -139,6 +141,7 @@ class TrialRunner:
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
         ran = [config]  # the config of the last attempt: an out-of-memory retry trains another batch size
         resume = self.resume_folder(trial)
+        retried = False  # stopped by a signal: the worker re-queues the trial, whose retry reads the resume folder
         try:
             result, config = self._fit_with_oom_retry(trial, config, folder, clock, ran=ran, resume=resume)
             values = self.objective.score(result)
@@ -150,8 +153,15 @@ class TrialRunner:
         except optuna.TrialPruned:
             self._record_time(trial, clock, start=start)
             raise
-        except KeyboardInterrupt:  # Optuna marks the trial FAIL; say why in the dashboard
-            _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial")
+        except Preempted:  # Optuna marks the trial FAIL; its worker re-queues it
+            retried = True
+            _fail(trial, "preempted: SIGTERM (a scheduler took the machine back) during this trial; re-queued with "
+                  "its saved epochs")
+            raise
+        except KeyboardInterrupt:
+            retried = True
+            _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial; re-queued with its saved "
+                  "epochs, which the same command continues from")
             raise
         finally:
             # the config that trained the kept weights (or ran last), whatever the end: the dashboard, the refit and
@@ -160,11 +170,13 @@ class TrialRunner:
                 (folder / "config.yaml").write_text(ran[-1].to_yaml())
                 self.artifacts.upload(trial, folder / "config.yaml", mimetype="text/yaml")
             shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(resume, ignore_errors=True)  # the trial ended: no retry will continue it
+            if not retried and not _taken_over(trial):
+                shutil.rmtree(resume, ignore_errors=True)  # the trial ended and no retry will continue it
 
     def resume_folder(self, trial: optuna.Trial) -> Path:
-        """Where this trial saves its training state, shared with its retries: keyed by the first trial of its
-        retry chain (a re-queued trial carries the chain in its ``retry_history``)."""
+        """Where this trial's retry chain saves its training state: keyed by the first trial of the chain (a
+        re-queued trial carries the chain in its ``retry_history``); each attempt writes in a folder of its own
+        there (:class:`~melanoma_search.train.resume.ResumeFolder`)."""
         history = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
         first = int(history[0]) if history else trial.number
         if history:
@@ -188,7 +200,8 @@ class TrialRunner:
                 with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
                     result = fit(config, data=self.data_for(config, clock=clock), callback=reporter.epoch,
                                  on_fold=reporter.fold, log=lambda line: self.log(f"trial {trial.number} {line}"),
-                                 weights_dir=folder, clock=clock, resume_dir=resume)
+                                 weights_dir=folder, clock=clock, resume_dir=resume,
+                                 resume_attempt=str(trial.number))
                 return result, config
             except torch.cuda.OutOfMemoryError as exc:
                 reported |= reporter.reported
@@ -247,8 +260,8 @@ class TrialRunner:
         result.save(folder, config=config)
         oof = result.oof
         (folder / "roc.svg").write_text(roc_svg(oof["target"], oof["pred"], title=f"trial {trial.number} OOF"))
-        for name, mimetype in (("oof.csv", "text/csv"), ("test.csv", "text/csv"), ("metrics.yaml", "text/yaml"),
-                               ("roc.svg", "image/svg+xml")):
+        for name, mimetype in (("oof.csv", "text/csv"), ("test.csv", "text/csv"), ("history.csv", "text/csv"),
+                               ("metrics.yaml", "text/yaml"), ("roc.svg", "image/svg+xml")):
             if (folder / name).is_file():
                 self.artifacts.upload(trial, folder / name, mimetype=mimetype)
         weights = list(weight_files(folder).values())
@@ -302,3 +315,12 @@ class _Reporter:
 
 def _fail(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("fail_reason", reason[:2000])
+
+
+def _taken_over(trial: optuna.Trial) -> bool:
+    """Whether another process already ended this running trial (failed it as stale, or as a dead launch's, and
+    re-queued it): its retry may be reading the chain's resume files, so they stay."""
+    try:
+        return trial.study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING
+    except Exception:  # the storage is unreachable: keep the files rather than guess
+        return True

@@ -6,7 +6,9 @@ The same code runs the study in three places: in the ``run`` process itself (one
 so it crosses a process or a machine boundary as JSON — and everything it produces goes to the study's storage.
 
 A worker first runs any re-queued trial left by a dead worker (those already hold a ticket of the budget), then takes
-a ticket per new trial (:class:`~melanoma_search.search.budget.TrialBudget`).
+a ticket per new trial (:class:`~melanoma_search.search.budget.TrialBudget`). A trial stopped by SIGTERM (a
+scheduler's preemption) or Ctrl-C is recorded FAIL by Optuna and re-queued by its worker, its saved epochs kept, so
+the same command (or a surviving worker) continues it from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from melanoma_search.data.prepare import PreparedData
-from melanoma_search.errors import MelanomaSearchError
+from melanoma_search.errors import MelanomaSearchError, Preempted, preempt_on_sigterm
 from melanoma_search.search.artifacts import ArtifactWriter
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.gpu_share import GpuShare
+from melanoma_search.search.launch_lock import LaunchLock
 from melanoma_search.search.objective import load_objective
 from melanoma_search.search.progress import TrialProgress, one_line_trial_failures
-from melanoma_search.search.recovery import fail_stale, pending_retries, tag_trial
+from melanoma_search.search.recovery import fail_orphans, fail_stale, pending_retries, requeue, tag_trial
 from melanoma_search.search.spec import load_spec
 from melanoma_search.search.study import open_storage, open_study, study_folder
 from melanoma_search.search.study_budget import StudyBudget
@@ -92,19 +95,23 @@ class WorkerJob:
         return cls(**data)
 
 
-def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data: PreparedData | None = None
-               ) -> list[FrozenTrial]:
-    """Run trials for ``job`` until its budget is spent; returns the trials this worker finished.
+@dataclass
+class _Session:
+    """A worker's open study and what runs its trials."""
 
-    ``data``: the dataset already read by the caller (the lone in-process worker), else read on first use.
-    """
-    prefix = f"{job.label} " if job.label else ""
-    emit = log or (lambda line: print(f"{prefix}{line}", flush=True))
-    if not job.verbose:
-        one_line_trial_failures()
+    study: optuna.Study
+    runner: TrialRunner
+    budget: TrialBudget | None
+    study_budget: StudyBudget
+    heartbeat: int
+    """Seconds between a storage heartbeat's beats (0: the storage has none)."""
+    current: int | None = None
+    """The number of the trial this worker is running."""
+
+
+def _open(job: WorkerJob, *, log: Callable[[str], None], data: PreparedData | None) -> _Session:
     spec = load_spec(job.spec_path)
     objective = load_objective(spec.objective)
-    base = spec.base_config(overrides=job.overrides)
     storage = open_storage(job.storage_url, heartbeat_interval=job.heartbeat or None)
     storage_beats = isinstance(storage, optuna.storages.RDBStorage) and bool(job.heartbeat)
     study = open_study(spec, objective, storage=storage, study_name=job.study_name, seed=job.seed)
@@ -112,23 +119,54 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     artifacts = ArtifactWriter(job.artifact_dir or Path(job.storage_dir) / job.study_name / "artifacts",
                                weights_root=own / "weights", top_k=spec.top_k_weights)
     share = GpuShare(job.gpu_lock) if job.gpu_lock else None
-    runner = TrialRunner(spec=spec, objective=objective, base=base, artifacts=artifacts, work_dir=own / "work",
-                         log=emit, data=data, process_started=process_start_time(), gpu_share=share)
-    budget = TrialBudget(job.budget_path) if job.budget_path else None
-    progress = TrialProgress(metric_names=objective.metric_names, n_trials=job.n_trials, timeout=job.timeout,
-                             log=emit, launch=job.launch, started=job.started)
+    runner = TrialRunner(spec=spec, objective=objective, base=spec.base_config(overrides=job.overrides),
+                         artifacts=artifacts, work_dir=own / "work", log=log, data=data,
+                         process_started=process_start_time(), gpu_share=share)
+    return _Session(study=study, runner=runner, budget=TrialBudget(job.budget_path) if job.budget_path else None,
+                    study_budget=StudyBudget(job.study_max_trials), heartbeat=job.heartbeat if storage_beats else 0)
+
+
+def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data: PreparedData | None = None
+               ) -> list[FrozenTrial]:
+    """Run trials for ``job`` until its budget is spent; returns the trials this worker finished.
+
+    ``data``: the dataset already read by the caller (the lone in-process worker), else read on first use.
+    A trial stopped by SIGTERM (preemption) or Ctrl-C is re-queued here, its saved epochs kept for the retry.
+    """
+    prefix = f"{job.label} " if job.label else ""
+    emit = log or (lambda line: print(f"{prefix}{line}", flush=True))
+    if not job.verbose:
+        one_line_trial_failures()
+    lock = LaunchLock(job.storage_url, job.launch).hold()  # journal storages: this launch has a live process
+    session = _open(job, log=emit, data=data)
+    try:
+        return _trials(job, session, log=emit)
+    except KeyboardInterrupt as stop:
+        if session.current is not None and (retry := requeue(session.study, session.current)) is not None:
+            what = "preempted (SIGTERM)" if isinstance(stop, Preempted) else "interrupted (Ctrl-C)"
+            emit(f"trial {session.current} {what}: re-queued as trial {retry}, which continues from its last "
+                 "finished epoch")
+        raise
+    finally:
+        lock.release()
+
+
+def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) -> list[FrozenTrial]:
+    study, budget, study_budget = session.study, session.budget, session.study_budget
+    progress = TrialProgress(metric_names=session.runner.objective.metric_names, n_trials=job.n_trials,
+                             timeout=job.timeout, log=log, launch=job.launch, started=job.started)
     ran: list[FrozenTrial] = []
 
-    study_budget = StudyBudget(job.study_max_trials)
-
     def tagged(trial: optuna.Trial) -> float | tuple[float, ...]:
+        session.current = trial.number
         tag_trial(trial, launch=job.launch, tags=job.tags)
         if not study_budget.admits(study, trial.number):  # lost a race for the study's last place: train nothing
             trial.set_user_attr("fail_reason", study_budget.reason())
             raise StudyBudgetSpent(study_budget.reason())
-        return runner(trial)
+        return session.runner(trial)
 
     def finished(_: optuna.Study, trial: FrozenTrial) -> None:
+        session.current = None
         ran.append(trial)
         if budget is not None and trial.duration is not None:
             budget.record(trial.duration.total_seconds())
@@ -136,13 +174,14 @@ def run_worker(job: WorkerJob, *, log: Callable[[str], None] | None = None, data
     while job.max_trials is None or len(ran) < job.max_trials:
         retry = budget is not None and bool(pending_retries(study))  # this run's own killed workers' trials
         fail_stale(study)  # a dead node's trials: failed with their reason and re-queued (their rerun takes a ticket)
+        fail_orphans(study, job.storage_url, own_launch=job.launch)  # a dead launch's, on a journal
         if not retry and study_budget.spent(study):
-            if _wait_for_places(study, study_budget, budget=budget, heartbeat=job.heartbeat if storage_beats else 0,
-                                log=emit):
+            if _wait_for_places(study, study_budget, budget=budget, heartbeat=session.heartbeat, log=log):
                 continue  # a place came free, or a stale trial was re-queued
             break
         if budget is not None and not budget.take(ticket=not retry):
             break
+        share = session.runner.gpu_share
         with share.shared() if share is not None else contextlib.nullcontext():
             study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
                            gc_after_trial=True)
@@ -167,6 +206,8 @@ def _wait_for_places(study: optuna.Study, study_budget: StudyBudget, *, budget: 
         if study_budget.done(study):
             log(f"the study's budget is done: {study_budget.max_trials} trial(s) finished (budget.max_trials)")
             return False
+        if pending_retries(study):  # a dead launch's trial re-queued just now (journal storages too): run it here
+            return True
         if not heartbeat or (budget is not None and budget.out_of_time()):
             log(f"the study's budget of {study_budget.max_trials} trial(s) is taken (finished or running elsewhere)")
             return False
@@ -199,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    preempt_on_sigterm()  # a scheduler's SIGTERM (or the launcher's, forwarded) is preemption, not an error
     try:
         run_worker(WorkerJob.from_json(Path(args[0]).read_text()))
-    except KeyboardInterrupt:  # the launcher forwards Ctrl-C; Optuna has already marked the trial FAIL
+    except Preempted:  # the trial is re-queued with its saved epochs
+        return 143
+    except KeyboardInterrupt:  # the launcher forwards Ctrl-C; the trial is re-queued with its saved epochs
         return 130
     except MelanomaSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)

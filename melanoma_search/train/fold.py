@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,11 @@ from melanoma_search.train.loaders import make_loader
 from melanoma_search.train.lr_finder import find_lr
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, weights_file
-from melanoma_search.train.resume import FoldState, ResumeFolder, capture_rng, restore_rng
+from melanoma_search.train.resume import ResumeFolder
 from melanoma_search.train.samplers import build_sampler
 from melanoma_search.train.schedules import warmup_cosine
-from melanoma_search.train.steps import BatchInputs, Precision, predict, run_epoch
+from melanoma_search.train.state import FoldState, WeightAverage
+from melanoma_search.train.steps import BatchInputs, EpochOutput, Precision, predict, run_epoch
 
 __all__ = ["fit_fold"]
 
@@ -204,40 +206,113 @@ def _stage_sizes(config: TrainConfig) -> list[int]:
     return [stages[min(epoch * len(stages) // config.epochs, len(stages) - 1)] for epoch in range(config.epochs)]
 
 
-class _WeightAverage:
-    """The running mean of a model's weights and batch-norm statistics over the epochs it is updated with.
-
-    Integer buffers (batch norm's ``num_batches_tracked``) take the latest value. ``AveragedModel(use_buffers=True)``
-    does the same job, but its fused CUDA path (torch 2.11) fails on integer buffers ("Integer division with
-    addcdiv"), which failed every ``swa`` trial on a GPU.
-    """
-
-    def __init__(self) -> None:
-        self.state: dict[str, torch.Tensor] = {}
-        self.count = 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.count += 1
-        for key, value in model.state_dict().items():
-            if key not in self.state:
-                self.state[key] = value.detach().clone()
-            elif value.is_floating_point():
-                self.state[key].lerp_(value, 1.0 / self.count)
-            else:
-                self.state[key].copy_(value)
-
-
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+@dataclass
+class _FoldRun:
+    """One fold's training as its parts: the rows, the model and its runners, the loaders, and the loop's state."""
+
+    config: TrainConfig
+    fold: int
+    layout: OutputLayout
+    rows: _Rows
+    parts: _Parts
+    sizes: list[int]
+    """The image size of every epoch."""
+    streams: dict[int, _Stream]
+    val_loader: Loader
+    arrays: dict[int, np.ndarray]
+    state: FoldState
+    clock: PhaseClock
+    log: Log
+
+    def score(self, loader: Loader, *, tta: int = 1, with_loss: bool = False) -> tuple[np.ndarray, float]:
+        return predict(self.parts.forward, loader, inputs=self.parts.inputs, precision=self.parts.precision,
+                       melanoma_index=self.layout.melanoma_index, scale=self.layout.scale, tta=tta,
+                       loss_fn=self.parts.loss_fn if with_loss else None)
+
+    def train_epoch(self, epoch: int, *, step_offset: int) -> tuple[EpochStats, EpochOutput]:
+        """Train one epoch, validate it (for the curve and the pruner) and say how it went."""
+        config, state = self.config, self.state
+        self.parts.model.freeze_backbone(epoch < config.freeze_epochs)
+        stream = self.streams[self.sizes[epoch]]
+        current_lr = state.optimizer.param_groups[0]["lr"]
+        augment = config.augment
+        out = run_epoch(self.parts.forward, stream.epoch(), n_batches=stream.per_epoch, inputs=self.parts.inputs,
+                        loss_fn=self.parts.loss_fn, optimizer=state.optimizer, scheduler=state.scheduler,
+                        precision=self.parts.precision, scaler=state.scaler, accum_steps=config.accum_steps,
+                        clip_grad=config.clip_grad, cutmix_p=augment.cutmix, mixup_p=augment.mixup,
+                        mix_alpha=augment.mix_alpha, augment=get_policy(augment.policy).on_device, rng=state.rng)
+        self.clock.add("loader_start", out.first_batch_seconds)
+        self.clock.add(TRAINING_PHASE, out.seconds - out.first_batch_seconds)
+        with self.clock.phase("validate"):
+            probs, val_loss = self.score(self.val_loader, with_loss=True)
+            auc = float(roc_auc_score(self.rows.val["target"], probs))
+        stats = EpochStats(fold=self.fold, epoch=epoch + 1, epochs=config.epochs, step=step_offset + epoch,
+                           image_size=self.sizes[epoch], train_loss=out.loss, val_loss=val_loss, val_auc=auc,
+                           lr=current_lr, seconds=out.seconds, images_per_s=out.images / max(out.seconds, 1e-9))
+        self.log(f"fold {self.fold} epoch {epoch + 1}/{config.epochs} size {self.sizes[epoch]} | train_loss "
+                 f"{out.loss:.4f} | val_loss {val_loss:.4f} | val_auc {auc:.4f} | lr {current_lr:.2e} | "
+                 f"{stats.images_per_s:.0f} img/s | {out.seconds:.1f}s")
+        return stats, out
+
+    def finish_epoch(self, stats: EpochStats, out: EpochOutput, resume: ResumeFolder | None) -> None:
+        """Account for the epoch in the loop's state and save that state for a retry (not after the last epoch)."""
+        config = self.config
+        with self.clock.phase("checkpoint"):
+            self.state.finish_epoch(stats, images=out.images, seconds=out.seconds,
+                                    keep_best=config.checkpoint == "best",
+                                    average=stats.epoch > config.epochs - min(config.swa_epochs, config.epochs))
+            if resume is not None and stats.epoch < config.epochs:
+                resume.save_state(self.fold, self.state.state_dict())
+
+    def predictions(self) -> tuple[np.ndarray, pd.DataFrame | None]:
+        """The out-of-fold and test-split predictions of the model as it is (with the member's TTA)."""
+        oof_probs, _ = self.score(self.val_loader, tta=self.config.tta)
+        if not len(self.rows.test):
+            return oof_probs, None
+        rows = self.rows
+        loader = _eval_loader(self.config, rows, rows.test, np.zeros(len(rows.test), rows.train_targets.dtype),
+                              self.arrays[self.config.image_size], self.parts.inputs.device)
+        test_probs, _ = self.score(loader, tta=self.config.tta)
+        return oof_probs, pd.DataFrame({"image_name": rows.test["image_name"].to_numpy(), "target": np.nan,
+                                        "pred": test_probs})
+
+
+def _prepare(config: TrainConfig, data: PreparedData, fold: int, *, device: torch.device, clock: PhaseClock,
+             saved: dict[str, Any] | None, log: Log) -> _FoldRun:
+    """Set the fold up: cached images, rows, model, loaders (a resumed fold's yield only the epochs left) and the
+    optimiser, with the loop's state restored from ``saved``."""
+    sizes = _stage_sizes(config)
+    with clock.phase("cache"):
+        arrays = {size: data.cached_images(size=size, cache_dir=config.data.cache_dir, workers=0,
+                                           bad_images=config.data.bad_images) for size in sorted(set(sizes))}
+    with clock.phase("model"):
+        layout = output_layout(config.loss, target=config.target, classes=data.classes)
+        rows = _select_rows(config, data, fold, layout)
+        parts = _build_parts(config, layout, rows, device)
+    start_epoch = int(saved["epochs_done"]) if saved is not None else 0
+    with clock.phase("loaders"):
+        streams = _train_loaders(config, rows, arrays, fold=fold, device=device, sizes=sizes[start_epoch:])
+        val_loader = _eval_loader(config, rows, rows.val, rows.val_targets, arrays[config.image_size], device)
+    with clock.phase("lr_finder" if config.lr == "auto" and saved is None else "model"):
+        lr, optimizer, scheduler = _optimiser(
+            config if saved is None else config.model_copy(update={"lr": float(saved["lr"])}), parts,
+            streams[sizes[start_epoch]], log=log)
+    state = FoldState(model=parts.model, optimizer=optimizer, scheduler=scheduler, scaler=parts.precision.scaler(),
+                      rng=np.random.default_rng(config.seed * 1000 + fold), lr=lr,
+                      average=WeightAverage() if config.checkpoint == "swa" else None)
+    if saved is not None:
+        with clock.phase("checkpoint"):
+            state.load_state_dict(saved)
+    return _FoldRun(config=config, fold=fold, layout=layout, rows=rows, parts=parts, sizes=sizes, streams=streams,
+                    val_loader=val_loader, arrays=arrays, state=state, clock=clock, log=log)
 
 
 def fit_fold(
@@ -256,131 +331,42 @@ def fit_fold(
     """Train on every fold but ``fold`` (plus external rows), validate on ``fold``, predict the test split.
 
     ``clock``: where the fold's seconds go, by phase (see :mod:`~melanoma_search.train.phases`).
-    ``resume``: save the training state after every epoch there, and continue from a state saved there by a killed
+    ``resume``: save the loop's state after every epoch there, and continue from a state saved there by a killed
     attempt of the same config (:mod:`~melanoma_search.train.resume`).
     """
     start = time.perf_counter()
     clock = clock if clock is not None else PhaseClock()
-    device = device or resolve_device(config.device)
     seed_everything(config.seed * 1000 + fold)
-    sizes = _stage_sizes(config)
-    with clock.phase("cache"):
-        arrays = {size: data.cached_images(size=size, cache_dir=config.data.cache_dir, workers=0,
-                                           bad_images=config.data.bad_images) for size in sorted(set(sizes))}
-    with clock.phase("model"):
-        layout = output_layout(config.loss, target=config.target, classes=data.classes)
-        rows = _select_rows(config, data, fold, layout)
-        parts = _build_parts(config, layout, rows, device)
     saved = resume.load_state(fold) if resume is not None else None
-    start_epoch = saved.epochs_done if saved is not None else 0
-    with clock.phase("loaders"):  # a resumed fold's loaders yield only the epochs left
-        loaders = _train_loaders(config, rows, arrays, fold=fold, device=device, sizes=sizes[start_epoch:])
-        val_loader = _eval_loader(config, rows, rows.val, rows.val_targets, arrays[config.image_size], device)
-    with clock.phase("lr_finder" if config.lr == "auto" and saved is None else "model"):
-        lr, optimizer, scheduler = _optimiser(config if saved is None else config.model_copy(update={"lr": saved.lr}),
-                                              parts, loaders[sizes[start_epoch]], log=log)
-    scaler = parts.precision.scaler()
-    rng = np.random.default_rng(config.seed * 1000 + fold)
-    device_augment = get_policy(config.augment.policy).on_device
-    model, augment = parts.model, config.augment
-
-    def score(loader: Loader, *, tta: int = 1, with_loss: bool = False) -> tuple[np.ndarray, float]:
-        return predict(parts.forward, loader, inputs=parts.inputs, precision=parts.precision,
-                       melanoma_index=layout.melanoma_index, scale=layout.scale, tta=tta,
-                       loss_fn=parts.loss_fn if with_loss else None)
-
-    # ---- epochs: train, validate (for the curve and the pruner), average the last ones, remember the best one
-    history: list[EpochStats] = []
-    best_auc, best_epoch, best_state = -1.0, -1, None
-    averaged = _WeightAverage() if config.checkpoint == "swa" else None
-    average_from = config.epochs - min(config.swa_epochs, config.epochs)
-    images_seen, train_seconds = 0, 0.0
+    run = _prepare(config, data, fold, device=device or resolve_device(config.device), clock=clock, saved=saved,
+                   log=log)
+    state = run.state
     if saved is not None:
-        with clock.phase("checkpoint"):
-            model.load_state_dict(saved.model)
-            optimizer.load_state_dict(saved.optimizer)
-            scheduler.load_state_dict(saved.scheduler)
-            if scaler is not None and saved.scaler is not None:
-                scaler.load_state_dict(saved.scaler)
-            if averaged is not None:
-                averaged.state, averaged.count = saved.average, saved.average_count
-            best_auc, best_epoch, best_state = saved.best_auc, saved.best_epoch, saved.best_state
-            history, images_seen, train_seconds = list(saved.history), saved.images_seen, saved.train_seconds
-            restore_rng(saved.rng, rng)
-        log(f"fold {fold}: resuming after epoch {start_epoch}/{config.epochs} from a killed attempt's saved state")
-        for stats in history:  # the retry's curve starts with the epochs it inherits
+        log(f"fold {fold}: resuming after epoch {state.epochs_done}/{config.epochs} from a killed attempt's saved "
+            "state")
+        for stats in state.history:  # the retry's curve starts with the epochs it inherits
             if callback is not None:
                 callback(stats)
-    for epoch in range(start_epoch, config.epochs):
-        model.freeze_backbone(epoch < config.freeze_epochs)
-        stream = loaders[sizes[epoch]]
-        current_lr = optimizer.param_groups[0]["lr"]
-        out = run_epoch(parts.forward, stream.epoch(), n_batches=stream.per_epoch, inputs=parts.inputs,
-                        loss_fn=parts.loss_fn, optimizer=optimizer, scheduler=scheduler, precision=parts.precision,
-                        scaler=scaler, accum_steps=config.accum_steps, clip_grad=config.clip_grad,
-                        cutmix_p=augment.cutmix, mixup_p=augment.mixup, mix_alpha=augment.mix_alpha,
-                        augment=device_augment, rng=rng)
-        images_seen += out.images
-        train_seconds += out.seconds
-        clock.add("loader_start", out.first_batch_seconds)
-        clock.add(TRAINING_PHASE, out.seconds - out.first_batch_seconds)
-        with clock.phase("validate"):
-            probs, val_loss = score(val_loader, with_loss=True)
-            auc = float(roc_auc_score(rows.val["target"], probs))
-        stats = EpochStats(fold=fold, epoch=epoch + 1, epochs=config.epochs, step=step_offset + epoch,
-                           image_size=sizes[epoch], train_loss=out.loss, val_loss=val_loss, val_auc=auc,
-                           lr=current_lr, seconds=out.seconds, images_per_s=out.images / max(out.seconds, 1e-9))
-        history.append(stats)
-        log(f"fold {fold} epoch {epoch + 1}/{config.epochs} size {sizes[epoch]} | train_loss {out.loss:.4f} | "
-            f"val_loss {val_loss:.4f} | val_auc {auc:.4f} | lr {current_lr:.2e} | "
-            f"{stats.images_per_s:.0f} img/s | {out.seconds:.1f}s")
-        with clock.phase("checkpoint"):
-            if averaged is not None and epoch >= average_from:
-                averaged.update(model)
-            if auc > best_auc:
-                best_auc, best_epoch = auc, epoch + 1
-                if config.checkpoint == "best":
-                    best_state = _cpu_copy(model.state_dict())
-            if resume is not None and epoch + 1 < config.epochs:  # what a retry continues from
-                resume.save_state(fold, FoldState(
-                    epochs_done=epoch + 1, lr=lr, model=_cpu_copy(model.state_dict()),
-                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=None if scaler is None else scaler.state_dict(),
-                    average=_cpu_copy(averaged.state) if averaged is not None else {},
-                    average_count=averaged.count if averaged is not None else 0, best_auc=best_auc,
-                    best_epoch=best_epoch, best_state=best_state, history=list(history), images_seen=images_seen,
-                    train_seconds=train_seconds, rng=capture_rng(rng)))
+    for epoch in range(state.epochs_done, config.epochs):
+        stats, out = run.train_epoch(epoch, step_offset=step_offset)
+        run.finish_epoch(stats, out, resume)
         if callback is not None:
             callback(stats)
-
-    # ---- predictions with the kept weights: out-of-fold rows, then the test split
     with clock.phase("checkpoint"):
-        if config.checkpoint == "best":
-            assert best_state is not None
-            model.load_state_dict(best_state)
-        elif averaged is not None:
-            model.load_state_dict(averaged.state)
-        kept_state = _cpu_copy(model.state_dict())
+        kept = state.kept_weights(config.checkpoint)
     with clock.phase("predict"):
-        oof_probs, _ = score(val_loader, tta=config.tta)
-        oof = pd.DataFrame({"image_name": rows.val["image_name"].to_numpy(),
-                            "target": rows.val["target"].to_numpy(), "pred": oof_probs, "fold": fold})
-        test = None
-        if len(rows.test):
-            test_loader = _eval_loader(config, rows, rows.test, np.zeros(len(rows.test), rows.train_targets.dtype),
-                                       arrays[config.image_size], device)
-            test_probs, _ = score(test_loader, tta=config.tta)
-            test = pd.DataFrame({"image_name": rows.test["image_name"].to_numpy(), "target": np.nan,
-                                 "pred": test_probs})
+        oof_probs, test = run.predictions()
     weights_path = None
     if weights_dir is not None and config.save_weights:
         with clock.phase("weights"):
-            weights_path = str(_save_weights(kept_state, Path(weights_dir) / weights_file(fold)))
-    result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=best_epoch, best_epoch_auc=best_auc,
-                        auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof, test=test, history=history,
-                        lr=lr, seconds=time.perf_counter() - start,
-                        images_per_s=images_seen / max(train_seconds, 1e-9), weights_path=weights_path,
-                        train_seconds=train_seconds)
+            weights_path = str(_save_weights(kept, Path(weights_dir) / weights_file(fold)))
+    oof = pd.DataFrame({"image_name": run.rows.val["image_name"].to_numpy(),
+                        "target": run.rows.val["target"].to_numpy(), "pred": oof_probs, "fold": fold})
+    result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=state.best_epoch,
+                        best_epoch_auc=state.best_auc, auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof,
+                        test=test, history=list(state.history), lr=state.lr, seconds=time.perf_counter() - start,
+                        images_per_s=state.images_seen / max(state.train_seconds, 1e-9), weights_path=weights_path,
+                        train_seconds=state.train_seconds)
     log(f"fold {fold} done: val_auc {result.auc:.4f} with the {config.checkpoint} weights (tta={config.tta}); "
-        f"best single epoch {best_epoch} at {best_auc:.4f}; {result.seconds:.0f}s")
-    return result, rows.encoder
+        f"best single epoch {state.best_epoch} at {state.best_auc:.4f}; {result.seconds:.0f}s")
+    return result, run.rows.encoder

@@ -49,6 +49,7 @@ def fit(
     weights_dir: str | os.PathLike[str] | None = None,
     clock: PhaseClock | None = None,
     resume_dir: str | os.PathLike[str] | None = None,
+    resume_attempt: str = "0",
 ) -> RunResult:
     """Train ``config`` on each of its folds (``config.data.folds``) and collect the predictions.
 
@@ -56,7 +57,8 @@ def fit(
     weights' out-of-fold predictions), so a cross-validated trial can be judged, and pruned, fold by fold.
     ``clock``: adds up where the seconds went by phase (a trial passes its own, to add its fixed costs to).
     ``resume_dir``: keep each fold's state after every epoch and each finished fold there, and continue from what a
-    killed attempt of the same config left there (:mod:`~melanoma_search.train.resume`).
+    killed attempt of the same config left there (:mod:`~melanoma_search.train.resume`); ``resume_attempt``
+    names this attempt's own folder in it (a search trial's number).
     """
     start = time.perf_counter()
     clock = clock if clock is not None else PhaseClock()
@@ -69,7 +71,7 @@ def fit(
         torch.backends.cudnn.benchmark = config.cudnn_benchmark  # tuning pays only on long trials (see the key)
     folds: list[FoldResult] = []
     encoders: dict[int, dict[str, object]] = {}
-    resume = ResumeFolder(resume_dir, config) if resume_dir is not None else None
+    resume = ResumeFolder(resume_dir, config, attempt=resume_attempt) if resume_dir is not None else None
     for position, fold in enumerate(config.data.fold_list()):
         done = resume.load_done(fold, weights_dir=weights_dir) if resume is not None else None
         if done is not None:  # a killed attempt finished this fold

@@ -5,6 +5,7 @@ Plain data, so a search trial, the ``train`` CLI, a benchmark or a test reads th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,12 @@ class RunResult:
         return partial_auc(oof["target"], oof["pred"], min_tpr=min_tpr)
 
     @property
+    def history(self) -> pd.DataFrame:
+        """Every fold's epochs, one row each (:class:`EpochStats`' fields): each fold's own learning curve."""
+        rows = [dataclasses.asdict(s) for f in self.folds for s in f.history]
+        return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(EpochStats)])
+
+    @property
     def fold_aucs(self) -> list[float]:
         return [f.auc for f in self.folds]
 
@@ -147,7 +154,8 @@ class RunResult:
         return float(np.mean([f.images_per_s for f in self.folds]))
 
     def save(self, folder: str | os.PathLike[str], *, config: TrainConfig) -> Path:
-        """Write ``oof.csv``, ``test.csv`` (when there is a test split), ``config.yaml`` and ``metrics.yaml``."""
+        """Write ``oof.csv``, ``test.csv`` (when there is a test split), ``history.csv`` (every fold's epochs),
+        ``config.yaml`` and ``metrics.yaml``."""
         import yaml
 
         out = Path(folder)
@@ -157,6 +165,7 @@ class RunResult:
         if test is not None:
             test.to_csv(out / "test.csv", index=False)
         (out / "config.yaml").write_text(config.to_yaml())
+        self.history.to_csv(out / "history.csv", index=False)
         metrics = {
             "val_auc": self.auc,
             "val_pauc": self.pauc(),

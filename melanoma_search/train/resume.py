@@ -1,18 +1,22 @@
 """Where a killed trial's retry picks up: each fold's training state after every epoch, and each finished fold.
 
-A b5 trial on the 2020 data trains for hours, and spot nodes are preempted mid-trial; the storage's heartbeat (or the
-launcher) then fails the trial and re-queues it with the same parameters. Without this the retry starts over. With a
-``resume_dir`` (the search gives every trial one, keyed by the first trial of its retry chain), training writes:
+A b5 trial on the 2020 data trains for hours, and spot nodes are preempted mid-trial; the launcher (or the storage's
+heartbeat, or a later run) then fails the trial and re-queues it with the same parameters. Without this the retry
+starts over. With a resume folder (the search gives every trial one, keyed by the first trial of its retry chain),
+training writes, in a folder of the attempt's own (``attempt-<name>/``: an attempt failed as stale while still alive
+never writes where its retry does):
 
-* ``fold<k>.state.pt`` at the end of each epoch: model, optimiser, scheduler, grad scaler, the running weight average,
-  the best epoch's weights (``checkpoint: best``), the epochs' history, and the random number generators (torch,
-  numpy, Python, and the epoch loop's own), written whole (a temporary file renamed over the last one);
+* ``fold<k>.state.safetensors`` at the end of each epoch: the fold's :class:`~melanoma_search.train.state.FoldState`
+  (model, optimiser, scheduler, grad scaler, the running weight average, the best epoch's weights, the curve, the
+  random generators), its tensors in safetensors and everything else as JSON in the file's header, written whole (a
+  temporary file renamed over the last one). No pickle: a retry reading a shared storage folder runs no code;
 * ``fold<k>.done/`` once the fold is finished: its out-of-fold and test predictions, kept weights and history.
 
-A retry with the same config skips the finished folds and continues the running one from its last finished epoch;
-the result equals an uninterrupted run's up to the order the data loader draws images in (its workers' random
-streams restart). A state written for another config (an out-of-memory retry halves the batch) is not used. The search
-removes the folder when the trial ends, whatever the end; a killed process leaves it for the retry.
+A retry with the same config skips the folds any earlier attempt finished and continues the running one from the
+most advanced state any attempt saved; the result equals an uninterrupted run's up to the order the data loader
+draws images in (its workers' random streams restart). A state written for another config (an out-of-memory retry
+halves the batch) is not used. The search removes the chain's folder once the trial ends without a retry; an
+attempt that is re-queued (preempted, interrupted, killed) leaves it for its retry.
 """
 
 from __future__ import annotations
@@ -21,22 +25,21 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
 from melanoma_search.train.config import TrainConfig
 from melanoma_search.train.results import EpochStats, FoldResult, weights_file
+from melanoma_search.train.state import decode_state, encode_state
 
-__all__ = ["FoldState", "ResumeFolder", "capture_rng", "restore_rng"]
+__all__ = ["ResumeFolder"]
 
 #: Keys of a config that may differ between a trial and its retry without changing what is trained.
 _INCIDENTAL = {"device", "output_dir", "save_weights"}
+_HEADER = "fold_state"
 
 
 def _digest(config: TrainConfig) -> str:
@@ -45,76 +48,56 @@ def _digest(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@dataclasses.dataclass
-class FoldState:
-    """A fold's training state after ``epochs_done`` epochs."""
-
-    epochs_done: int
-    lr: float
-    """The peak learning rate in use (the LR finder's pick is not searched again)."""
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    scaler: dict[str, Any] | None
-    average: dict[str, torch.Tensor]
-    average_count: int
-    best_auc: float
-    best_epoch: int
-    best_state: dict[str, torch.Tensor] | None
-    history: list[EpochStats]
-    images_seen: int
-    train_seconds: float
-    rng: dict[str, Any]
-    """``torch``, ``numpy`` (the global one), ``python`` and ``loop`` (the epoch loop's generator) states."""
-
-
-def capture_rng(loop: np.random.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "loop": loop.bit_generator.state}
-
-
-def restore_rng(state: dict[str, Any], loop: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    loop.bit_generator.state = state["loop"]
-
-
 class ResumeFolder:
-    """One trial's resume files (see the module docstring); every method is a no-op-safe read or an atomic write."""
+    """One retry chain's resume files (see the module docstring); this attempt writes under ``attempt-<attempt>``
+    and reads what any attempt of the chain left."""
 
-    def __init__(self, root: str | os.PathLike[str], config: TrainConfig) -> None:
+    def __init__(self, root: str | os.PathLike[str], config: TrainConfig, *, attempt: str = "0") -> None:
         self.root = Path(root)
+        self.own = self.root / f"attempt-{attempt}"
         self.digest = _digest(config)
 
-    def _state_path(self, fold: int) -> Path:
-        return self.root / f"fold{fold}.state.pt"
+    def _attempts(self) -> list[Path]:
+        """Every attempt's folder, this one first (a sequential retry in the same folder reads its own)."""
+        others = sorted(p for p in self.root.glob("attempt-*") if p.is_dir() and p != self.own)
+        return [self.own, *others]
 
-    def _done_dir(self, fold: int) -> Path:
-        return self.root / f"fold{fold}.done"
+    def save_state(self, fold: int, state: dict[str, Any]) -> None:
+        """A fold's :meth:`FoldState.state_dict`, written whole into this attempt's folder."""
+        from safetensors.torch import save_file
 
-    def save_state(self, fold: int, state: FoldState) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        partial = self._state_path(fold).with_suffix(".partial")
-        payload = dataclasses.asdict(state) | {"digest": self.digest}
-        payload["history"] = [dataclasses.asdict(s) for s in state.history]
-        torch.save(payload, partial)
-        os.replace(partial, self._state_path(fold))
+        self.own.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, Any] = {}
+        header = json.dumps({"digest": self.digest, "state": encode_state(state, tensors)})
+        path = self.own / f"fold{fold}.state.safetensors"
+        partial = path.with_suffix(".partial")
+        save_file(tensors, str(partial), metadata={_HEADER: header})
+        os.replace(partial, path)
 
-    def load_state(self, fold: int) -> FoldState | None:
-        """The fold's last saved state, if one was written for this very config."""
-        path = self._state_path(fold)
+    def load_state(self, fold: int) -> dict[str, Any] | None:
+        """The most advanced state any attempt saved for ``fold`` with this very config, or ``None``."""
+        saved = [s for p in self._attempts() if (s := self._read_state(p / f"fold{fold}.state.safetensors"))]
+        return max(saved, key=lambda s: int(s["epochs_done"])) if saved else None
+
+    def _read_state(self, path: Path) -> dict[str, Any] | None:
+        from safetensors import SafetensorError, safe_open
+
         if not path.is_file():
             return None
-        payload = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written above
-        if payload.pop("digest", None) != self.digest:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = json.loads((handle.metadata() or {})[_HEADER])
+                if header.get("digest") != self.digest:
+                    return None
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except (SafetensorError, OSError, KeyError, ValueError):  # unreadable: a retry starts the fold afresh
             return None
-        payload["history"] = [EpochStats(**s) for s in payload["history"]]
-        return FoldState(**payload)
+        state: dict[str, Any] = decode_state(header["state"], tensors)
+        return state
 
     def save_done(self, result: FoldResult, encoder: dict[str, Any] | None) -> None:
         """The finished fold, in a folder renamed into place once complete; its running state is dropped."""
-        done = self._done_dir(result.fold)
+        done = self.own / f"fold{result.fold}.done"
         partial = done.with_suffix(".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -130,17 +113,23 @@ class ResumeFolder:
             "history": [dataclasses.asdict(s) for s in result.history]}))
         shutil.rmtree(done, ignore_errors=True)
         os.replace(partial, done)
-        self._state_path(result.fold).unlink(missing_ok=True)
+        (self.own / f"fold{result.fold}.state.safetensors").unlink(missing_ok=True)
 
     def load_done(self, fold: int, *, weights_dir: str | os.PathLike[str] | None
                   ) -> tuple[FoldResult, dict[str, Any] | None] | None:
-        """A fold a killed attempt finished (its weights copied into ``weights_dir``), or ``None``."""
-        done = self._done_dir(fold)
-        if not (done / "result.json").is_file():
-            return None
-        saved = json.loads((done / "result.json").read_text())
-        if saved["digest"] != self.digest:
-            return None
+        """A fold any attempt finished (its weights copied into ``weights_dir``), or ``None``."""
+        for attempt in self._attempts():
+            done = attempt / f"fold{fold}.done"
+            if not (done / "result.json").is_file():
+                continue
+            saved = json.loads((done / "result.json").read_text())
+            if saved["digest"] == self.digest:
+                return self._read_done(done, fold, saved, weights_dir=weights_dir)
+        return None
+
+    @staticmethod
+    def _read_done(done: Path, fold: int, saved: dict[str, Any], *, weights_dir: str | os.PathLike[str] | None
+                   ) -> tuple[FoldResult, dict[str, Any] | None]:
         weights_path = None
         if weights_dir is not None and (done / weights_file(fold)).is_file():
             Path(weights_dir).mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,64 @@ class EpochOutput:
     """Of ``seconds``, the wait for the first batch: the loader's start (worker processes, prefetch), not steps."""
 
 
+class _Tally:
+    """An epoch's running account: micro-batches grouped ``accum_steps`` at a time (each micro-batch's loss weighted
+    by one over its group's size), the summed loss, images seen, optimiser steps."""
+
+    def __init__(self, *, limit: int, accum_steps: int, device: torch.device) -> None:
+        self.accum_steps = accum_steps
+        self.group_sizes = [min(accum_steps, limit - start) for start in range(0, limit, accum_steps)]
+        self.running = torch.zeros((), device=device)
+        self.group_loss = torch.zeros((), device=device)
+        self.seen, self.steps, self.position = 0, 0, 0
+        self.first_batch = 0.0
+
+    def weight(self, index: int) -> float:
+        return 1.0 / self.group_sizes[index // self.accum_steps]
+
+    def add(self, index: int, loss: torch.Tensor, scaled: torch.Tensor, images: int) -> bool:
+        """Count one micro-batch; ``True`` when it completes its group (time for an optimiser step)."""
+        self.running += loss.detach() * images
+        self.group_loss += scaled.detach()
+        self.seen += images
+        self.position += 1
+        return self.position == self.group_sizes[index // self.accum_steps]
+
+    def stepped(self, on_step: Callable[[int, float], None] | None) -> None:
+        """An optimiser step was taken: every 25 steps (or each, for ``on_step``) check the loss is finite."""
+        self.steps += 1
+        self.position = 0
+        if on_step is not None or self.steps % 25 == 0:
+            value = float(self.group_loss)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"training loss became {value} at optimiser step {self.steps}")
+            if on_step is not None:
+                on_step(self.steps, value)
+        self.group_loss = torch.zeros((), device=self.group_loss.device)
+
+    def output(self, seconds: float) -> EpochOutput:
+        mean = float(self.running) / max(self.seen, 1)
+        if not math.isfinite(mean):
+            raise NonFiniteLossError(f"training loss became {mean} during the epoch")
+        return EpochOutput(loss=mean, images=self.seen, seconds=seconds, optimizer_steps=self.steps,
+                           first_batch_seconds=self.first_batch)
+
+
+def _batch_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, inputs: BatchInputs, loss_fn: LossFn,
+                precision: Precision, augment: BatchPolicy | None, mix: dict[str, float], rng: np.random.Generator
+                ) -> tuple[torch.Tensor, int]:
+    """One micro-batch's forward pass and loss (cutmix / mixup drawn per batch; per-row weights when present)."""
+    images, meta, target = inputs(batch, augment=augment)
+    rows = inputs.row_weights(batch)
+    with precision.autocast():
+        mixed, order, lam = _mix(images, cutmix_p=mix["cutmix"], mixup_p=mix["mixup"], alpha=mix["alpha"], rng=rng)
+        logits = model(mixed, meta)
+        loss = _loss(loss_fn, logits, target, rows)
+        if order is not None:
+            loss = lam * loss + (1 - lam) * _loss(loss_fn, logits, target[order], None if rows is None else rows[order])
+    return loss, images.shape[0]
+
+
 def run_epoch(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -134,50 +192,23 @@ def run_epoch(
     model.train()
     rng = rng or np.random.default_rng(0)
     limit = min(n_batches, max_batches) if max_batches else n_batches
-    group_sizes = [min(accum_steps, limit - start) for start in range(0, limit, accum_steps)]
-    running = torch.zeros((), device=inputs.device)
-    group_loss = torch.zeros((), device=inputs.device)
-    seen, steps, position = 0, 0, 0
+    tally = _Tally(limit=limit, accum_steps=accum_steps, device=inputs.device)
+    mix = {"cutmix": cutmix_p, "mixup": mixup_p, "alpha": mix_alpha}
     start = time.perf_counter()
-    first_batch = 0.0
     optimizer.zero_grad(set_to_none=True)
     for index, batch in enumerate(itertools.islice(batches, limit)):  # never a batch more: a fold's epochs share
         if index == 0:                                                 # one iterator (see train/loaders.py)
-            first_batch = time.perf_counter() - start
-        images, meta, target = inputs(batch, augment=augment)
-        rows = inputs.row_weights(batch)
-        weight = 1.0 / group_sizes[index // accum_steps]
-        with precision.autocast():
-            mixed, order, lam = _mix(images, cutmix_p=cutmix_p, mixup_p=mixup_p, alpha=mix_alpha, rng=rng)
-            logits = model(mixed, meta)
-            loss = _loss(loss_fn, logits, target, rows)
-            if order is not None:
-                loss = lam * loss + (1 - lam) * _loss(loss_fn, logits, target[order],
-                                                      None if rows is None else rows[order])
-        scaled = loss * weight
+            tally.first_batch = time.perf_counter() - start
+        loss, images = _batch_loss(model, batch, inputs=inputs, loss_fn=loss_fn, precision=precision,
+                                   augment=augment, mix=mix, rng=rng)
+        scaled = loss * tally.weight(index)
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        running += loss.detach() * images.shape[0]
-        group_loss += scaled.detach()
-        seen += images.shape[0]
-        position += 1
-        if position == group_sizes[index // accum_steps]:
+        if tally.add(index, loss, scaled, images):
             _optimizer_step(model, optimizer, scaler=scaler, clip_grad=clip_grad)
             if scheduler is not None:
                 scheduler.step()
-            steps += 1
-            position = 0
-            if on_step is not None or steps % 25 == 0:
-                value = float(group_loss)
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(f"training loss became {value} at optimiser step {steps}")
-                if on_step is not None:
-                    on_step(steps, value)
-            group_loss = torch.zeros((), device=inputs.device)
-    mean = float(running) / max(seen, 1)
-    if not math.isfinite(mean):
-        raise NonFiniteLossError(f"training loss became {mean} during the epoch")
-    return EpochOutput(loss=mean, images=seen, seconds=time.perf_counter() - start, optimizer_steps=steps,
-                       first_batch_seconds=first_batch)
+            tally.stepped(on_step)
+    return tally.output(time.perf_counter() - start)
 
 
 def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: torch.amp.GradScaler | None,

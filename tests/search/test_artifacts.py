@@ -53,3 +53,23 @@ def test_two_storages_with_a_study_of_one_name_keep_their_weights_apart(tmp_path
     again = optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path}/a.db")
     assert study_folder(again, storage_dir=storage_dir) == first  # the key travels with the study
     assert list(again.user_attrs["weights"].values()) == [str(first_kept)]
+
+
+def test_eviction_deletes_nothing_outside_the_studys_weights_folder(tmp_path: Path) -> None:
+    """The study's ``weights`` record is data anyone with write access to the storage can change: a record pointing
+    at a user's folder must not make the next trial's eviction delete it."""
+    storage_dir = tmp_path / "storage"
+    own, kept = _kept_after_one_trial(f"sqlite:///{tmp_path}/a.db", storage_dir, tmp_path, 0.5)
+    precious = tmp_path / "my-data"
+    precious.mkdir()
+    (precious / "labels.csv").write_text("image_name,target\n")
+    study = optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path}/a.db")
+    study.set_user_attr("weights", {"0": str(precious)})  # trial 0's kept weights now "live" in the user's folder
+    writer = ArtifactWriter(storage_dir / "same" / "artifacts", weights_root=own / "weights", top_k=1)
+    trial = study.ask()
+    weights = tmp_path / "fold0-better.safetensors"
+    weights.write_bytes(b"weights")
+    assert writer.keep_weights(trial, 0.9, [weights]) is not None  # trial 0 leaves the top 1 ...
+    assert (precious / "labels.csv").is_file()  # ... and nothing outside the weights folder is deleted
+    assert list(optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path}/a.db").user_attrs[
+        "weights"]) == [str(trial.number)]

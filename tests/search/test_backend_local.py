@@ -139,11 +139,59 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
     assert launcher.returncode == 130, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     study = optuna.load_study(study_name="tiny", storage=open_storage(f"journal:{tmp_path}/storage/tiny.log"))
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+    states = [t.state for t in study.trials]  # each stopped trial re-queued once, for the same command to continue
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING, TrialState.WAITING], states
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials[:2])
+    assert retried_numbers(study.trials) == {0, 1}
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_preempted_worker_re_queues_its_trial_and_a_survivor_finishes_it(tmp_path: Path) -> None:
+    """SIGTERM to one worker mid-trial: its trial is re-queued with its saved epochs and the other worker runs the
+    retry, which trains only the epochs the preempted attempt lacked."""
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 12})
+    launcher = start_cli(tmp_path, "--study", str(spec), "--workers", "2", "--n-trials", "2")
+    url = f"journal:{tmp_path}/storage/tiny.log"
+    victim = wait_for_training(url, "tiny", epochs=2)
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGTERM)
+    output = launcher.communicate(timeout=600)[0]
+    assert launcher.returncode == 0, output
+    assert "was preempted (SIGTERM); its trial is re-queued with its saved epochs" in output
+    assert f"trial {victim.number} preempted (SIGTERM): re-queued as trial" in output
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == study.trials[victim.number].params
+    resumed = int(output.split(f"trial {retry.number} fold 0: resuming after epoch ")[1].split("/")[0])
+    assert resumed >= 2
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 2  # the run's 2, none counted twice
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_journal_launch_killed_with_its_workers_is_recovered_by_the_next_run(tmp_path: Path) -> None:
+    """The journal file has no heartbeat: a launcher and its workers killed with kill -9 leave RUNNING trials that
+    would hold the study's places forever. The same command finds their launch dead, re-queues them and finishes."""
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 12}, budget={"max_trials": 2})
+    args = ["--study", str(spec), "--workers", "2", "--n-trials", "2"]
+    launcher = start_cli(tmp_path, *args)
+    url = f"journal:{tmp_path}/storage/tiny.log"
+    wait_for_training(url, "tiny", epochs=2, count=2)
+    workers = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in optuna.load_study(
+        study_name="tiny", storage=open_storage(url)).get_trials(states=(TrialState.RUNNING,))]
+    launcher.kill()  # the whole launch dies at once: nobody is left to fail its trials
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+    again = run_cli(tmp_path, *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    orphans = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(orphans) == 2 and all("has no live process left" in t.user_attrs["fail_reason"] for t in orphans)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and {t.system_attrs.get("failed_trial") for t in done} == {t.number for t in orphans}
+    assert "resuming after epoch" in again.stdout  # the orphans' saved epochs were kept for their retries
+    assert not list((tmp_path / "storage").glob("tiny.log.launches/*.lock"))  # each launch removed its lock
 
 
 def test_backends_come_from_one_table_that_feeds_the_command_line() -> None:

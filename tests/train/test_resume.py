@@ -38,7 +38,7 @@ def test_a_retry_continues_from_the_last_finished_epoch(synthetic_dir: Path, tmp
     killed: list[EpochStats] = []
     with pytest.raises(_Killed):
         fit(config, callback=_kill_after(2, fold=0, seen=killed), resume_dir=resume, log=lambda _: None)
-    assert (resume / "fold0.state.pt").is_file()
+    assert (resume / "attempt-0" / "fold0.state.safetensors").is_file()
     lines: list[str] = []
     retried: list[EpochStats] = []
     result = fit(config, callback=retried.append, resume_dir=resume, weights_dir=tmp_path / "w", log=lines.append)
@@ -47,7 +47,7 @@ def test_a_retry_continues_from_the_last_finished_epoch(synthetic_dir: Path, tmp
     assert [line.split()[3] for line in trained] == ["3/4", "4/4"]  # only the epochs the killed attempt lacked
     assert retried[:2] == killed  # the inherited curve, exactly as the killed attempt measured it
     assert [s.epoch for s in retried] == [1, 2, 3, 4] and len(result.folds[0].history) == 4
-    assert (tmp_path / "w" / "fold0.safetensors").is_file() and (resume / "fold0.done").is_dir()
+    assert (tmp_path / "w" / "fold0.safetensors").is_file() and (resume / "attempt-0" / "fold0.done").is_dir()
 
 
 def test_a_retry_keeps_the_folds_a_killed_attempt_finished(synthetic_dir: Path, tmp_path: Path) -> None:

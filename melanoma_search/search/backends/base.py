@@ -24,9 +24,12 @@ __all__ = ["Backend", "RunOutcome", "backend_flags", "get_backend", "list_backen
 
 @dataclass
 class RunOutcome:
-    """What happened to a run's workers: stopped by Ctrl-C, an error that ended it, replaced workers, lost trials."""
+    """What happened to a run's workers: stopped by Ctrl-C or SIGTERM, an error that ended it, replaced workers,
+    lost trials."""
 
     interrupted: bool = False
+    preempted: bool = False
+    """The stop was SIGTERM (a scheduler's preemption), not a user's Ctrl-C; ``interrupted`` is true too."""
     error: str | None = None
     restarts: int = 0
     failed_trials: list[tuple[int, int | None]] = field(default_factory=list)

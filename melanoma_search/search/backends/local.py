@@ -9,8 +9,10 @@ which then sends exactly one SIGINT to each worker: a second one could interrupt
 
 Faults: a worker that dies by a signal (``kill -9``, the kernel's OOM killer) has its RUNNING trial failed and
 re-queued at once (:func:`~melanoma_search.search.recovery.fail_running`), and a replacement starts on the same GPU
-while trials remain. A worker that exits with an error (bad spec, unreachable storage) stops the run: every other
-worker would hit the same error.
+while trials remain. A worker preempted by its own SIGTERM re-queues its trial (saved epochs kept) and exits; the
+others go on and run the retry. A worker that exits with an error (bad spec, unreachable storage) stops the run:
+every other worker would hit the same error. The launcher's own SIGTERM (a whole node preempted) reaches each worker
+as SIGTERM, Ctrl-C as SIGINT: every running trial is re-queued with its saved epochs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from melanoma_search.errors import ConfigError
+from melanoma_search.errors import ConfigError, Preempted
 from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.packing import (
@@ -43,6 +45,8 @@ from melanoma_search.search.recovery import fail_running, pending_retries, worke
 from melanoma_search.search.study import load_shared_study
 
 if TYPE_CHECKING:
+    import optuna
+
     from melanoma_search.data.prepare import PreparedData
     from melanoma_search.search.worker import WorkerJob
 
@@ -150,8 +154,12 @@ class LocalBackend(Backend):
 
         try:
             run_worker(job, data=data)
-        except KeyboardInterrupt:  # Optuna has marked the running trial FAIL
-            return RunOutcome(interrupted=True)
+        except KeyboardInterrupt as stop:  # the worker has re-queued its trial with its saved epochs
+            outcome = RunOutcome(interrupted=True, preempted=isinstance(stop, Preempted))
+            study = load_shared_study(job.storage_url, job.study_name)  # and anything a stop left RUNNING
+            outcome.failed_trials = fail_running(study, lambda t: t.user_attrs.get("launch") == job.launch,
+                                                 retry=True, reason="the run stopped while this trial was running")
+            return outcome
         return RunOutcome()
 
 
@@ -184,6 +192,84 @@ def gpu_slots(workers: int, *, visible: str | None = None, count: Callable[[], i
     return [devices[i % len(devices)] for i in range(workers)]
 
 
+class _Pool:
+    """The launcher's worker processes: started with their job files, watched, replaced when a signal kills one,
+    stopped together. Its collaborators (the study, the run's budget, the job folder) are passed in."""
+
+    def __init__(self, job: WorkerJob, slots: list[_Slot], *, job_dir: Path, study: optuna.Study,
+                 budget: TrialBudget, log: Callable[[str], None]) -> None:
+        self.job, self.slots, self.job_dir, self.study, self.budget, self.log = job, slots, job_dir, study, budget, log
+        self.threads = max(1, (os.cpu_count() or 1) // len(slots))
+        self.per_card = Counter(s.gpu for s in slots if s.gpu is not None)
+        self.outcome = RunOutcome()
+
+    def start(self, slot: _Slot) -> None:
+        job = self.job
+        seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
+        sharers = self.per_card[slot.gpu] if slot.gpu is not None else 0
+        lock = str(self.job_dir / f"{job.launch}-gpu{slot.gpu}.lock") if sharers > 1 else None
+        slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed, gpu_lock=lock)
+        path = self.job_dir / f"{job.launch}-w{slot.index}.json"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(slot_job.to_json())  # it holds the storage URL, password included: owner-only, not argv
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        env.setdefault("OMP_NUM_THREADS", str(self.threads))  # share the cores, not a thread per core in every worker
+        slot.process = subprocess.Popen([sys.executable, "-m", "melanoma_search.search.worker", str(path)],
+                                        env=env, start_new_session=True)
+        slot.starts += 1
+        where = f"CPU, {env['OMP_NUM_THREADS']} thread(s)" if slot.gpu is None else f"GPU {slot.gpu}"
+        where += f", shared with {sharers - 1} other worker(s)" if lock else ""
+        self.log(f"[w{slot.index}] started (pid {slot.process.pid}, {where})")
+
+    def reap(self, slot: _Slot, code: int) -> None:
+        """A worker killed by a signal: fail its RUNNING trial and re-queue it; replace it while work remains."""
+        assert slot.process is not None
+        dead = worker_id(slot.process.pid)
+        failed = fail_running(self.study, lambda t: t.user_attrs.get("worker") == dead, retry=True,
+                              reason=f"worker {dead} died ({_describe(code)}) during the trial")
+        self.outcome.failed_trials.extend(failed)
+        for number, retry in failed:
+            self.log(f"[w{slot.index}] died ({_describe(code)}) in trial {number}; re-queued as trial {retry}")
+        slot.process = None
+        more = pending_retries(self.study) or not self.budget.exhausted()
+        if more and slot.starts <= MAX_RESTARTS:
+            self.outcome.restarts += 1
+            self.start(slot)
+        elif more:
+            self.log(f"[w{slot.index}] died {slot.starts} times; not restarting it")
+
+    def watch(self) -> None:
+        """Until every worker has exited: replace the killed ones, stop all on the first error."""
+        while any(s.process is not None for s in self.slots):
+            time.sleep(0.5)
+            for slot in self.slots:
+                if slot.process is None or (code := slot.process.poll()) is None:
+                    continue
+                if code < 0:  # killed by a signal: recover its trial, replace the worker while work remains
+                    self.reap(slot, code)
+                    continue
+                slot.process = None
+                if code == 143:  # its own SIGTERM (a preempted worker): its trial is re-queued, the others go on
+                    self.log(f"[w{slot.index}] was preempted (SIGTERM); its trial is re-queued with its saved "
+                             "epochs")
+                elif code != 0:
+                    self.outcome.error = f"worker {slot.index} exited with status {code} (its error is printed above)"
+                    _stop(self.slots, self.log, signal.SIGINT)
+
+    def finish(self) -> None:
+        """Kill what would not stop, then fail (and re-queue) any trial of this launch still RUNNING: a worker that
+        had to be killed could not record its own."""
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.kill()
+                slot.process.wait()
+        self.outcome.failed_trials.extend(fail_running(
+            self.study, lambda t: t.user_attrs.get("launch") == self.job.launch, retry=True,
+            reason="the run stopped while this trial was running"))
+
+
 def run_local_workers(
     job: WorkerJob,
     *,
@@ -192,90 +278,40 @@ def run_local_workers(
     log: Callable[[str], None] = _say,
     gpus: Sequence[str | None] | None = None,
 ) -> RunOutcome:
-    """Run ``workers`` processes of ``job`` until the budget is spent, a worker errors, or Ctrl-C."""
+    """Run ``workers`` processes of ``job`` until the budget is spent, a worker errors, or a stop.
+
+    Ctrl-C reaches each worker as one SIGINT, a SIGTERM of the launcher (preemption) as one SIGTERM: either way each
+    worker's trial is re-queued with its saved epochs, for the same command to continue.
+    """
     slots = [_Slot(index=i, gpu=gpu) for i, gpu in enumerate(gpus if gpus is not None else gpu_slots(workers))]
     shared = [s.gpu for s in slots if s.gpu is not None]
     if len(shared) != len(set(shared)):
         log(f"note: {workers} workers share {len(set(shared))} GPU(s); each GPU runs several trials at once")
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    per_card = Counter(shared)
     assert job.budget_path is not None, "the launcher creates the run's budget file"
-    budget = TrialBudget(job.budget_path)
-    study = load_shared_study(job.storage_url, job.study_name)
-    outcome = RunOutcome()
     job_dir.mkdir(parents=True, exist_ok=True)
-
-    def start(slot: _Slot) -> None:
-        seed = None if job.seed is None else job.seed + slot.index + 1000 * slot.starts
-        sharers = per_card[slot.gpu] if slot.gpu is not None else 0
-        lock = str(job_dir / f"{job.launch}-gpu{slot.gpu}.lock") if sharers > 1 else None
-        slot_job = dataclasses.replace(job, label=f"[w{slot.index}]", seed=seed, gpu_lock=lock)
-        path = job_dir / f"{job.launch}-w{slot.index}.json"
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            handle.write(slot_job.to_json())  # it holds the storage URL, password included: owner-only, not argv
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if slot.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
-        env.setdefault("OMP_NUM_THREADS", str(threads))  # share the cores, not a thread per core in every worker
-        slot.process = subprocess.Popen([sys.executable, "-m", "melanoma_search.search.worker", str(path)],
-                                        env=env, start_new_session=True)
-        slot.starts += 1
-        where = f"CPU, {env['OMP_NUM_THREADS']} thread(s)" if slot.gpu is None else f"GPU {slot.gpu}"
-        where += f", shared with {sharers - 1} other worker(s)" if lock else ""
-        log(f"[w{slot.index}] started (pid {slot.process.pid}, {where})")
-
-    def reap(slot: _Slot, code: int) -> None:
-        assert slot.process is not None
-        dead = worker_id(slot.process.pid)
-        failed = fail_running(study, lambda t: t.user_attrs.get("worker") == dead, retry=True,
-                              reason=f"worker {dead} died ({_describe(code)}) during the trial")
-        outcome.failed_trials.extend(failed)
-        for number, retry in failed:
-            log(f"[w{slot.index}] died ({_describe(code)}) in trial {number}; re-queued as trial {retry}")
-
+    pool = _Pool(job, slots, job_dir=job_dir, study=load_shared_study(job.storage_url, job.study_name),
+                 budget=TrialBudget(job.budget_path), log=log)
     for slot in slots:
-        start(slot)
+        pool.start(slot)
     try:
-        while any(s.process is not None for s in slots):
-            time.sleep(0.5)
-            for slot in slots:
-                if slot.process is None or (code := slot.process.poll()) is None:
-                    continue
-                if code < 0:  # killed by a signal: recover its trial, replace the worker while work remains
-                    reap(slot, code)
-                    slot.process = None
-                    more = pending_retries(study) or not budget.exhausted()
-                    if more and slot.starts <= MAX_RESTARTS:
-                        outcome.restarts += 1
-                        start(slot)
-                    elif more:
-                        log(f"[w{slot.index}] died {slot.starts} times; not restarting it")
-                    continue
-                slot.process = None
-                if code != 0:
-                    outcome.error = f"worker {slot.index} exited with status {code} (its error is printed above)"
-                    _stop(slots, log)
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        log("interrupted: stopping the workers (each marks its running trial FAIL)")
-        _stop(slots, log)
+        pool.watch()
+    except KeyboardInterrupt as stop:
+        pool.outcome.interrupted = True
+        pool.outcome.preempted = isinstance(stop, Preempted)
+        what = "preempted (SIGTERM)" if pool.outcome.preempted else "interrupted"
+        log(f"{what}: stopping the workers (each re-queues its running trial with its saved epochs)")
+        _stop(slots, log, signal.SIGTERM if pool.outcome.preempted else signal.SIGINT)
     finally:
-        for slot in slots:  # a worker that had to be killed leaves its trial RUNNING: fail it, no retry
-            if slot.process is not None and slot.process.poll() is None:
-                slot.process.kill()
-                slot.process.wait()
-        outcome.failed_trials.extend(fail_running(
-            study, lambda t: t.user_attrs.get("launch") == job.launch, retry=not outcome.interrupted,
-            reason="the run stopped while this trial was running"))
-    return outcome
+        pool.finish()
+    return pool.outcome
 
 
-def _stop(slots: Sequence[_Slot], log: Callable[[str], None]) -> None:
-    """SIGINT every live worker once, then wait up to STOP_GRACE seconds in all before killing the rest."""
+def _stop(slots: Sequence[_Slot], log: Callable[[str], None], signum: signal.Signals) -> None:
+    """``signum`` to every live worker once, then wait up to STOP_GRACE seconds in all before killing the rest."""
     live = [s for s in slots if s.process is not None and s.process.poll() is None]
     for slot in live:
         assert slot.process is not None
-        slot.process.send_signal(signal.SIGINT)
+        slot.process.send_signal(signum)
     deadline = time.monotonic() + STOP_GRACE
     for slot in live:
         assert slot.process is not None

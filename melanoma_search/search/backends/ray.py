@@ -7,8 +7,9 @@ else (:func:`~melanoma_search.search.worker.run_worker` with ``max_trials=1``) a
 
 * Optuna's sampler draws inside the Tune trial from the storage, so TPE's constant liar sees every running trial;
 * Optuna's pruner prunes (the trial is recorded PRUNED) and the dashboard shows every trial live;
-* Tune only decides where and when: :class:`_Placement`, a Tune ``Searcher`` that hands out nothing but a trial
-  index, stops when the run's budget (trials, deadline) is spent — Tune's own time budget would kill running trials;
+* Tune only decides where and when: :class:`~.tune_parts.Placement`, a Tune ``Searcher`` that hands out nothing but
+  a trial index, stops when the run's budget (trials, deadline) is spent — Tune's own time budget would kill running
+  trials;
 * a lost Ray actor: its Optuna trial is failed and re-queued (:func:`~melanoma_search.search.recovery.fail_running`)
   and Tune's ``FailureConfig`` restarts the Tune trial, which runs the re-queued one.
 
@@ -28,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from melanoma_search.errors import ConfigError
+from melanoma_search.errors import ConfigError, Preempted
 from melanoma_search.search.backends.base import Backend, RunOutcome, register_backend
 from melanoma_search.search.budget import TrialBudget
-from melanoma_search.search.recovery import fail_running, pending_retries
+from melanoma_search.search.recovery import fail_running
 from melanoma_search.search.study import load_shared_study
 from melanoma_search.search.study_budget import StudyBudget
 
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
     from melanoma_search.search.worker import WorkerJob
 
 __all__ = ["RayBackend", "RayOptions", "run_on_ray"]
-
-#: The user attribute naming the Tune trial that ran an Optuna trial (how a lost actor's trial is found).
-RAY_TRIAL_ATTR = "ray_trial"
 
 
 def _say(line: str) -> None:
@@ -105,6 +103,7 @@ def _trainable(config: dict[str, Any], job_json: str) -> None:
     """
     from ray import tune
 
+    from melanoma_search.search.backends.tune_parts import RAY_TRIAL_ATTR
     from melanoma_search.search.worker import WorkerJob, run_worker
 
     job = WorkerJob.from_json(job_json)
@@ -125,74 +124,9 @@ def _trainable(config: dict[str, Any], job_json: str) -> None:
     })
 
 
-def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
-               log: Callable[[str], None] = _say) -> RunOutcome:
-    """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING.
-
-    ``experiment_dir``: where Tune keeps its experiment state (``ray-<launch>``); the results live in the Optuna
-    storage, so the caller may delete it after the run.
-    """
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would drown the per-trial lines
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial prints its own progress lines; keep them all
-    # Ctrl-C must raise here (Tune's own handler ends the run quietly and leaves our caller unaware of it)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    try:  # Ray reads those variables when it is imported
-        import ray
-        from ray import tune
-        from ray.tune.search import Searcher
-    except ImportError:
-        raise ConfigError("--backend ray needs Ray Tune: pip install 'melanoma_search[ray]'") from None
-    study = load_shared_study(job.storage_url, job.study_name)
-    assert job.budget_path is not None, "the launcher creates the run's budget file"
-    budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
-    trial_job = dataclasses.replace(job, budget_path=None)
-    study_budget = StudyBudget(job.study_max_trials)
-    outcome = RunOutcome()
-
-    class _Placement(Searcher):
-        """Hands Tune a trial index while the run's budget lasts; Optuna samples inside the trial."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.suggested = 0
-
-        # Tune's annotation says dict | None, but its documented FINISHED value is a str
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-            if budget.out_of_time():
-                return Searcher.FINISHED
-            if job.n_trials is not None and self.suggested >= job.n_trials and not pending_retries(study):
-                return Searcher.FINISHED
-            if study_budget.spent(study) and not pending_retries(study):
-                return Searcher.FINISHED
-            self.suggested += 1
-            return {"cwd": str(Path.cwd()), "index": self.suggested - 1}
-
-        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-                              ) -> None:
-            if result and result.get("seconds"):  # results live in the Optuna storage; only the duration here
-                budget.record(float(result["seconds"]))
-
-        def save(self, checkpoint_path: str) -> None:
-            pass  # nothing to save: a resumed run reopens the Optuna study
-
-        def restore(self, checkpoint_path: str) -> None:
-            pass
-
-    class _Recover(tune.Callback):
-        """A Tune trial whose actor died: fail its Optuna trial and re-queue it (Tune restarts the trial)."""
-
-        def _reap(self, trial: Any, what: str) -> None:
-            failed = fail_running(study, lambda t: t.user_attrs.get(RAY_TRIAL_ATTR) == trial.trial_id, retry=True,
-                                  reason=f"Ray trial {trial.trial_id} {what}")
-            outcome.failed_trials.extend(failed)
-            for number, retry in failed:
-                log(f"Ray trial {trial.trial_id} {what} in trial {number}; re-queued as trial {retry}")
-
-        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self._reap(trial, "lost its worker")
-
-        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self._reap(trial, "failed")
+def _start_ray(options: RayOptions, job: WorkerJob, *, log: Callable[[str], None]) -> float:
+    """``ray.init`` and the GPUs each trial takes, checked against what the cluster has."""
+    import ray
 
     ray.init(address=options.address, include_dashboard=False, log_to_driver=True, configure_logging=False,
              ignore_reinit_error=True)
@@ -209,27 +143,54 @@ def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
     if options.address and job.storage_url.startswith("journal:"):
         log(f"warning: the journal file {job.storage_url.removeprefix('journal:')} must be on a filesystem every Ray "
             "node mounts at the same path; use a PostgreSQL --storage for a cluster")
-    trainable = tune.with_resources(tune.with_parameters(_trainable, job_json=trial_job.to_json()),
-                                    {"cpu": options.cpus_per_trial, "gpu": gpus})
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=_Placement(), num_samples=-1, reuse_actors=True,
-                                    max_concurrent_trials=options.max_concurrent),
-        run_config=tune.RunConfig(name=f"ray-{job.launch}", storage_path=str(experiment_dir),
-                                  verbose=0, callbacks=[_Recover()],
-                                  failure_config=tune.FailureConfig(max_failures=options.max_failures)),
-    )
+    return gpus
+
+
+def run_on_ray(job: WorkerJob, *, options: RayOptions, experiment_dir: Path,
+               log: Callable[[str], None] = _say) -> RunOutcome:
+    """Run the study's trials as Ray Tune trials until the budget is spent; sweep what Tune left RUNNING.
+
+    ``experiment_dir``: where Tune keeps its experiment state (``ray-<launch>``); the results live in the Optuna
+    storage, so the caller may delete it after the run. A stop (Ctrl-C, or SIGTERM: preemption) re-queues every
+    running trial; their resume files stay for the retries.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would drown the per-trial lines
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every trial prints its own progress lines; keep them all
+    # Ctrl-C must raise here (Tune's own handler ends the run quietly and leaves our caller unaware of it)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:  # Ray reads those variables when it is imported
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray Tune: pip install 'melanoma_search[ray]'") from None
+    study = load_shared_study(job.storage_url, job.study_name)
+    assert job.budget_path is not None, "the launcher creates the run's budget file"
+    budget = TrialBudget(job.budget_path)  # read here, in the driver: Tune trials on other nodes need no file
+    outcome = RunOutcome()
+    gpus = _start_ray(options, job, log=log)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, job_json=dataclasses.replace(job, budget_path=None).to_json()),
+        {"cpu": options.cpus_per_trial, "gpu": gpus})
+    from melanoma_search.search.backends.tune_parts import Placement, Recover  # Tune's classes, Ray now imported
+
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        search_alg=Placement(budget, study, StudyBudget(job.study_max_trials), n_trials=job.n_trials),
+        num_samples=-1, reuse_actors=True, max_concurrent_trials=options.max_concurrent),
+        run_config=tune.RunConfig(name=f"ray-{job.launch}", storage_path=str(experiment_dir), verbose=0,
+                                  callbacks=[Recover(study, outcome, log=log)],
+                                  failure_config=tune.FailureConfig(max_failures=options.max_failures)))
     try:
         results = tuner.fit()
         if results.errors:
             outcome.error = f"{len(results.errors)} Ray trial(s) errored: {str(results.errors[0]).splitlines()[0]}"
         time.sleep(1.0)  # let Ray forward the last trial's output lines before it shuts down
-    except KeyboardInterrupt:
-        outcome.interrupted = True
+    except KeyboardInterrupt as stop:
+        outcome.interrupted, outcome.preempted = True, isinstance(stop, Preempted)
     finally:
         ray.shutdown()  # ends this job's actors (here and on a cluster), so none of them writes a trial after the sweep
         outcome.failed_trials.extend(fail_running(
-            study, lambda t: t.user_attrs.get("launch") == job.launch, retry=not outcome.interrupted,
-            reason="interrupted: the run was stopped (Ctrl-C) during this trial" if outcome.interrupted
-            else "Ray stopped this trial"))
+            study, lambda t: t.user_attrs.get("launch") == job.launch, retry=True,
+            reason=("preempted: SIGTERM during this trial" if outcome.preempted else
+                    "interrupted: the run was stopped (Ctrl-C) during this trial" if outcome.interrupted
+                    else "Ray stopped this trial") + "; re-queued with its saved epochs"))
     return outcome

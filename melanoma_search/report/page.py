@@ -17,10 +17,11 @@ from sklearn.metrics import roc_curve
 
 if TYPE_CHECKING:
     from melanoma_search.ensemble.blend import Blend
-    from melanoma_search.ensemble.operating import Calibration, OperatingPoint
-    from melanoma_search.ensemble.saliency import Saliency
-    from melanoma_search.ensemble.subgroups import Subgroups
-    from melanoma_search.ensemble.validate import Validation
+    from melanoma_search.ensemble.calibration import OperatingPoint
+    from melanoma_search.report.calibration import Calibration
+    from melanoma_search.report.outside import Validation
+    from melanoma_search.report.saliency import Saliency
+    from melanoma_search.report.subgroups import Subgroups
 
 __all__ = ["write_report"]
 
@@ -39,15 +40,41 @@ def _roc_figure(result: Blend) -> go.Figure:
     return figure
 
 
-def _curves_figure(result: Blend) -> go.Figure:
+def _curves_figure(result: Blend, *, report_each: str) -> go.Figure:
+    """Each member's learning curves: every fold's validation AUC per epoch, from the trial's ``history.csv``; a
+    member without one (an earlier version's trial) shows what it reported to the pruner, named for what it is."""
     figure = go.Figure()
+    fallback = False
     for member in result.members:
+        if member.history is not None and len(member.history):
+            for fold, epochs in member.history.groupby("fold"):
+                figure.add_trace(go.Scatter(x=epochs["epoch"], y=epochs["val_auc"], mode="lines+markers",
+                                            name=f"{member.name} fold {fold}"))
+            continue
+        fallback = True
         steps = sorted(member.curve)
         figure.add_trace(go.Scatter(x=steps, y=[member.curve[s] for s in steps], mode="lines+markers",
-                                    name=member.name))
-    figure.update_layout(title="Learning curves of the members (validation AUC per epoch)",
-                         xaxis_title="epoch (over folds)", yaxis_title="validation AUC", width=700, height=460)
+                                    name=f"{member.name} (reported to the pruner)"))
+    x_title = "epoch of the fold"
+    if fallback:
+        x_title += (" (members without history: folds finished, value the pooled AUC so far)" if report_each == "fold"
+                    else " (members without history: epochs counted over folds)")
+    figure.update_layout(title="Learning curves of the members: each fold's validation AUC after every epoch",
+                         xaxis_title=x_title, yaxis_title="validation AUC on the fold's own held-out rows",
+                         width=700, height=460)
     return figure
+
+
+def _report_each(study: Any) -> str:
+    """When the study's objective reported to the pruner: after each ``epoch`` or each ``fold``."""
+    from melanoma_search.errors import ConfigError
+    from melanoma_search.search import records
+    from melanoma_search.search.objective import load_objective
+
+    try:
+        return load_objective(str(study.user_attrs.get(records.OBJECTIVE, "holdout_auc"))).report_each
+    except ConfigError:  # an objective file that is gone: the axis says epochs, the common case
+        return "epoch"
 
 
 def _study_figures(study: Any) -> list[tuple[str, go.Figure | str]]:
@@ -169,8 +196,8 @@ def write_report(study: Any, result: Blend, path: Path, *, validation: Validatio
         rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells]
         parts += [f"<h2>Subgroups: {html.escape(groups.where.lower())}</h2>",
                   f"<table><tr>{head}</tr>{''.join(rows)}</table>"]
-    figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves",
-                                                                                  _curves_figure(result))]
+    figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves", _curves_figure(
+        result, report_each=_report_each(study)))]
     if validation is not None:
         figures.insert(1, ("ROC on the outside images", outside_roc))
     curves = {"out of fold (isotonic fitted on the other half)": calibration} if calibration is not None else {}

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma_search.ensemble.operating import OperatingPoint
-from melanoma_search.ensemble.subgroups import MIN_EACH, subgroups
+from melanoma_search.ensemble.calibration import OperatingPoint
+from melanoma_search.report.subgroups import MIN_EACH, subgroups
 
 
 def test_each_group_gets_its_own_figures_and_a_small_one_says_so() -> None:

@@ -16,9 +16,8 @@ import pandas as pd
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
-from melanoma_search.ensemble.operating import OperatingPoint
-from melanoma_search.ensemble.validate import auc_standard_error
-from melanoma_search.metrics import partial_auc
+from melanoma_search.ensemble.calibration import OperatingPoint
+from melanoma_search.metrics import auc_standard_error, partial_auc
 
 __all__ = ["MIN_EACH", "Subgroups", "subgroups"]
 

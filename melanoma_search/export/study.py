@@ -2,11 +2,15 @@
 
 :func:`export_study` is the library form of ``python -m melanoma_search.export``: it reads the study's finished
 trials (their ``oof.csv``/``test.csv`` artifacts), picks the top ``top_k`` by the objective, retrains each on the
-folds it lacks so every member is the average of its fold models (``refit``, :mod:`.refit`), blends them by rank
-(``rank``: equal weights; ``greedy``: ensemble selection, scored on the half of the rows it was not chosen on) and
-writes the submission, ``report.html`` beside it and, when asked, the ensemble folder. With ``validate`` the
-ensemble is scored on labelled outside images (:mod:`.validate`), printed beside the in-search AUC, put in the
-report and recorded in the manifest. The blend's ROC curve is attached to the study for the dashboard.
+folds it lacks so every member is the average of its fold models (``refit``,
+:mod:`melanoma_search.ensemble.refit`), blends them by rank (``rank``: equal weights; ``greedy``: ensemble selection,
+scored on the half of the rows it was not chosen on) and writes the submission, ``report.html`` beside it and, when
+asked, the ensemble folder. With ``validate`` the ensemble is scored on labelled outside images
+(:mod:`melanoma_search.report.outside`), printed beside the in-search AUC, put in the report and recorded in the
+manifest. The blend's ROC curve is attached to the study for the dashboard.
+
+Each step is a function of its own: the plan (the options and their checks), the members, the out-of-fold checks,
+the submission, the ensemble folder and the report.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import pandas as pd
 import yaml
 
 from melanoma_search.ensemble.blend import Blend, blend_candidates
+from melanoma_search.ensemble.calibration import OperatingPoint, choose_operating_points
 from melanoma_search.ensemble.candidates import Candidate, collect_candidates
-from melanoma_search.ensemble.card import model_card
 from melanoma_search.ensemble.folder import (
     add_file,
     check_replaceable,
@@ -32,24 +36,20 @@ from melanoma_search.ensemble.folder import (
     write_ensemble,
 )
 from melanoma_search.ensemble.methods import get_blend_method
-from melanoma_search.ensemble.operating import (
-    Calibration,
-    OperatingPoint,
-    calibration_summary,
-    choose_operating_points,
-    cross_fitted_probability,
-)
 from melanoma_search.ensemble.refit import refit_candidates
-from melanoma_search.ensemble.saliency import Saliency, saliency_maps
-from melanoma_search.ensemble.subgroups import Subgroups, subgroups
-from melanoma_search.ensemble.validate import Validation, validate_ensemble
 from melanoma_search.errors import ConfigError, StorageError
+from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
+from melanoma_search.report.card import model_card
+from melanoma_search.report.outside import Validation, validate_ensemble
+from melanoma_search.report.saliency import Saliency, saliency_maps
+from melanoma_search.report.subgroups import Subgroups, subgroups
 from melanoma_search.search import records
 from melanoma_search.search.spec import ExportSpec
 from melanoma_search.train.config import TrainConfig, parse_config
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.artifacts import FileSystemArtifactStore
 
 __all__ = ["ExportResult", "export_study"]
 
@@ -181,6 +181,86 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
     return card, looked
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What this export does: the study, its members' number and method, where each output goes."""
+
+    study: optuna.Study
+    top_k: int
+    method: str
+    refit: bool
+    out: Path
+    ensemble_dir: Path | None
+    validate: str | Path | None
+    storage_dir: Path
+
+    @property
+    def need_weights(self) -> bool:
+        return self.ensemble_dir is not None or self.validate is not None
+
+
+def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int | None, method: str | None,
+          refit: bool | None, out: str | Path | None, ensemble_dir: str | Path | None,
+          validate: str | Path | None) -> _Plan:
+    """The options with the spec's ``export:`` defaults filled in, each checked before any work (a refit takes
+    hours on a CPU: an unknown method or a folder that may not be replaced must stop the export first)."""
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
+    study = _load_study(study_name, storage=storage, storage_dir=storage_dir)
+    defaults = ExportSpec.model_validate(records.export_section(study))
+    method = defaults.method if method is None else method
+    get_blend_method(method)
+    if ensemble_dir is not None:
+        check_replaceable(Path(ensemble_dir))
+    return _Plan(study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
+                 refit=defaults.refit if refit is None else refit,
+                 out=Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv",
+                 ensemble_dir=None if ensemble_dir is None else Path(ensemble_dir), validate=validate,
+                 storage_dir=storage_dir)
+
+
+def _members(plan: _Plan, store: FileSystemArtifactStore, *, work: Path, log: Callable[[str], None]) -> Blend:
+    """The top trials as candidates, refitted on the folds they lack when asked, blended by the plan's method."""
+    from melanoma_search.search.study import study_folder
+
+    study = plan.study
+    candidates = collect_candidates(study, store, top_k=plan.top_k, need_weights=plan.need_weights and not plan.refit,
+                                    work=work, log=log)
+    if plan.refit:
+        cv_aucs = refit_candidates(candidates, refit_dir=study_folder(study, storage_dir=plan.storage_dir) / "refit",
+                                   need_weights=plan.need_weights, log=log)
+        if cv_aucs:  # Optuna keeps a finished trial's attributes read-only: the study holds them per trial
+            records.record_cv_aucs(study, cv_aucs)
+    if len(candidates) < plan.top_k:
+        log(f"{len(candidates)} of the {plan.top_k} member(s) asked for: the study has no more usable finished "
+            "trials (the lines above say which were skipped and why)")
+    result = blend_candidates(candidates, method=plan.method)
+    for line in _blend_lines(result):
+        log(line)
+    return result
+
+
+def _write_submission(result: Blend, out: Path, *, log: Callable[[str], None]) -> Path | None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if result.test is None:
+        log("no submission: the study's dataset has no test split (its trials wrote no test.csv)")
+        return None
+    result.test.to_csv(out, index=False)
+    log(f"submission: {out} ({len(result.test)} rows)")
+    return out
+
+
+def _attach_roc(result: Blend, study: optuna.Study, store: FileSystemArtifactStore, *, work: Path) -> None:
+    """The blend's out-of-fold ROC curve as a study artifact, so optuna-dashboard shows it."""
+    from optuna.artifacts import upload_artifact
+
+    from melanoma_search.search.artifacts import roc_svg
+
+    svg = work / "blend-roc.svg"
+    svg.write_text(roc_svg(result.target, result.oof_blend, title=f"blend of {len(result.members)} (OOF)"))
+    upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
+
+
 def export_study(
     study_name: str,
     *,
@@ -204,71 +284,35 @@ def export_study(
     refit.
     """
     import optuna
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna.artifacts import FileSystemArtifactStore
 
-    from melanoma_search.ensemble.report import write_report
-    from melanoma_search.search.artifacts import roc_svg
-    from melanoma_search.search.study import study_folder
+    from melanoma_search.report.page import write_report
 
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage_dir = Path(storage_dir)
-    study = _load_study(study_name, storage=storage, storage_dir=storage_dir)
-    defaults = ExportSpec.model_validate(records.export_section(study))
-    top_k = defaults.top_k if top_k is None else top_k
-    method = defaults.method if method is None else method
-    get_blend_method(method)  # an unknown name stops here, before any refit
-    if ensemble_dir is not None:
-        check_replaceable(Path(ensemble_dir))  # and a folder that may not be replaced
-    refit = defaults.refit if refit is None else refit
-    store = FileSystemArtifactStore(str(records.artifact_dir(study, storage_dir=storage_dir)))
-    out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
-    need_weights = ensemble_dir is not None or validate is not None
+    plan = _plan(study_name, storage=storage, storage_dir=Path(storage_dir), top_k=top_k, method=method,
+                 refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate)
+    store = FileSystemArtifactStore(str(records.artifact_dir(plan.study, storage_dir=plan.storage_dir)))
     with tempfile.TemporaryDirectory() as tmp:
-        candidates = collect_candidates(study, store, top_k=top_k, need_weights=need_weights and not refit,
-                                        work=Path(tmp), log=log)
-        if refit:
-            cv_aucs = refit_candidates(candidates, refit_dir=study_folder(study, storage_dir=storage_dir) / "refit",
-                                       need_weights=need_weights, log=log)
-            if cv_aucs:  # Optuna keeps a finished trial's attributes read-only: the study holds them per trial
-                records.record_cv_aucs(study, cv_aucs)
-        if len(candidates) < top_k:
-            log(f"{len(candidates)} of the {top_k} member(s) asked for: the study has no more usable finished "
-                "trials (the lines above say which were skipped and why)")
-        result = blend_candidates(candidates, method=method)
-        for line in _blend_lines(result):
-            log(line)
+        result = _members(plan, store, work=Path(tmp), log=log)
         configs = member_configs(result.members)
         training = training_images(configs)
         oof_rows = training.set_index("image_name").loc[result.names].reset_index()  # in the blend's row order
         checks = _out_of_fold_checks(result, oof_rows, log=log)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        submission = None
-        if result.test is None:
-            log("no submission: the study's dataset has no test split (its trials wrote no test.csv)")
-        else:
-            result.test.to_csv(out, index=False)
-            submission = out
-            log(f"submission: {out} ({len(result.test)} rows)")
-        svg = Path(tmp) / "blend-roc.svg"
-        svg.write_text(roc_svg(result.target, result.oof_blend, title=f"blend of {len(result.members)} (OOF)"))
-        upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
+        submission = _write_submission(result, plan.out, log=log)
+        _attach_roc(result, plan.study, store, work=Path(tmp))
         card: str | None = None
         looked: list[Saliency] = []
-        folder = None
-        if need_weights:
-            target = Path(ensemble_dir) if ensemble_dir is not None else Path(tmp) / "ensemble"
-            card, looked = _write_folder(result, checks, target=target, study=study, method=method,
-                                         configs=configs, training=training, oof_rows=oof_rows, validate=validate,
-                                         device=device, log=log)
-            if ensemble_dir is not None:
-                folder = target
-                log(f"ensemble: {folder}, with its model card (score new images with python -m "
-                    f"melanoma_search.predict --ensemble {folder})")
-        report = write_report(study, result, out.with_name("report.html"), validation=checks.validation,
+        if plan.need_weights:
+            target = plan.ensemble_dir if plan.ensemble_dir is not None else Path(tmp) / "ensemble"
+            card, looked = _write_folder(result, checks, target=target, study=plan.study, method=plan.method,
+                                         configs=configs, training=training, oof_rows=oof_rows,
+                                         validate=plan.validate, device=device, log=log)
+            if plan.ensemble_dir is not None:
+                log(f"ensemble: {target}, with its model card (score new images with python -m "
+                    f"melanoma_search.predict --ensemble {target})")
+        report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
                               points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
                               card=card, saliency=looked)
         log(f"report: {report}")
-    return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=folder,
+    return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=plan.ensemble_dir,
                         validation=checks.validation)

@@ -14,7 +14,7 @@ selection, its AUC scored on the half of the rows its weights were not chosen on
   them, printed beside the in-search AUC, in the report and in the ensemble's manifest;
 
 and attaches the blend's ROC curve (``blend-roc.svg``) to the study so it shows in optuna-dashboard.
-The work is :func:`melanoma_search.ensemble.export_study`; this module only reads the command line.
+The work is :func:`melanoma_search.export.export_study`; this module only reads the command line.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def export() -> int:
-        from melanoma_search.ensemble import export_study
+        from melanoma_search.export import export_study
 
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
                      method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,

@@ -5,6 +5,10 @@ one ``.onnx`` file per fold model; it imports nothing of melanoma_search. Usage:
 
     python score.py IMAGES_DIR_OR_FILES... [--out scores.csv]
 
+The folder is sealed: ``manifest.json`` lists every file's SHA-256 and ``manifest.sha256`` holds the manifest's own;
+a folder whose files do not match (a file changed, truncated, swapped or missing) is refused in one line before
+anything is scored.
+
 Each fold model takes uint8 pixels (N, 3, S, S) and returns P(melanoma) with the member's test-time augmentation;
 its output is ranked against that fold model's own out-of-fold predictions, the ranks are averaged over the folds,
 the members are blended with their weights (``score``), and the score is calibrated to a probability by the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -47,6 +52,35 @@ def percentiles(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     below = np.searchsorted(reference, scores, side="left")
     at_or_below = np.searchsorted(reference, scores, side="right")
     return (below + at_or_below) / (2.0 * max(len(reference), 1))
+
+
+class SealError(Exception):
+    """The folder is not as it was written."""
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_seal(folder: Path) -> None:
+    """Refuse a portable folder whose manifest or files changed since it was written."""
+    manifest, seal = folder / "manifest.json", folder / "manifest.sha256"
+    for path in (manifest, seal):
+        if not path.is_file():
+            raise SealError(f"portable ensemble file missing: {path}")
+    if seal.read_text().strip() != _digest(manifest):
+        raise SealError(f"portable ensemble file changed since it was written (SHA-256 mismatch with "
+                        f"manifest.sha256): {manifest}")
+    for name, digest in json.loads(manifest.read_text())["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise SealError(f"portable ensemble file missing: {path}")
+        if _digest(path) != digest:
+            raise SealError(f"portable ensemble file changed since it was written (SHA-256 mismatch): {path}")
 
 
 def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32) -> dict[str, np.ndarray]:
@@ -82,7 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         print("error: no images given", file=sys.stderr)
         return 2
-    scores = score_images(Path(__file__).resolve().parent, paths)
+    folder = Path(__file__).resolve().parent
+    try:
+        check_seal(folder)
+    except SealError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scores = score_images(folder, paths)
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_name", "score", "probability"])

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _portable(args: argparse.Namespace) -> int:
     from melanoma_search.ensemble import load_ensemble
-    from melanoma_search.ensemble.portable import write_portable
+    from melanoma_search.portable.onnx import write_portable
 
     ensemble = load_ensemble(args.ensemble)
     out = Path(args.out) if args.out else Path(args.storage_dir) / ensemble.study / "portable"

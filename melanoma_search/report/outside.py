@@ -9,7 +9,6 @@ Members that read patient metadata are scored with the fields the set has; rows 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,57 +21,13 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
 from melanoma_search.data.meta import rows_without_metadata
+from melanoma_search.ensemble.calibration import rates
 from melanoma_search.ensemble.folder import Ensemble
-from melanoma_search.ensemble.operating import Calibration, calibration_summary, rates
 from melanoma_search.errors import DataError
-from melanoma_search.metrics import partial_auc
+from melanoma_search.metrics import auc_standard_error, partial_auc
+from melanoma_search.report.calibration import Calibration, calibration_summary
 
-__all__ = ["PairedDifference", "Validation", "auc_standard_error", "paired_auc_difference", "validate_ensemble"]
-
-def auc_standard_error(auc: float, *, positives: int, negatives: int) -> float:
-    """Hanley & McNeil (1982): the standard error of an AUC from the two class sizes alone."""
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc))
-    return math.sqrt(max(variance, 0.0) / (positives * negatives))
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """AUC(ours) - AUC(theirs) on the same images, with its paired bootstrap standard error and 95 % interval."""
-
-    difference: float
-    standard_error: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return (f"{self.difference:+.4f} +-{self.standard_error:.3f} "
-                f"(95% {self.low:+.3f} to {self.high:+.3f})")
-
-
-def paired_auc_difference(target: np.ndarray, ours: np.ndarray, theirs: np.ndarray, *, resamples: int = 2000,
-                          seed: int = 0) -> PairedDifference:
-    """How much better ``ours`` ranks the images than ``theirs``, and how sure that is.
-
-    Two ensembles scored on the same images have AUCs that move together with the sample, so their difference is
-    far less noisy than either AUC's own standard error suggests (about 0.03 on 242 images): the bootstrap resamples
-    images, each with both scores (``scipy.stats.bootstrap``, ``paired=True``), to say by how much.
-    """
-    from scipy import stats
-
-    target, ours, theirs = (np.asarray(a, dtype=np.float64) for a in (target, ours, theirs))
-    if not len(target) == len(ours) == len(theirs):
-        raise ValueError("a paired difference needs both score sets on the same images")
-
-    def difference(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return float(roc_auc_score(labels, a) - roc_auc_score(labels, b))
-
-    boot = stats.bootstrap((target, ours, theirs), difference, paired=True, vectorized=False,
-                           n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed))
-    low, high = boot.confidence_interval
-    return PairedDifference(difference=difference(target, ours, theirs), standard_error=float(boot.standard_error),
-                            low=float(low), high=float(high))
-
+__all__ = ["Validation", "validate_ensemble"]
 
 @dataclass
 class Validation:

@@ -11,7 +11,10 @@ has no target column), so a folder with a ``labels.csv`` can be pseudo-labelled 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import torch
 from melanoma_search.data.meta import PATIENT_FIELDS
 from melanoma_search.ensemble.folder import Ensemble
 
-__all__ = ["PseudoLabels", "pseudo_label"]
+__all__ = ["PseudoLabels", "pseudo_label", "read_source"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,17 @@ class PseudoLabels:
     source: dict[str, Any]
 
     def write(self, out: str | Path) -> Path:
+        """``out`` and ``pseudo.json`` beside it, written whole: each file is renamed into place once complete, and
+        the JSON records the CSV's SHA-256, so a pair a crash split (a new CSV beside an old JSON) is never read as
+        one (:func:`read_source`)."""
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.rows.to_csv(out, index=False)
-        out.with_suffix(".json").write_text(json.dumps(self.source, indent=1))
+        csv = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+        self.rows.to_csv(csv, index=False)
+        source = out.with_name(f".{out.stem}.json.partial-{uuid.uuid4().hex[:8]}")
+        source.write_text(json.dumps({**self.source, "csv_sha256": _sha256(csv)}, indent=1))
+        os.replace(csv, out)
+        os.replace(source, out.with_suffix(".json"))
         return out
 
     def summary(self) -> str:
@@ -49,6 +59,21 @@ class PseudoLabels:
                 f"{self.source['study']} (round {self.source['teacher_round']}): mean P(melanoma) "
                 f"{target.mean():.3f}, {int(target.gt(0.5).sum())} above 0.5, median confidence "
                 f"{self.rows['confidence'].median():.2f}, median agreement {self.rows['agreement'].median():.2f}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_source(out: str | Path) -> dict[str, Any] | None:
+    """Where the pseudo-labels at ``out`` came from (``pseudo.json``), or ``None`` when there are none or the pair
+    is not one whole write (missing, unreadable, or the CSV is not the one the JSON was written with)."""
+    out = Path(out)
+    try:
+        source = json.loads(out.with_suffix(".json").read_text())
+        return source if isinstance(source, dict) and source.get("csv_sha256") == _sha256(out) else None
+    except (OSError, ValueError):
+        return None
 
 
 def pseudo_label(ensemble: Ensemble, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
@@ -70,7 +95,7 @@ def pseudo_label(ensemble: Ensemble, rows: pd.DataFrame, *, device: torch.device
     if rows.attrs.get("has_meta"):
         for field in PATIENT_FIELDS:
             out[field] = rows[field].to_numpy()
-    source = {"ensemble": str(ensemble.root.resolve()), "study": ensemble.manifest.get("study"),
+    source = {"ensemble": str(ensemble.root.resolve()), "seal": ensemble.seal, "study": ensemble.manifest.get("study"),
               "teacher_round": ensemble.round, "members": len(ensemble.members),
               "images": rows.attrs.get("origin"), "n_images": len(out)}
     return PseudoLabels(rows=out, source=source)

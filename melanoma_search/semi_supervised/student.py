@@ -10,16 +10,16 @@ its export records the round, and labelling with it starts round K + 1.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melanoma_search.ensemble.folder import load_ensemble
+from melanoma_search.ensemble.folder import Ensemble, load_ensemble
 from melanoma_search.errors import ConfigError
 from melanoma_search.search.spec import StudySpec
 from melanoma_search.search.study import student_study_name
+from melanoma_search.semi_supervised.pseudo import read_source
 
 __all__ = ["StudentRound", "plan_student_round"]
 
@@ -38,6 +38,17 @@ class StudentRound:
     """Recorded on the study as ``student`` (the export copies it into the ensemble's lineage)."""
 
 
+def _check_same_teacher(made: dict[str, Any], ensemble: Ensemble, *, study: str, where: str) -> None:
+    """A study keeps one teacher: the very export (its seal) that made its pseudo-labels, not merely its folder."""
+    if made.get("ensemble") != where:
+        raise ConfigError(f"study {study!r} trains on pseudo-labels by {made.get('ensemble')}, not {where}: a study "
+                          "keeps one teacher (give another --study-name)")
+    if made.get("seal") != ensemble.seal:
+        raise ConfigError(f"study {study!r} trains on pseudo-labels made by the ensemble at {where} as it was "
+                          f"exported before (seal {str(made.get('seal'))[:12]}); it has been exported again since "
+                          f"(seal {ensemble.seal[:12]}): a study keeps one teacher (give another --study-name)")
+
+
 def plan_student_round(spec: StudySpec, *, teacher: str | None, unlabelled: str | None, storage_dir: Path,
                        study_name: str | None = None, device: str = "auto", label: bool = True,
                        log: Callable[[str], None] = print) -> StudentRound:
@@ -52,16 +63,13 @@ def plan_student_round(spec: StudySpec, *, teacher: str | None, unlabelled: str 
     name = study_name or student_study_name(spec.name, round=number)
     pseudo_file = (storage_dir / name / "pseudo.csv").resolve()
     teacher_path = str(ensemble.root.resolve())
-    if pseudo_file.is_file():
-        made_by = json.loads(pseudo_file.with_suffix(".json").read_text()).get("ensemble")
-        if made_by != teacher_path:
-            raise ConfigError(f"study {name!r} trains on pseudo-labels by {made_by}, not {teacher_path}: a study "
-                              "keeps one teacher (give another --study-name)")
+    if (made := read_source(pseudo_file)) is not None:
+        _check_same_teacher(made, ensemble, study=name, where=teacher_path)
         log(f"student round {number} of {spec.name!r}: reusing the pseudo-labels in {pseudo_file}")
     elif label:
         from melanoma_search.data.layouts import read_images_to_score
         from melanoma_search.data.meta import rows_without_metadata
-        from melanoma_search.ensemble.pseudo import pseudo_label
+        from melanoma_search.semi_supervised.pseudo import pseudo_label
         from melanoma_search.train.device import resolve_device
 
         rows = read_images_to_score(unlabelled)

@@ -98,6 +98,15 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
     next_round = run_module(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
                       "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
     assert next_round.returncode == 0 and "dry run of study 'tiny-student-r2'" in next_round.stdout
+    made = json.loads((teacher / "storage" / "tiny-student-r1" / "pseudo.json").read_text())
+    assert made["seal"] == load_ensemble(teacher / "teacher").seal  # the labels name the very export that made them
+    assert made["csv_sha256"] and not list((teacher / "storage" / "tiny-student-r1").glob(".*partial*"))
+    again = call_module(teacher, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--ensemble-dir",
+                        "teacher")  # the teacher exported again into the same folder
+    assert again.returncode == 0, again.stderr
+    stale = run_module(teacher, "melanoma_search.run", *args, "--dry-run")
+    assert stale.returncode == 2 and "has been exported again since" in stale.stderr, stale.stdout + stale.stderr
+    assert len(stale.stderr.strip().splitlines()) == 1
 
 
 def test_a_dry_run_of_a_new_round_on_a_real_dataset_plans_without_labelling(teacher: Path, ham_subset: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -229,6 +231,10 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
     assert export.returncode == 0, export.stderr
     assert "refit:" not in export.stdout and "greedy" in export.stdout
     assert "of 3 candidate(s)" in export.stdout
+    report = (tmp_path / "storage" / "cv" / "export" / "report.html").read_text()
+    member = load_ensemble(tmp_path / "ens").members[0].name  # its learning curves: each fold's epochs, so named
+    assert all(f'"name":"{member} fold {k}"' in report for k in range(3)) and "epoch of the fold" in report
+    assert "epoch (over folds)" not in report and "reported to the pruner" not in report
     ensemble = load_ensemble(tmp_path / "ens")
     assert ensemble.manifest["format"] == 2
     for member in ensemble.members:
@@ -270,6 +276,13 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     refused = call_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
                           str(root / "portable"))
     assert refused.returncode == 2 and "exists; give a new folder" in refused.stderr
+    onnx = next((root / "portable").glob("*.onnx"))  # the portable folder is sealed: an edited file is refused
+    onnx.write_bytes(onnx.read_bytes()[:-16])
+    tampered = subprocess.run([sys.executable, "-I", str(root / "portable" / "score.py"), str(images), "--out",
+                               str(root / "tampered.csv")], capture_output=True, text=True, timeout=300)
+    assert tampered.returncode == 2 and not (root / "tampered.csv").exists()
+    assert tampered.stderr.strip() == f"error: portable ensemble file changed since it was written (SHA-256 " \
+        f"mismatch): {onnx}"
 
 
 def test_export_never_deletes_what_it_did_not_write(study_dir: Path, tmp_path: Path) -> None:
@@ -306,6 +319,15 @@ def test_an_edited_manifest_is_refused(study_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(EnsembleError, match="changed since export .*manifest.json"):
         load_ensemble(tmp_path / "ensemble")
     (tmp_path / "ensemble" / "manifest.sha256").unlink()
+    with pytest.raises(EnsembleError, match="ensemble file missing: .*manifest.sha256"):
+        load_ensemble(tmp_path / "ensemble")
+    # an edit that also claims the format before the seal, and lists the edited file's own digest, is refused too
+    weights = next((tmp_path / "ensemble").glob("trial-*/fold0.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    body = json.loads(edited)
+    body["format"] = 1
+    body["files"][str(weights.relative_to(tmp_path / "ensemble"))] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(body))
     with pytest.raises(EnsembleError, match="ensemble file missing: .*manifest.sha256"):
         load_ensemble(tmp_path / "ensemble")
 

@@ -1,0 +1,143 @@
+"""``model_card.md``: what an exported ensemble is for, what it was trained on, how it was made and how well it does,
+for whom, and where it is known not to hold; written into the ensemble folder and shown in the report.
+
+Every figure comes from the export that wrote it (the blend, the operating points, the calibration, the subgroups
+and, with ``--validate``, the outside check); nothing is typed in by hand, and what was not measured says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from melanoma_search.ensemble.blend import Blend
+from melanoma_search.ensemble.calibration import OperatingPoint
+from melanoma_search.metrics import auc_standard_error
+from melanoma_search.report.calibration import Calibration
+from melanoma_search.report.outside import Validation
+from melanoma_search.search import records
+
+__all__ = ["model_card"]
+
+
+def _training_section(training: pd.DataFrame) -> list[str]:
+    labelled = training[training["target"].notna()]
+    lines = [f"- {len(training)} images ({int(labelled['target'].sum())} melanomas, "
+             f"{labelled['target'].mean():.1%}) from {training['source'].nunique()} collection(s):"]
+    for source, rows in training.groupby("source"):
+        external = " (external: training folds only)" if rows["is_external"].all() else ""
+        lines.append(f"  - {source}: {len(rows)} images, {int(rows['target'].sum())} melanomas{external}")
+    if training["diagnosis"].notna().any():
+        mix = training["diagnosis"].value_counts()
+        lines.append("- diagnoses: " + ", ".join(f"{name} {count}" for name, count in mix.items()))
+    sex = training["sex"].value_counts(dropna=False)
+    lines.append("- sex: " + ", ".join(f"{'unknown' if pd.isna(k) else k} {v}" for k, v in sex.items()))
+    ages = training["age_approx"].dropna()
+    if len(ages):
+        lines.append(f"- age: median {ages.median():.0f} years (range {ages.min():.0f}-{ages.max():.0f}); "
+                     f"{training['age_approx'].isna().sum()} unknown")
+    return lines
+
+
+def _members_section(blend: Blend, configs: Mapping[str, Any]) -> list[str]:
+    lines = ["| member | weight | architecture | image size | target | epochs | in-search AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for member in blend.members:
+        config = configs[member.name]
+        lines.append(f"| {member.name} | {blend.weights[member.name]:.2f} | {config.model.name} | "
+                     f"{config.image_size} | {config.target} | {config.epochs} | "
+                     f"{blend.member_aucs.get(member.name, float('nan')):.4f} |")
+    return lines
+
+
+def _use_sections(sources: list[str]) -> list[str]:
+    return [
+        "## Intended use",
+        "- Ranks dermoscopy images of skin lesions by how likely each is a melanoma, to help decide which lesions a "
+        "clinician looks at first, in research, and in benchmark or competition settings (SIIM-ISIC 2020 AUC, ISIC "
+        "2024 partial AUC).",
+        "- `score` ranks; `probability` is calibrated on the training collection(s) and carries their melanoma rate; "
+        "the operating points below give the sensitivity and specificity to expect on images like the training "
+        "ones.", "",
+        "## Not intended use",
+        "- A diagnosis without a clinician, or a decision not to examine or biopsy a lesion.",
+        "- Clinical (non-dermoscopic) photographs, mucosal or nail lesions, or any image unlike the training images.",
+        f"- Collections, cameras and populations it was not trained on ({', '.join(sources)} only) without checking "
+        "it there first: the outside check below is one such check, on one collection.", ""]
+
+
+def _how_made(study: Any, blend: Blend, configs: Mapping[str, Any]) -> list[str]:
+    states = pd.Series([t.state.name for t in study.trials]).value_counts()
+    return ["## How it was made",
+            f"- Search: study `{study.study_name}`, {len(study.trials)} trials ("
+            + ", ".join(f"{v} {k.lower()}" for k, v in states.items()) + f"), objective "
+            f"`{study.user_attrs.get(records.OBJECTIVE, '?')}`; blend: `{blend.method}` of {len(blend.members)} of "
+            f"{len(blend.candidates)} candidates.",
+            *_members_section(blend, configs), ""]
+
+
+def _performance(blend: Blend, calibration: Calibration, validation: Validation | None) -> list[str]:
+    positives = int(blend.target.sum())
+    se = auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives)
+    lines = ["## Performance",
+             f"- In search (out of fold, {len(blend.target)} images, {positives} melanomas): AUC {blend.auc:.4f} "
+             f"(standard error about {se:.3f}), partial AUC above 80 % sensitivity {blend.pauc:.4f} of 0.2.",
+             f"- {calibration.line('of the probability, out of fold (isotonic fitted on the other half)')}."]
+    if validation is None:
+        return [*lines, "- Outside: not measured (export with `--validate PATH` to score images from elsewhere)."]
+    lines.append(f"- Outside ({validation.source}: {validation.n_images} images, {validation.n_melanoma} "
+                 f"melanomas): AUC {validation.outside['blend']:.4f} (standard error about "
+                 f"{validation.standard_error:.3f}), partial AUC {validation.outside_pauc['blend']:.4f}; "
+                 f"in-search minus outside AUC {validation.gap:+.3f}.")
+    if validation.calibration is not None:
+        lines.append(f"- {validation.calibration.line('of the probability, outside')}.")
+    return lines
+
+
+def _points_section(points: list[OperatingPoint], validation: Validation | None) -> list[str]:
+    outside = validation is not None
+    lines = ["## Operating points (chosen out of fold; 95 % bootstrap intervals)",
+             "| point | threshold on score | sensitivity | specificity |" + (
+                 " sensitivity outside | specificity outside |" if outside else ""),
+             "|---|---|---|---|" + ("---|---|" if outside else "")]
+    for point in points:
+        row = (f"| {point.name} | {point.threshold:.4f} | {point.sensitivity:.3f} [{point.sensitivity_ci[0]:.3f}, "
+               f"{point.sensitivity_ci[1]:.3f}] | {point.specificity:.3f} [{point.specificity_ci[0]:.3f}, "
+               f"{point.specificity_ci[1]:.3f}] |")
+        if validation is not None and point.name in validation.points:
+            row += " {:.3f} | {:.3f} |".format(*validation.points[point.name])
+        lines.append(row)
+    return lines
+
+
+def _limits(sources: list[str], validation: Validation | None, uses_meta: list[str],
+            training: pd.DataFrame) -> list[str]:
+    return ["## Known limits",
+            f"- Trained on {', '.join(sources)}: other collections were never seen in training."
+            + ("" if validation is None else f" On {validation.source} the AUC moved by {-validation.gap:+.3f}."),
+            ("- Members " + ", ".join(uses_meta) + " read patient metadata (sex, age, site); scored without it, "
+             "they read every field as missing." if uses_meta else
+             "- No member reads patient metadata: sex, age and site are not used."),
+            f"- The probability reflects a training melanoma rate of {training['target'].mean():.1%}; where "
+            "melanoma is rarer (screening), the same score means a lower probability.",
+            "- Small groups below are shown as too small rather than as numbers; a group absent from training "
+            "(e.g. darker skin types, rare in dermoscopy archives) cannot be judged here at all."]
+
+
+def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training: pd.DataFrame,
+               points: list[OperatingPoint], calibration: Calibration, validation: Validation | None,
+               subgroups: str | None) -> str:
+    """The card, in Markdown. ``configs``: each member's training config; ``subgroups``: the subgroup table."""
+    uses_meta = [m.name for m in blend.members if configs[m.name].model.meta]
+    sources = sorted(training["source"].astype(str).unique())
+    lines = [f"# Model card: melanoma_search ensemble of study `{study.study_name}`", "",
+             *_use_sections(sources),
+             "## Training data", *_training_section(training), "",
+             *_how_made(study, blend, configs),
+             *_performance(blend, calibration, validation), "",
+             *_points_section(points, validation), "",
+             "## Subgroups", subgroups or "Not computed.", "",
+             *_limits(sources, validation, uses_meta, training)]
+    return "\n".join(lines) + "\n"
