@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "ImageError",
     "MelanomaSearchError",
     "NonFiniteLossError",
@@ -42,6 +43,10 @@ class ImageError(DataError):
 
 class NonFiniteLossError(MelanomaSearchError, FloatingPointError):
     """The training loss became NaN or infinite; the search marks such a trial as failed."""
+
+
+class DiskFullError(MelanomaSearchError):
+    """A disk a run writes to is full; the message names the folder and its free space."""
 
 
 class StorageError(MelanomaSearchError, RuntimeError):

@@ -12,6 +12,7 @@ process asking for the same cache waits on the lock and then reuses the finished
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -127,13 +128,31 @@ def _open(data_path: Path, manifest_path: Path, *, n: int, size: int) -> CachedI
     return CachedImages(array=array, bad={int(k): v for k, v in manifest["bad"].items()}, path=data_path)
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the whole cache file on disk now: the decoders write it through memory maps, where a disk that fills
+    midway kills the process with SIGBUS instead of raising; reserving it first makes a full disk an ``OSError``
+    (ENOSPC) here, before any decoding."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # a filesystem without fallocate: write as before
+            return
+        path.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot reserve the image cache ({exc.strerror})", str(path)) from None
+    finally:
+        os.close(fd)
+
+
 def _build(
     paths: Sequence[str], *, size: int, data_path: Path, manifest_path: Path, workers: int, progress: bool
 ) -> None:
     start = time.perf_counter()
     tmp = data_path.with_suffix(f".tmp{os.getpid()}.npy")
+    tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     del array  # workers open the file themselves
+    _reserve(tmp)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     chunk = max(64, len(paths) // (n_workers * 8) + 1)
     jobs = [(str(tmp), list(paths[i : i + chunk]), i, size) for i in range(0, len(paths), chunk)]
@@ -149,12 +168,12 @@ def _build(
                 for result in pool.map(_decode_chunk, jobs):
                     done = _collect(result, bad, done, len(paths), start, progress)
         manifest = {"version": _FORMAT_VERSION, "size": size, "n": len(paths), "bad": bad}
-        tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
         tmp_manifest.write_text(json.dumps(manifest))
         os.replace(tmp, data_path)
         os.replace(tmp_manifest, manifest_path)
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_manifest.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     _log.info("cached %d images at %d px in %.1fs (%.0f img/s) -> %s",
               len(paths), size, seconds, len(paths) / max(seconds, 1e-9), data_path)

@@ -73,6 +73,19 @@ class ArtifactWriter:
         return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial,
                                mimetype=mimetype)
 
+    def _copy_in(self, number: int, weight_files: Sequence[Path]) -> Path:
+        """The trial's weights copied into its kept folder, which is only recorded once complete: a copy that fails
+        (a full disk) leaves no folder a later export could take for whole weights."""
+        folder = self.weights_root / f"trial-{number:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for path in weight_files:
+                shutil.copy2(path, folder / path.name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder
+
     def _evict(self, folder: Path) -> None:
         """Delete a trial's kept weights pushed out of the top k: only a folder under this study's weights folder.
 
@@ -111,10 +124,7 @@ class ArtifactWriter:
             kept = records.kept_weights(study)
             folder = None
             if trial.number in ranked:
-                folder = self.weights_root / f"trial-{trial.number:05d}"
-                folder.mkdir(parents=True, exist_ok=True)
-                for path in weight_files:
-                    shutil.copy2(path, folder / path.name)
+                folder = self._copy_in(trial.number, weight_files)
                 kept[trial.number] = folder
             for number in [n for n in kept if n not in ranked]:
                 self._evict(kept.pop(number))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -25,8 +26,9 @@ import torch
 import yaml
 
 from melanoma_search.data.prepare import PreparedData
-from melanoma_search.errors import ConfigError, MelanomaSearchError, Preempted
+from melanoma_search.errors import ConfigError, DiskFullError, MelanomaSearchError, Preempted
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
+from melanoma_search.search.disk import disk_full
 from melanoma_search.search.gpu_share import GpuShare
 from melanoma_search.search.objective import Objective
 from melanoma_search.search.progress import format_params
@@ -106,6 +108,8 @@ class TrialRunner:
         self.artifacts, self.work_dir, self.log = artifacts, work_dir, log
         self._startup = None if process_started is None else max(0.0, time.time() - process_started)
         self.gpu_share = gpu_share
+        self.disk_full: DiskFullError | None = None
+        """Set when a trial failed on a full disk: the worker stops instead of failing the next trial on it too."""
         self._data: dict[str, PreparedData] = {}
         if data is not None:
             self._data[self._data_key(parse_config(self.base))] = data
@@ -163,6 +167,15 @@ class TrialRunner:
             _fail(trial, "interrupted: the run was stopped (Ctrl-C) during this trial; re-queued with its saved "
                   "epochs, which the same command continues from")
             raise
+        except Exception as exc:
+            full = disk_full(exc, folders=(self.artifacts.root.parent, Path(config.data.cache_dir), self.work_dir,
+                                           resume, self.artifacts.weights_root))
+            if full is None:
+                raise
+            retried = True  # its worker stops the run and re-queues it: the same command continues it
+            self.disk_full = full
+            _fail(trial, f"DiskFullError: {full}")
+            raise full from None
         finally:
             # the config that trained the kept weights (or ran last), whatever the end: the dashboard, the refit and
             # the ensemble read this file, so it must never be an attempt that ran out of memory
@@ -314,7 +327,10 @@ class _Reporter:
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:
-    trial.set_user_attr("fail_reason", reason[:2000])
+    try:
+        trial.set_user_attr("fail_reason", reason[:2000])
+    except Exception as exc:  # the storage itself cannot take it (e.g. SQLite on the same full disk)
+        logging.getLogger(__name__).warning("could not record trial %d's reason (%s): %s", trial.number, exc, reason)
 
 
 def _taken_over(trial: optuna.Trial) -> bool:

@@ -185,6 +185,10 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
         with share.shared() if share is not None else contextlib.nullcontext():
             study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
                            gc_after_trial=True)
+        if (full := session.runner.disk_full) is not None:  # the next trial would fail on the same disk
+            if ran and (retry_number := requeue(study, ran[-1].number)) is not None:
+                log(f"trial {ran[-1].number} stopped on a full disk: re-queued as trial {retry_number}")
+            raise full
         if retry and ran and "failed_trial" not in ran[-1].system_attrs:
             # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
             assert budget is not None

@@ -71,8 +71,11 @@ class ResumeFolder:
         header = json.dumps({"digest": self.digest, "state": encode_state(state, tensors)})
         path = self.own / f"fold{fold}.state.safetensors"
         partial = path.with_suffix(".partial")
-        save_file(tensors, str(partial), metadata={_HEADER: header})
-        os.replace(partial, path)
+        try:
+            save_file(tensors, str(partial), metadata={_HEADER: header})
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)  # a write that failed (a full disk) leaves nothing behind
 
     def load_state(self, fold: int) -> dict[str, Any] | None:
         """The most advanced state any attempt saved for ``fold`` with this very config, or ``None``."""
@@ -100,6 +103,16 @@ class ResumeFolder:
         done = self.own / f"fold{result.fold}.done"
         partial = done.with_suffix(".partial")
         shutil.rmtree(partial, ignore_errors=True)
+        try:
+            self._write_done(partial, result, encoder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # a write that failed leaves nothing behind
+            raise
+        shutil.rmtree(done, ignore_errors=True)
+        os.replace(partial, done)
+        (self.own / f"fold{result.fold}.state.safetensors").unlink(missing_ok=True)
+
+    def _write_done(self, partial: Path, result: FoldResult, encoder: dict[str, Any] | None) -> None:
         partial.mkdir(parents=True)
         result.oof.to_csv(partial / "oof.csv", index=False)
         if result.test is not None:
@@ -111,9 +124,6 @@ class ResumeFolder:
         (partial / "result.json").write_text(json.dumps({
             "digest": self.digest, "fields": fields, "encoder": encoder,
             "history": [dataclasses.asdict(s) for s in result.history]}))
-        shutil.rmtree(done, ignore_errors=True)
-        os.replace(partial, done)
-        (self.own / f"fold{result.fold}.state.safetensors").unlink(missing_ok=True)
 
     def load_done(self, fold: int, *, weights_dir: str | os.PathLike[str] | None
                   ) -> tuple[FoldResult, dict[str, Any] | None] | None:
