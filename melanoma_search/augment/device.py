@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BatchPolicy", "DeviceConstants", "cutmix", "mixup", "prepare_batch"]
+__all__ = ["BatchPolicy", "DeviceConstants", "cutmix", "mixup", "prepare_batch", "shades_of_grey"]
 
 # RGB -> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
@@ -151,6 +151,16 @@ def prepare_batch(
         bias = (inv_std.view(1, 3, 1) * shift).squeeze(2) + offset
     out = torch.baddbmm(bias.unsqueeze(2), matrix, images.reshape(n, 3, height * width)).view(n, 3, height, width)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def shades_of_grey(pixels: torch.Tensor, *, power: float = 6.0) -> torch.Tensor:
+    """Shades-of-grey colour constancy of uint8 batches (N, 3, H, W), exactly as the host's ``ColorConstancy`` does it
+    to one image, in operations an ONNX graph holds: per image and channel, the Minkowski ``power``-norm of the
+    pixels sets a gain that makes the channels' norms equal."""
+    values = pixels.float()
+    norm = values.pow(power).mean(dim=(2, 3), keepdim=True).pow(1.0 / power)
+    gain = norm.pow(2).sum(dim=1, keepdim=True).sqrt() / (norm * 3.0**0.5 + 1e-6)
+    return (values * gain).clamp(0, 255).floor().to(torch.uint8)
 
 
 def mixup(images: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:

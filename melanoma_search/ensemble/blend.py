@@ -2,14 +2,20 @@
 
 :func:`blend_candidates` aligns the candidates on the out-of-fold rows they share, puts every fold model on one
 scale (:mod:`.scale`), lets the method (:mod:`.methods`) choose the weights and scores the blend honestly: a method
-whose weights are chosen on the rows is scored on the rows they were not chosen on. Candidates with weight 0 are
-left out of the result; the submission's test scores are blended with the very function an exported ensemble uses
-on new images (:func:`~melanoma_search.ensemble.scale.weighted_mean` of
-:func:`~melanoma_search.ensemble.scale.fold_percentiles`).
+whose weights are chosen on the rows is scored on the rows they were not chosen on (``oof_blend``: for the AUC
+only). What ships is the final weights' blend (``shipped``): the probability map and the operating points are fitted
+on it, the score new images get. The best single member is compared like with like: chosen on one half of the rows
+and scored on the other, as the blend's weights are. Candidates with weight 0 are left out of the result; the
+submission's test scores are combined with the very functions an exported ensemble uses on new images (per fold,
+:func:`~melanoma_search.ensemble.scale.weighted_mean` of the members' percentiles; over the folds,
+:func:`~melanoma_search.ensemble.scale.combine_folds`), and the test split is where the fold models' disagreement
+is measured (:class:`~melanoma_search.ensemble.scale.DeployedScale`: it reads no label) for the probability map and
+the operating points to describe that combination.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +24,16 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.candidates import Candidate
 from melanoma_search.ensemble.methods import cross_half, get_blend_method
-from melanoma_search.ensemble.scale import fold_percentiles, oof_percentiles, weighted_mean
+from melanoma_search.ensemble.scale import (
+    DeployedScale,
+    combine_folds,
+    fold_percentiles,
+    on_deployed_scale,
+    oof_percentiles,
+    per_fold_blend,
+    percentiles,
+    weighted_mean,
+)
 from melanoma_search.errors import ConfigError
 from melanoma_search.metrics import partial_auc
 from melanoma_search.train.results import fold_predictions
@@ -37,12 +52,16 @@ class Blend:
     oof_ranked: dict[str, np.ndarray]
     """Every candidate's out-of-fold score on the blend's scale, on the shared rows."""
     oof_blend: np.ndarray
-    """Each row's blended score; for a fitted method, under the weights chosen on the other half of the rows."""
+    """Each row's blended score; for a fitted method, under the weights chosen on the other half of the rows: what
+    the honest AUC reads, and nothing else."""
+    shipped: np.ndarray
+    """Each row's score under the final weights, by the one fold model that scored it out of fold."""
     auc: float
     """The blend's OOF AUC, never scored on the rows its weights were chosen on."""
     pauc: float
     """Its OOF partial AUC above 80 % sensitivity (ISIC 2024), on the same rows and scores."""
     best_member_auc: float
+    """The best candidate's AUC on these rows (it was chosen on them: optimistic by about a blend's gain)."""
     best_member: str
     test: pd.DataFrame | None
     method: str = "rank"
@@ -52,6 +71,24 @@ class Blend:
     """Each candidate's AUC on the blend's OOF rows."""
     candidates: list[Candidate] = field(default_factory=list)
     """Every candidate the method chose from (members and those it left out)."""
+    best_member_cross_half_auc: float | None = None
+    """The best single candidate chosen on one half of the rows and scored on the other (both ways): the like for
+    like comparison with :attr:`auc` (``None`` when a half lacks a class)."""
+    deployed_scale: DeployedScale | None = None
+    """What combining a new image's fold models removes, measured on the test split (``None``: no test split, or
+    one fold model per member); ``export --validate`` measures it on the outside images instead."""
+
+    @property
+    def calibration_scores(self) -> np.ndarray:
+        """The out-of-fold rows as the shipped combination of fold models would score them (:attr:`shipped` with
+        :attr:`deployed_scale`'s variance removed): what the probability map and the operating points are fitted
+        on, so they describe what ``predict`` returns."""
+        if self.deployed_scale is None:
+            return self.shipped
+        return on_deployed_scale(self.shipped, self.target, removed=self.deployed_scale.variance)
+
+    def with_deployed_scale(self, scale: DeployedScale) -> Blend:
+        return dataclasses.replace(self, deployed_scale=scale)
 
 
 def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
@@ -68,30 +105,49 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
               for m in candidates}
     singles = {name: float(roc_auc_score(target, scores)) for name, scores in ranked.items()}
     weights = {n: w for n, w in chosen_method.choose(ranked, target).items() if w > 0}
-    in_sample = None
-    if chosen_method.fitted:
-        in_sample = float(roc_auc_score(target, weighted_mean(ranked, weights)))
-        oof_blend = cross_half(chosen_method, ranked, target)
-    else:
-        oof_blend = weighted_mean(ranked, weights)
+    shipped = weighted_mean(ranked, weights)
+    oof_blend = cross_half(chosen_method, ranked, target) if chosen_method.fitted else shipped
     by_name = {m.name: m for m in candidates}
     members = [by_name[n] for n in weights]
     best = max(singles, key=lambda n: singles[n])
+    test, scale = _blend_test(members, weights)
     return Blend(members=members, weights=weights, names=rows, target=target, oof_ranked=ranked, oof_blend=oof_blend,
-                 auc=float(roc_auc_score(target, oof_blend)), pauc=partial_auc(target, oof_blend),
-                 best_member_auc=singles[best], best_member=best,
-                 test=_blend_test(members, weights), method=method, in_sample_auc=in_sample, member_aucs=singles,
-                 candidates=list(candidates))
+                 shipped=shipped, auc=float(roc_auc_score(target, oof_blend)), pauc=partial_auc(target, oof_blend),
+                 best_member_auc=singles[best], best_member=best, test=test, method=method,
+                 in_sample_auc=float(roc_auc_score(target, shipped)) if chosen_method.fitted else None,
+                 member_aucs=singles, candidates=list(candidates),
+                 best_member_cross_half_auc=_best_single_cross_half(ranked, target), deployed_scale=scale)
 
 
-def _blend_test(members: list[Candidate], weights: dict[str, float]) -> pd.DataFrame | None:
-    """The submission: each member's test images scored as an exported ensemble scores new images."""
+def _best_single_cross_half(ranked: dict[str, np.ndarray], target: np.ndarray) -> float | None:
+    """The AUC of the best single candidate chosen on each half of the rows and scored on the other."""
+    try:
+        scores = cross_half(get_blend_method("best-single"), ranked, target)
+    except ConfigError:  # a half without a melanoma
+        return None
+    return float(roc_auc_score(target, scores))
+
+
+def _fold_reference(member: Candidate, fold: int) -> np.ndarray:
+    reference = member.reference
+    return reference.loc[reference["fold"] == fold, "pred"].to_numpy(np.float64)
+
+
+def _blend_test(members: list[Candidate], weights: dict[str, float]
+                ) -> tuple[pd.DataFrame | None, DeployedScale | None]:
+    """The submission, each test image scored as an exported ensemble scores new images, and what combining the
+    fold models removes, measured on these images (their labels are never read: a test split has none)."""
     predictions = {m.name: m.test_predictions() for m in members}
     if any(p is None for p in predictions.values()):
-        return None
+        return None, None
     names = members[0].test["image_name"]  # type: ignore[index]
-    scores = {}
-    for member in members:
-        aligned = member.test.set_index("image_name").loc[names].reset_index()  # type: ignore[union-attr]
-        scores[member.name] = fold_percentiles(fold_predictions(aligned), member.reference)
-    return pd.DataFrame({"image_name": names.to_numpy(), "target": weighted_mean(scores, weights)})
+    aligned = {m.name: fold_predictions(m.test.set_index("image_name").loc[names].reset_index())  # type: ignore[union-attr]
+               for m in members}
+    by_fold = {m.name: {k: percentiles(raw, _fold_reference(m, k)) for k, raw in aligned[m.name].items()}
+               for m in members}
+    per_fold = per_fold_blend(by_fold, weights)
+    if per_fold is None:  # fold models that do not correspond: each member's mean, blended (nothing measured)
+        scores = weighted_mean({m.name: fold_percentiles(aligned[m.name], m.reference) for m in members}, weights)
+        return pd.DataFrame({"image_name": names.to_numpy(), "target": scores}), None
+    scale = DeployedScale.measure(per_fold, source="the study's test split (no labels read)")
+    return pd.DataFrame({"image_name": names.to_numpy(), "target": combine_folds(per_fold)}), scale

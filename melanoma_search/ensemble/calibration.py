@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_curve
 
-__all__ = ["POINTS", "OperatingPoint", "choose_operating_points", "fit_probability", "rates"]
+__all__ = ["POINTS", "OperatingPoint", "calibrate", "choose_operating_points", "fit_probability", "rates"]
 
 #: Operating points every export records: name -> the sensitivity it keeps (None: Youden's J).
 POINTS: dict[str, float | None] = {"sens90": 0.90, "sens95": 0.95, "youden": None}
@@ -95,3 +95,15 @@ def fit_probability(score: np.ndarray, target: np.ndarray) -> IsotonicRegression
     fit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     fit.fit(np.asarray(score, dtype=np.float64), np.asarray(target, dtype=np.float64))
     return fit
+
+
+def calibrate(single: np.ndarray, target: np.ndarray, *, removed: float
+              ) -> tuple[IsotonicRegression, dict[str, float]]:
+    """The probability map and the operating points' thresholds for the combination of fold models, from the
+    out-of-fold rows scored by one fold model (``single``) and the variance that combining them removes (0: read
+    the combination as one fold model; see :func:`~melanoma_search.ensemble.scale.on_deployed_scale`)."""
+    from melanoma_search.ensemble.scale import on_deployed_scale
+
+    scores = on_deployed_scale(single, target, removed=removed) if removed > 0 else np.asarray(single, float)
+    return (fit_probability(scores, target),
+            {name: _threshold(np.asarray(target, float), scores, sensitivity) for name, sensitivity in POINTS.items()})

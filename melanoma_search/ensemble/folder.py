@@ -8,7 +8,9 @@ Layout written by ``python -m melanoma_search.export --ensemble-dir DIR``::
     DIR/trial-00009/oof_scores.csv    each fold model's out-of-fold predictions (``fold``, ``pred``): the scale it
                                       is ranked on (:mod:`~melanoma_search.ensemble.scale`)
     DIR/trial-00009/meta.json         its metadata encoders per fold and its class list
-    DIR/calibration.csv               the blend's out-of-fold scores and their labels (score -> probability)
+    DIR/calibration.csv               the out-of-fold rows: ``oof`` (the final weights' blend, by the fold model that
+                                      scored each row), ``score`` (the same rows as the combination of K fold models
+                                      scores them: ensemble.scale.DeployedScale) and ``target``: score -> probability
     DIR/training_images.csv           every image the study trained on (name, SHA-256 of the file): an outside
                                       check refuses these
 
@@ -48,7 +50,13 @@ from melanoma_search.data.dataset import LesionDataset
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
 from melanoma_search.ensemble.blend import Blend
 from melanoma_search.ensemble.calibration import OperatingPoint, fit_probability
-from melanoma_search.ensemble.scale import fold_percentiles, weighted_mean
+from melanoma_search.ensemble.scale import (
+    DeployedScale,
+    combine_folds,
+    fold_percentiles,
+    per_fold_blend,
+    weighted_mean,
+)
 from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.model.losses import output_layout
 from melanoma_search.model.network import build_model
@@ -66,16 +74,19 @@ __all__ = [
     "file_digest",
     "load_ensemble",
     "load_fold_weights",
+    "recalibrate",
     "record_in_manifest",
     "staged_ensemble",
     "write_ensemble",
 ]
 
-FORMAT_VERSION = 2
-"""2: ``oof_scores.csv`` holds each fold model's own out-of-fold predictions, and the manifest is sealed. Nothing
-shipped predates the seal, so no other format is read: an edited manifest claiming an older, unsealed format is
-refused like any other edit."""
-_READABLE_FORMATS = (FORMAT_VERSION,)
+FORMAT_VERSION = 3
+"""3: a new image's fold models are combined by their probits (:func:`~melanoma_search.ensemble.scale.combine_folds`)
+and ``calibration.csv`` describes that combination (the manifest's ``deployed_scale``). 2: ``oof_scores.csv`` holds
+each fold model's own out-of-fold predictions, and the manifest is sealed (still read and scored as exported: the
+mean of fold models' percentiles, calibrated on one fold model's scale). Nothing shipped predates the seal, so no
+older format is read: an edited manifest claiming an unsealed format is refused like any other edit."""
+_READABLE_FORMATS = (2, FORMAT_VERSION)
 _CALIBRATION = "calibration.csv"
 _TRAINING = "training_images.csv"
 _MANIFEST = "manifest.json"
@@ -116,6 +127,8 @@ class Ensemble:
     """The blend's out-of-fold ``score`` and ``target`` (ensembles exported before it existed have none)."""
     training: pd.DataFrame | None = None
     """``image_name`` and ``sha256`` of every image the study trained on (none in earlier exports)."""
+    deployed_scale: DeployedScale | None = None
+    """What combining a new image's fold models removes, which the calibration describes (``None``: not measured)."""
 
     def trained_on(self, rows: pd.DataFrame) -> list[str]:
         """The names of ``rows`` (``image_name``, ``image_path``) that are training images of this ensemble, by name
@@ -129,18 +142,17 @@ class Ensemble:
 
     def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
               batch_size: int = 32) -> pd.DataFrame:
-        """``image_name``, ``score`` (the blend, for ranking: the submission's ``target``) and ``probability``
-        (calibrated P(melanoma); empty for an ensemble exported before calibration) for ``rows``."""
-        ranked = self.member_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
-        blended = self.blend(ranked)
-        probability = self.probability(blended) if self.calibration is not None else np.full(len(blended), np.nan)
-        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "score": blended,
+        """``image_name``, ``score`` (the blend on one fold model's scale, for ranking: the submission's ``target``)
+        and ``probability`` (calibrated P(melanoma); empty for an ensemble exported before calibration)."""
+        folds = self.fold_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
+        score = self.deployed(folds)
+        probability = self.probability(score) if self.calibration is not None else np.full(len(score), np.nan)
+        return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), "score": score,
                              "probability": probability})
 
-    def member_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
-                      batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Each member's score per row: the mean over its fold models of each one's percentile among its own
-        out-of-fold predictions (:func:`~melanoma_search.ensemble.scale.fold_percentiles`)."""
+    def fold_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
+                    batch_size: int = 32) -> dict[str, dict[int, np.ndarray]]:
+        """Member -> fold -> that fold model's percentile of each row among its own out-of-fold predictions."""
         rows = add_derived_columns(rows)
         ranked = {}
         for member in self.members:
@@ -150,12 +162,33 @@ class Ensemble:
                     "age_approx, anatom_site_general_challenge (and patient_id), or pass --allow-missing-meta to "
                     "score with every metadata field treated as missing")
             raw = score_member(member, rows, device=device, batch_size=batch_size)
-            ranked[member.name] = fold_percentiles(raw, member.reference)
+            ranked[member.name] = {fold: fold_percentiles({fold: scores}, member.reference)
+                                   for fold, scores in raw.items()}
         return ranked
 
+    def member_scores(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
+                      batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Each member's score per row: the mean over its fold models of each one's percentile among its own
+        out-of-fold predictions (:func:`~melanoma_search.ensemble.scale.fold_percentiles`)."""
+        by_fold = self.fold_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
+        return {name: np.mean(list(folds.values()), axis=0) for name, folds in by_fold.items()}
+
     def blend(self, ranked: dict[str, np.ndarray]) -> np.ndarray:
-        """The members' weighted mean of :meth:`member_scores`."""
-        return weighted_mean(ranked, {m.name: m.weight for m in self.members})
+        """The members' weighted mean of :meth:`member_scores`: the deployed score (a mean of K fold models)."""
+        return weighted_mean(ranked, self.weights)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {m.name: m.weight for m in self.members}
+
+    def deployed(self, folds: dict[str, dict[int, np.ndarray]]) -> np.ndarray:
+        """The score ``predict`` returns from :meth:`fold_scores`: per fold the members' blend, then the folds
+        combined (:func:`~melanoma_search.ensemble.scale.combine_folds`); a format-2 folder, or members whose fold
+        models do not correspond, blend each member's mean percentile as before."""
+        per_fold = per_fold_blend(folds, self.weights) if self.manifest.get("format", 2) >= 3 else None
+        if per_fold is None:
+            return self.blend({name: np.mean(list(by_fold.values()), axis=0) for name, by_fold in folds.items()})
+        return combine_folds(per_fold)
 
     @property
     def seal(self) -> str:
@@ -287,7 +320,23 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
     listed = manifest.get("files", {})
     calibration = pd.read_csv(root / _CALIBRATION) if _CALIBRATION in listed else None
     training = pd.read_csv(root / _TRAINING, dtype={"image_name": str}) if _TRAINING in listed else None
-    return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration, training=training)
+    recorded = manifest.get("deployed_scale")
+    return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration, training=training,
+                    deployed_scale=DeployedScale.from_dict(recorded) if isinstance(recorded, dict) else None)
+
+
+def _calibration_table(result: Blend) -> str:
+    return pd.DataFrame({"oof": result.shipped, "score": result.calibration_scores,
+                         "target": result.target}).to_csv(index=False)
+
+
+def recalibrate(root: Path, result: Blend, manifest_entries: dict[str, Any]) -> None:
+    """Replace the folder's calibration with ``result``'s (its deployed scale measured after the folder was written,
+    on the outside images of ``--validate``) and the manifest entries that depend on it; sealed again."""
+    add_file(root, _CALIBRATION, _calibration_table(result))
+    for key, value in {"deployed_scale": None if result.deployed_scale is None else result.deployed_scale.to_dict(),
+                       **manifest_entries}.items():
+        record_in_manifest(root, key, value)
 
 
 def record_in_manifest(root: Path, key: str, value: Any) -> None:
@@ -392,7 +441,7 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
             names.append(f"{member.name}/{weights_file(fold)}")
         entries.append({"name": member.name, "trial": member.number, "weight": result.weights[member.name],
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
-    pd.DataFrame({"score": result.oof_blend, "target": result.target}).to_csv(out / _CALIBRATION, index=False)
+    (out / _CALIBRATION).write_text(_calibration_table(result))
     if training is not None:
         pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
                       "sha256": [file_digest(Path(p)) if p else "" for p in training["image_path"]]}).drop_duplicates(
@@ -402,7 +451,10 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
         "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,
         "blend_oof_auc_in_sample": result.in_sample_auc,
         "best_member_oof_auc": result.best_member_auc, "members": entries, "files": files,
-        "blend_oof_pauc": result.pauc, "lineage": lineage or {"round": 0}, **(extra or {}),
+        "blend_oof_pauc": result.pauc, "lineage": lineage or {"round": 0},
+        "best_member_oof_auc_cross_half": result.best_member_cross_half_auc,
+        "deployed_scale": None if result.deployed_scale is None else result.deployed_scale.to_dict(),
+        **(extra or {}),
         "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "optuna": optuna.__version__, "python": sys.version.split()[0]},
     }

@@ -6,9 +6,9 @@ says whether the weights are *fitted* to the rows: the export then scores such a
 chosen on (weights chosen on one half of the rows blend the other half, and the other way round), because weights
 chosen and scored on the same rows flatter the blend by construction. A new method is one decorated function:
 
-    @register_blend("best", fitted=True, summary="the single best candidate")
-    def _best(scores, target):
-        return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
+    @register_blend("top-two", fitted=True, summary="the two best candidates, equally weighted")
+    def _top_two(scores, target):
+        return {n: 0.5 for n in sorted(scores, key=lambda n: -roc_auc_score(target, scores[n]))[:2]}
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def greedy_selection(scores: Scores, target: np.ndarray, *, rounds: int = 25) ->
     return GreedyResult(weights={n: c / total for n, c in best_counts.items()}, auc=best_auc, history=history)
 
 
-@register_blend("rank", fitted=False, summary="equal weights for the top k (nothing chosen on the rows)")
+@register_blend("rank", fitted=False, summary="equal weights for the top k (the weights are not fitted; the top k "
+                "themselves were chosen by their out-of-fold objective)")
 def _equal(scores: Scores, target: np.ndarray) -> dict[str, float]:
     return {name: 1.0 / len(scores) for name in scores}
 
@@ -128,6 +129,12 @@ def _greedy(scores: Scores, target: np.ndarray) -> dict[str, float]:
     if not kept:  # the halves disagree even on the best candidate: take the best one on all rows
         return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
     return greedy_selection({n: s for n, s in scores.items() if n in kept}, target).weights
+
+
+@register_blend("best-single", fitted=True, summary="the single best candidate on the rows (what a blend is "
+                "compared with, chosen on one half and scored on the other)")
+def _best_single(scores: Scores, target: np.ndarray) -> dict[str, float]:
+    return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
 
 
 def _both_classes(target: np.ndarray, *halves: np.ndarray) -> bool:

@@ -19,9 +19,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 import yaml
 
 from melanoma_search.ensemble.blend import Blend, blend_candidates
@@ -31,16 +32,18 @@ from melanoma_search.ensemble.folder import (
     add_file,
     check_replaceable,
     load_ensemble,
+    recalibrate,
     record_in_manifest,
     staged_ensemble,
     write_ensemble,
 )
 from melanoma_search.ensemble.methods import get_blend_method
 from melanoma_search.ensemble.refit import refit_candidates
+from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
 from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
 from melanoma_search.report.card import model_card
-from melanoma_search.report.outside import Validation, validate_ensemble
+from melanoma_search.report.outside import Validation, outside_scores, validate_ensemble
 from melanoma_search.report.saliency import Saliency, saliency_maps
 from melanoma_search.report.subgroups import Subgroups, subgroups
 from melanoma_search.search import records
@@ -66,13 +69,20 @@ class ExportResult:
 
 
 def _blend_lines(result: Blend) -> list[str]:
-    """What the export says of its blend: the honest AUC beside the best member's, and each candidate's weight."""
+    """What the export says of its blend: its honest AUC beside the best single member chosen the same way, what
+    the in-search figure still carries, and each candidate's weight."""
     honest = "" if result.in_sample_auc is None else (
         f" (weights scored on the half of the rows they were not chosen on; {result.in_sample_auc:.4f} "
         "on the rows they were chosen on)")
+    versus = ("" if result.best_member_cross_half_auc is None else
+              f" vs the best single member chosen on one half of the rows and scored on the other "
+              f"{result.best_member_cross_half_auc:.4f}")
     lines = [f"blend of {len(result.members)} of {len(result.candidates)} candidate(s) ({result.method}): OOF AUC "
-             f"{result.auc:.4f}{honest} vs best single member {result.best_member_auc:.4f} ({result.best_member}), "
-             f"on {len(result.target)} OOF row(s); OOF pAUC above 80% sensitivity {result.pauc:.4f} (of 0.2)"]
+             f"{result.auc:.4f}{honest}{versus} (the best member on every row, where it was chosen: "
+             f"{result.best_member_auc:.4f}, {result.best_member}), on {len(result.target)} OOF row(s); OOF pAUC "
+             f"above 80% sensitivity {result.pauc:.4f} (of 0.2)",
+             f"  the in-search figures still carry the choice of these {len(result.candidates)} candidate(s) among "
+             "the study's trials by their out-of-fold objective: the outside check (--validate) is the unbiased one"]
     for candidate in result.candidates:
         cv = "" if candidate.cv_auc is None else f", cv_auc {candidate.cv_auc:.4f} over {len(candidate.folds)} folds"
         weight = result.weights.get(candidate.name, 0.0)
@@ -136,34 +146,68 @@ class _Checks:
 
 
 def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[[str], None]) -> _Checks:
-    points = choose_operating_points(result.target, result.oof_blend)
-    calibration = calibration_summary(result.target, cross_fitted_probability(result.oof_blend, result.target))
-    log("operating points, chosen on the out-of-fold blend (95% bootstrap intervals):")
+    """The operating points and the probability's calibration of the score that ships: the final weights' blend of
+    the out-of-fold rows, as the combination of fold models scores them (``result.calibration_scores``), the
+    calibration cross-fitted over its halves."""
+    scores = result.calibration_scores
+    points = choose_operating_points(result.target, scores)
+    calibration = calibration_summary(result.target, cross_fitted_probability(scores, result.target))
+    scale = result.deployed_scale
+    log("scale: " + ("a new image's fold models are combined; out-of-fold rows scored by one fold model are read as "
+                     f"that combination scores them (the variance combining removes, {scale.variance:.3f} in probit "
+                     f"units, measured on {scale.source}, {scale.n_images} images)" if scale is not None else
+                     "the out-of-fold rows as one fold model scored them (no combination measured)"))
+    log("operating points, chosen on the shipped out-of-fold blend (95% bootstrap intervals):")
     for point in points:
         log(f"  {point.line()}")
-    log(calibration.line("of the calibrated probability, out of fold"))
-    groups = subgroups(oof_rows, result.target, result.oof_blend, points=points, where="Out of fold")
+    log(calibration.line("of the calibrated probability, out of fold (map fitted on the other half)"))
+    groups = subgroups(oof_rows, result.target, scores, points=points, where="Out of fold")
     return _Checks(points=points, calibration=calibration, oof_groups=groups)
+
+
+def _manifest_checks(checks: _Checks) -> dict[str, object]:
+    return {"operating_points": {p.name: p.to_dict() for p in checks.points},
+            "calibration_oof": checks.calibration.to_dict(), "subgroups_oof": checks.oof_groups.to_dict()}
+
+
+def _measure_outside(result: Blend, checks: _Checks, staging: Path, *, oof_rows: pd.DataFrame, validate: str | Path,
+                     device: torch.device, log: Callable[[str], None]
+                     ) -> tuple[Blend, _Checks, tuple[pd.DataFrame, Any], bool]:
+    """Score the outside images once; where no test split measured the combination of fold models, measure it on
+    them (no label read) and describe the blend again with it. Returns the blend, its checks, the scores and whether
+    the measure came from these images."""
+    scored = outside_scores(load_ensemble(staging), validate, device=device, log=log)
+    per_fold = per_fold_blend(scored[1], result.weights)
+    if result.deployed_scale is not None or per_fold is None:
+        return result, checks, scored, False
+    scale = DeployedScale.measure(per_fold, source=f"the outside images of --validate {validate} (no labels read)")
+    if scale is None:
+        return result, checks, scored, False
+    result = result.with_deployed_scale(scale)
+    checks = _out_of_fold_checks(result, oof_rows, log=log)
+    recalibrate(staging, result, _manifest_checks(checks))
+    return result, checks, scored, True
 
 
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
                   configs: dict[str, TrainConfig], training: pd.DataFrame, oof_rows: pd.DataFrame,
-                  validate: str | Path | None, device: str, log: Callable[[str], None]) -> tuple[str, list[Saliency]]:
+                  validate: str | Path | None, device: str, log: Callable[[str], None]
+                  ) -> tuple[Blend, _Checks, str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
-    the outside check (``validate``, its figures added to ``checks``), the Grad-CAM maps and the model card.
-    Returns the card and the maps."""
+    the outside check (``validate``, its figures added to the checks), the Grad-CAM maps and the model card.
+    Returns the blend and checks as finally described, the card and the maps."""
     from melanoma_search.train.device import resolve_device
 
     with staged_ensemble(target) as staging:
         write_ensemble(result, out=staging, study_name=study.study_name, method=method,
-                       lineage=records.lineage(study), training=training,
-                       extra={"operating_points": {p.name: p.to_dict() for p in checks.points},
-                              "calibration_oof": checks.calibration.to_dict(),
-                              "subgroups_oof": checks.oof_groups.to_dict()})
+                       lineage=records.lineage(study), training=training, extra=_manifest_checks(checks))
         if validate is not None:
+            on = resolve_device(device)
+            result, checks, scored, here = _measure_outside(result, checks, staging, oof_rows=oof_rows,
+                                                            validate=validate, device=on, log=log)
             validation = validate_ensemble(load_ensemble(staging), validate,
-                                           in_search={**result.member_aucs, "blend": result.auc},
-                                           device=resolve_device(device), log=log)
+                                           in_search={**result.member_aucs, "blend": result.auc}, device=on,
+                                           log=log, scored=scored, measured_here=here)
             for line in validation.lines():
                 log(line)
             assert validation.rows is not None
@@ -172,13 +216,13 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
                                               points=checks.points, where=f"Outside ({validate})")
             record_in_manifest(staging, "validation",
                                {**validation.to_dict(), "subgroups": checks.outside_groups.to_dict()})
-        looked = saliency_maps(load_ensemble(staging), oof_rows, result.target, result.oof_blend,
+        looked = saliency_maps(load_ensemble(staging), oof_rows, result.target, result.shipped,
                                folds=dict(zip(oof_rows["image_name"], oof_rows["fold"], strict=True)))
         card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
                           subgroups="\n\n".join(g.markdown() for g in checks.groups()))
         add_file(staging, "model_card.md", card)
-    return card, looked
+    return result, checks, card, looked
 
 
 @dataclass(frozen=True)
@@ -210,13 +254,26 @@ def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int
     defaults = ExportSpec.model_validate(records.export_section(study))
     method = defaults.method if method is None else method
     get_blend_method(method)
+    out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
     if ensemble_dir is not None:
         check_replaceable(Path(ensemble_dir))
+        _refuse_inside(out, Path(ensemble_dir))
     return _Plan(study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
                  refit=defaults.refit if refit is None else refit,
-                 out=Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv",
+                 out=out,
                  ensemble_dir=None if ensemble_dir is None else Path(ensemble_dir), validate=validate,
                  storage_dir=storage_dir)
+
+
+def _refuse_inside(out: Path, ensemble_dir: Path) -> None:
+    """The submission and the report beside it must not land in the ensemble folder: it holds only what its manifest
+    lists and is replaced whole, so a file written there would be refused at the end (after the refit) and block
+    every later export."""
+    folder = ensemble_dir.expanduser().resolve()
+    if out.expanduser().resolve().parent.is_relative_to(folder):
+        raise ConfigError(f"--out {out}: inside --ensemble-dir {ensemble_dir}, which holds only the ensemble's own "
+                          "files (the export replaces it whole): give --out a path outside it (the report is "
+                          "written beside --out)")
 
 
 def _members(plan: _Plan, store: FileSystemArtifactStore, *, work: Path, log: Callable[[str], None]) -> Blend:
@@ -304,9 +361,9 @@ def export_study(
         looked: list[Saliency] = []
         if plan.need_weights:
             target = plan.ensemble_dir if plan.ensemble_dir is not None else Path(tmp) / "ensemble"
-            card, looked = _write_folder(result, checks, target=target, study=plan.study, method=plan.method,
-                                         configs=configs, training=training, oof_rows=oof_rows,
-                                         validate=plan.validate, device=device, log=log)
+            result, checks, card, looked = _write_folder(
+                result, checks, target=target, study=plan.study, method=plan.method, configs=configs,
+                training=training, oof_rows=oof_rows, validate=plan.validate, device=device, log=log)
             if plan.ensemble_dir is not None:
                 log(f"ensemble: {target}, with its model card (score new images with python -m "
                     f"melanoma_search.predict --ensemble {target})")

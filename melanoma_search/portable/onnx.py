@@ -1,8 +1,9 @@
 """A portable copy of an exported ensemble: each fold model as ONNX, and a scorer needing only onnxruntime, numpy and
 Pillow (:mod:`.scorer`, copied as ``score.py``), for scoring where this toolkit and PyTorch are not installed.
 
-Each ONNX graph holds everything between decoded pixels and a probability: the normalisation, the member's
-test-time-augmentation views, the network and the melanoma read-out (sigmoid, or the melanoma column of a softmax).
+Each ONNX graph holds everything between decoded pixels and a probability: the member's evaluation transform
+(shades-of-grey colour constancy, for a member trained with it), the normalisation, its test-time-augmentation
+views, the network and the melanoma read-out (sigmoid, or the melanoma column of a softmax).
 ``ensemble.json`` holds the rest of the blend: each fold model's sorted out-of-fold predictions (its scale), the
 members' weights and image sizes, and the isotonic map from score to probability. ``manifest.json`` lists every
 file's SHA-256 and ``manifest.sha256`` seals it; ``score.py`` checks both before it scores. Members that read patient
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from melanoma_search.augment.device import DeviceConstants, prepare_batch
+from melanoma_search.augment.device import DeviceConstants, prepare_batch, shades_of_grey
 from melanoma_search.ensemble.calibration import fit_probability
 from melanoma_search.ensemble.folder import Ensemble, EnsembleError, Member, load_fold_weights
+from melanoma_search.ensemble.scale import EDGE
 from melanoma_search.model.losses import output_layout
 from melanoma_search.model.network import build_model
 from melanoma_search.train.steps import melanoma_probability
@@ -34,15 +36,18 @@ __all__ = ["write_portable"]
 
 
 class _FoldGraph(nn.Module):
-    """uint8 pixels (N, 3, S, S) -> P(melanoma) (N,): normalisation, TTA views, network, read-out."""
+    """uint8 pixels (N, 3, S, S) -> P(melanoma) (N,): the member's evaluation transform (colour constancy, when it
+    trained with it), normalisation, TTA views, network, read-out."""
 
     def __init__(self, model: nn.Module, *, constants: DeviceConstants, tta: int, melanoma_index: int,
-                 scale: float) -> None:
+                 scale: float, color_constancy: bool) -> None:
         super().__init__()
         self.model, self.constants, self.tta = model, constants, tta
-        self.melanoma_index, self.scale = melanoma_index, scale
+        self.melanoma_index, self.scale, self.color_constancy = melanoma_index, scale, color_constancy
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.color_constancy:
+            pixels = shades_of_grey(pixels)
         images = prepare_batch(pixels, constants=self.constants)
         views = torch.cat(list(dihedral_views(images, self.tta)))
         probs = melanoma_probability(self.model(views, None), melanoma_index=self.melanoma_index, scale=self.scale)
@@ -59,7 +64,8 @@ def _fold_graphs(member: Member, staging: Path, *, log: Callable[[str], None]) -
         model.load_state_dict(load_fold_weights(path, model), strict=True)
         graph = _FoldGraph(model.eval(), constants=DeviceConstants(torch.device("cpu"), mean=model.normalisation.mean,
                                                                     std=model.normalisation.std),
-                           tta=config.tta, melanoma_index=layout.melanoma_index, scale=layout.scale).eval()
+                           tta=config.tta, melanoma_index=layout.melanoma_index, scale=layout.scale,
+                           color_constancy=config.augment.color_constancy).eval()
         name = f"{member.name}-fold{fold}.onnx"
         dummy = torch.zeros(2, 3, config.image_size, config.image_size, dtype=torch.uint8)
         torch.onnx.export(graph, (dummy,), str(staging / name), input_names=["pixels"], output_names=["probability"],
@@ -97,7 +103,9 @@ def write_portable(ensemble: Ensemble, out: Path, *, log: Callable[[str], None] 
                 "folds": _fold_graphs(m, staging, log=log)} for m in ensemble.members]
     isotonic = fit_probability(ensemble.calibration["score"].to_numpy(float),
                                ensemble.calibration["target"].to_numpy(float))
-    spec = {"study": ensemble.study, "members": members,
+    shared = len({tuple(sorted(m.weight_files)) for m in ensemble.members}) == 1
+    spec = {"study": ensemble.study, "members": members, "edge": EDGE,
+            "combine": "probit" if shared and ensemble.manifest.get("format", 2) >= 3 else "mean",
             "calibration": {"score": isotonic.X_thresholds_.tolist(), "probability": isotonic.y_thresholds_.tolist()},
             "operating_points": ensemble.manifest.get("operating_points", {})}
     (staging / "ensemble.json").write_text(json.dumps(spec))

@@ -10,12 +10,12 @@ a folder whose files do not match (a file changed, truncated, swapped or missing
 anything is scored.
 
 Each fold model takes uint8 pixels (N, 3, S, S) and returns P(melanoma) with the member's test-time augmentation;
-its output is ranked against that fold model's own out-of-fold predictions, the ranks are averaged over the folds,
-the members are blended with their weights (``score``), and the score is calibrated to a probability by the
-isotonic map the export fitted (``probability``), exactly as ``predict`` does. Images are decoded with Pillow
-(libjpeg's draft mode for JPEGs) and resized with Pillow (box filter when shrinking, bilinear when enlarging), where
-the toolkit uses OpenCV's area and bilinear filters: scores agree with ``predict`` to within the stated tolerance,
-not bit for bit.
+its output is ranked against that fold model's own out-of-fold predictions; per fold the members' ranks are blended
+with their weights, and the folds are combined by averaging their probits (``score``); the score is calibrated to
+a probability by the isotonic map the export fitted (``probability``), exactly as ``predict`` does. Images are
+decoded with Pillow (libjpeg's draft mode for JPEGs) and resized with Pillow (box filter when shrinking, bilinear
+when enlarging), where the toolkit uses OpenCV's area and bilinear filters: scores agree with ``predict`` to within
+the stated tolerance, not bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -83,23 +84,40 @@ def check_seal(folder: Path) -> None:
             raise SealError(f"portable ensemble file changed since it was written (SHA-256 mismatch): {path}")
 
 
+def combine(ranks: dict[str, dict[int, np.ndarray]], weights: dict[str, float], *, rule: str, edge: float
+            ) -> np.ndarray:
+    """The blend, as ``predict`` forms it: ``probit`` (per fold the members' weighted percentiles, then the folds'
+    probits averaged and turned back by the normal CDF), or ``mean`` (each member's mean percentile, weighted)."""
+    total = sum(weights.values())
+    if rule == "mean":
+        return sum(np.mean(list(ranks[m].values()), axis=0) * w / total for m, w in weights.items())
+    normal = NormalDist()
+    folds = sorted(next(iter(ranks.values())))
+    per_fold = np.stack([sum(ranks[m][k] * w / total for m, w in weights.items()) for k in folds], axis=1)
+    if per_fold.shape[1] == 1:
+        return per_fold[:, 0]
+    probit = np.vectorize(normal.inv_cdf)(np.clip(per_fold, edge, 1.0 - edge))
+    return np.vectorize(normal.cdf)(probit.mean(axis=1))
+
+
 def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32) -> dict[str, np.ndarray]:
     """``score`` and ``probability`` of each image in ``paths``, with the ensemble in ``folder``."""
     import onnxruntime
 
     spec: dict[str, Any] = json.loads((folder / "ensemble.json").read_text())
-    total = sum(m["weight"] for m in spec["members"])
-    blended = np.zeros(len(paths))
+    ranks: dict[str, dict[int, np.ndarray]] = {}
     for member in spec["members"]:
         size = int(member["image_size"])
         pixels = np.stack([decode(p, size) for p in paths])
-        ranks = []
+        ranks[member["name"]] = {}
         for fold in member["folds"]:
             session = onnxruntime.InferenceSession(str(folder / fold["file"]), providers=["CPUExecutionProvider"])
             raw = np.concatenate([session.run(None, {"pixels": pixels[i:i + batch]})[0]
                                   for i in range(0, len(pixels), batch)])
-            ranks.append(percentiles(raw.astype(np.float64), np.asarray(fold["reference"], dtype=np.float64)))
-        blended += np.mean(ranks, axis=0) * member["weight"] / total
+            ranks[member["name"]][int(fold["fold"])] = percentiles(raw.astype(np.float64),
+                                                                   np.asarray(fold["reference"], dtype=np.float64))
+    blended = combine(ranks, {m["name"]: m["weight"] for m in spec["members"]}, rule=spec.get("combine", "mean"),
+                      edge=float(spec.get("edge", 1e-3)))
     calibration = spec["calibration"]
     probability = np.interp(blended, calibration["score"], calibration["probability"])
     return {"score": blended, "probability": probability}

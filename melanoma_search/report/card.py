@@ -78,12 +78,34 @@ def _how_made(study: Any, blend: Blend, configs: Mapping[str, Any]) -> list[str]
             *_members_section(blend, configs), ""]
 
 
+def _scale_line(blend: Blend) -> str:
+    """Which score every figure describes."""
+    scale = blend.deployed_scale
+    if scale is not None:
+        return (f"- Scale: `score` combines every member's fold models (per fold the members' blend, then the folds' "
+                f"probits averaged). The probability map, the operating points and every out-of-fold figure below "
+                f"describe that combination: the out-of-fold rows, each scored by one fold model, are read as the "
+                f"combination would score them, removing the variance the fold models' disagreement adds "
+                f"({scale.variance:.3f} in probit units, measured on {scale.source}, {scale.n_images} images, no "
+                "labels read). So they describe what `predict` returns.")
+    return ("- Scale: the probability map, the operating points and the out-of-fold figures describe one fold model "
+            "per member (no test split and no `--validate` images measured how much combining the fold models "
+            "removes, or each member has one fold model). Where `predict` combines several fold models, expect more "
+            "sensitivity and less specificity than stated at each operating point, and probabilities nearer the "
+            "middle than the observed rates.")
+
+
 def _performance(blend: Blend, calibration: Calibration, validation: Validation | None) -> list[str]:
     positives = int(blend.target.sum())
     se = auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives)
-    lines = ["## Performance",
+    versus = ("" if blend.best_member_cross_half_auc is None else
+              f" Against the best single member chosen the same way (on one half, scored on the other): "
+              f"{blend.best_member_cross_half_auc:.4f}.")
+    lines = ["## Performance", _scale_line(blend),
              f"- In search (out of fold, {len(blend.target)} images, {positives} melanomas): AUC {blend.auc:.4f} "
-             f"(standard error about {se:.3f}), partial AUC above 80 % sensitivity {blend.pauc:.4f} of 0.2.",
+             f"(standard error about {se:.3f}), partial AUC above 80 % sensitivity {blend.pauc:.4f} of 0.2.{versus} "
+             "It still carries the choice of the members among the study's trials by their out-of-fold score: the "
+             "outside check is the unbiased figure.",
              f"- {calibration.line('of the probability, out of fold (isotonic fitted on the other half)')}."]
     if validation is None:
         return [*lines, "- Outside: not measured (export with `--validate PATH` to score images from elsewhere)."]
@@ -93,6 +115,13 @@ def _performance(blend: Blend, calibration: Calibration, validation: Validation 
                  f"in-search minus outside AUC {validation.gap:+.3f}.")
     if validation.calibration is not None:
         lines.append(f"- {validation.calibration.line('of the probability, outside')}.")
+    if validation.scale_check is not None:
+        check = validation.scale_check
+        lines.append(f"- Outside, described as one fold model -> as the combination ({check.how}): expected "
+                     "calibration error "
+                     f"{check.ece[0]:.3f} -> {check.ece[1]:.3f}; " + "; ".join(
+                         f"{name} sensitivity {p['sensitivity'][0]:.3f} -> {p['sensitivity'][1]:.3f}"
+                         for name, p in check.points.items()) + ".")
     return lines
 
 
@@ -112,7 +141,17 @@ def _points_section(points: list[OperatingPoint], validation: Validation | None)
     return lines
 
 
-def _limits(sources: list[str], validation: Validation | None, uses_meta: list[str],
+def _calibration_rows(blend: Blend, training: pd.DataFrame) -> str:
+    """The melanoma rate the probability carries: that of the rows its map was fitted on (the blend's out-of-fold
+    rows of the primary collection; external and pseudo-labelled rows never are), and their collection."""
+    rows = training.drop_duplicates("image_name").set_index("image_name").reindex(blend.names)
+    sources = ", ".join(sorted(rows["source"].dropna().astype(str).unique())) or "the training collection"
+    return (f"- The probability carries the melanoma rate of the {len(blend.target)} rows its map was fitted on "
+            f"({blend.target.mean():.1%}, {sources}); where melanoma is rarer (screening), the same score means a "
+            "lower probability.")
+
+
+def _limits(sources: list[str], validation: Validation | None, uses_meta: list[str], blend: Blend,
             training: pd.DataFrame) -> list[str]:
     return ["## Known limits",
             f"- Trained on {', '.join(sources)}: other collections were never seen in training."
@@ -120,8 +159,7 @@ def _limits(sources: list[str], validation: Validation | None, uses_meta: list[s
             ("- Members " + ", ".join(uses_meta) + " read patient metadata (sex, age, site); scored without it, "
              "they read every field as missing." if uses_meta else
              "- No member reads patient metadata: sex, age and site are not used."),
-            f"- The probability reflects a training melanoma rate of {training['target'].mean():.1%}; where "
-            "melanoma is rarer (screening), the same score means a lower probability.",
+            _calibration_rows(blend, training),
             "- Small groups below are shown as too small rather than as numbers; a group absent from training "
             "(e.g. darker skin types, rare in dermoscopy archives) cannot be judged here at all."]
 
@@ -139,5 +177,5 @@ def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training
              *_performance(blend, calibration, validation), "",
              *_points_section(points, validation), "",
              "## Subgroups", subgroups or "Not computed.", "",
-             *_limits(sources, validation, uses_meta, training)]
+             *_limits(sources, validation, uses_meta, blend, training)]
     return "\n".join(lines) + "\n"

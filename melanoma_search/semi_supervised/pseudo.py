@@ -79,8 +79,9 @@ def read_source(out: str | Path) -> dict[str, Any] | None:
 def pseudo_label(ensemble: Ensemble, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
                  batch_size: int = 32) -> PseudoLabels:
     """Score ``rows`` (read by ``read_images_to_score``) with ``ensemble`` and turn the blend into soft labels."""
-    ranked = ensemble.member_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
-    blended = ensemble.blend(ranked)
+    folds = ensemble.fold_scores(rows, device=device, allow_missing_meta=allow_missing_meta, batch_size=batch_size)
+    ranked = {name: np.mean(list(by_fold.values()), axis=0) for name, by_fold in folds.items()}
+    blended = ensemble.deployed(folds)  # predict's score: what the probability map describes
     probability = ensemble.probability(blended)
     spread = np.ptp(np.stack([ranked[m.name] for m in ensemble.members]), axis=0)
     out = pd.DataFrame({

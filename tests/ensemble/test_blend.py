@@ -107,23 +107,55 @@ def test_fitted_weights_are_scored_on_the_other_half(members: tuple[dict[str, np
 
 
 def test_a_new_blend_method_is_one_registered_function(tmp_path: Path) -> None:
-    name = "best-single"
+    name = "top-two"
     if name not in list_blend_methods():
-        @register_blend(name, fitted=True, summary="the single best candidate")
-        def _best(scores: dict[str, np.ndarray], target: np.ndarray) -> dict[str, float]:
-            return {max(scores, key=lambda n: roc_auc_score(target, scores[n])): 1.0}
+        @register_blend(name, fitted=True, summary="the two best candidates, equally weighted")
+        def _top_two(scores: dict[str, np.ndarray], target: np.ndarray) -> dict[str, float]:
+            return {n: 0.5 for n in sorted(scores, key=lambda n: -roc_auc_score(target, scores[n]))[:2]}
 
     rng = np.random.default_rng(1)
     target = np.r_[np.ones(30), np.zeros(90)]
     names = [f"ISIC_{i:04d}" for i in range(120)]
     candidates = []
-    for number, signal in enumerate((2.0, 0.5)):
+    for number, signal in enumerate((2.0, 0.5, 0.1)):
         pred = 1 / (1 + np.exp(-(signal * target + rng.normal(0, 1, 120))))
         oof = pd.DataFrame({"image_name": names, "target": target, "pred": pred, "fold": np.arange(120) % 3})
         candidates.append(Candidate(number=number, value=0.0, params={}, folder=tmp_path, oof=oof, test=None,
                                     seconds=1.0))
     result = blend_candidates(candidates, method=name)
-    assert [m.name for m in result.members] == ["trial-00000"] and result.weights == {"trial-00000": 1.0}
-    assert len(result.candidates) == 2 and result.in_sample_auc is not None
-    with pytest.raises(ConfigError, match="unknown blend method 'nope'; available: rank, greedy"):
+    assert [m.name for m in result.members] == ["trial-00000", "trial-00001"]
+    assert result.weights == {"trial-00000": 0.5, "trial-00001": 0.5}
+    assert len(result.candidates) == 3 and result.in_sample_auc is not None
+    with pytest.raises(ConfigError, match="unknown blend method 'nope'; available: rank, greedy, best-single"):
         blend_candidates(candidates, method="nope")
+
+
+def _candidates(tmp_path: Path, scores: dict[str, np.ndarray], target: np.ndarray) -> list[Candidate]:
+    names = [f"ISIC_{i:04d}" for i in range(len(target))]
+    return [Candidate(number=number, value=0.0, params={}, folder=tmp_path, seconds=1.0, test=None,
+                      oof=pd.DataFrame({"image_name": names, "target": target, "pred": pred,
+                                        "fold": np.arange(len(target)) % 3}))
+            for number, pred in enumerate(scores.values())]
+
+
+def test_what_ships_is_the_final_weights_blend_and_its_rival_is_chosen_the_same_way(
+        members: tuple[dict[str, np.ndarray], np.ndarray], tmp_path: Path) -> None:
+    """Greedy weights chosen on one half score the other (the honest AUC), but new images get the final weights:
+    the probability map and the operating points are fitted on those. The best member is compared like with like:
+    chosen on one half and scored on the other, not the in-sample maximum over candidates."""
+    scores, target = members
+    result = blend_candidates(_candidates(tmp_path, scores, target), method="greedy")
+    final = weighted_mean(result.oof_ranked, result.weights)
+    assert np.allclose(result.shipped, final) and not np.allclose(result.oof_blend, final)
+    assert np.allclose(result.calibration_scores, result.shipped)  # no test split: nothing measured to remove
+    assert result.best_member_cross_half_auc is not None
+    assert result.best_member_cross_half_auc <= result.best_member_auc
+    best_on_halves = cross_half(get_blend_method("best-single"), result.oof_ranked, target)
+    assert result.best_member_cross_half_auc == pytest.approx(roc_auc_score(target, best_on_halves))
+    rng = np.random.default_rng(4)  # six equally good candidates: the best on all rows is the luckiest one
+    alike = {f"m{i}": 0.8 * target + rng.normal(0, 1, len(target)) for i in range(6)}
+    tied = blend_candidates(_candidates(tmp_path, alike, target), method="greedy")
+    assert tied.best_member_cross_half_auc is not None
+    assert tied.best_member_cross_half_auc < tied.best_member_auc - 0.005  # the in-sample maximum flatters
+    rank = blend_candidates(_candidates(tmp_path, scores, target), method="rank")
+    assert np.allclose(rank.shipped, rank.oof_blend)  # nothing fitted: one blend

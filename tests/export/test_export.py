@@ -46,7 +46,7 @@ def _test_csv(root: Path) -> Path:
 def test_rank_export_writes_submission_report_and_blend_roc(study_dir: Path) -> None:
     run = run_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "3", "--out", "rank/sub.csv")
     assert run.returncode == 0, run.stderr
-    assert "OOF AUC" in run.stdout and "vs best single member" in run.stdout
+    assert "OOF AUC" in run.stdout and "vs the best single member chosen on one half of the rows" in run.stdout
     assert "refit: 6 fold model(s) to train (0 already done)" in run.stdout and "ETA" in run.stdout  # 3 x 2 folds
     submission = pd.read_csv(study_dir / "rank" / "sub.csv")
     assert list(submission.columns) == ["image_name", "target"]
@@ -66,9 +66,11 @@ def test_greedy_export_and_predict_agree(study_dir: Path) -> None:
     assert run.returncode == 0, run.stderr
     line = next(text for text in run.stdout.splitlines() if text.startswith("blend of"))
     in_sample = float(line.split("; ")[1].split()[0])  # the weights' AUC on the rows they were chosen on
-    best_auc = float(line.split("best single member ")[1].split()[0])
+    best_auc = float(line.split("where it was chosen: ")[1].split(",")[0])
     assert in_sample >= best_auc  # greedy selection never loses to its best member on its own rows ...
     assert "scored on the half of the rows they were not chosen on" in line  # ... so that is not the AUC printed
+    assert "vs the best single member chosen on one half of the rows and scored on the other" in line
+    assert "the outside check (--validate) is the unbiased one" in run.stdout
     ensemble = load_ensemble(study_dir / "greedy" / "ensemble")
     assert ensemble.manifest["versions"]["torch"] and sum(m.weight for m in ensemble.members) == pytest.approx(1)
     assert ensemble.manifest["blend_oof_auc_in_sample"] == pytest.approx(in_sample, abs=1e-4)
@@ -183,9 +185,10 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
     run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "card/sub.csv",
                       "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu")
     assert run.returncode == 0, run.stderr
-    assert "operating points, chosen on the out-of-fold blend" in run.stdout
+    assert "operating points, chosen on the shipped out-of-fold blend" in run.stdout
+    assert "measured on the study's test split (no labels read), 12 images" in run.stdout  # the combination's scale
     assert "sens90: score >= " in run.stdout and "operating point sens90 outside: sensitivity" in run.stdout
-    assert "calibration of the calibrated probability, out of fold: Brier" in run.stdout
+    assert "calibration of the calibrated probability, out of fold (map fitted on the other half): Brier" in run.stdout
     ensemble = load_ensemble(study_dir / "card" / "ensemble")
     points = ensemble.operating_points()
     assert set(points) == {"sens90", "sens95", "youden"} and points["sens90"].sensitivity >= 0.9
@@ -195,6 +198,14 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
                     "## Performance", "## Operating points", "## Subgroups", "## Known limits"):
         assert heading in card
     assert "- 90 images (" in card and f"Outside ({ham_subset}: 200 images, 60 melanomas)" in card
+    assert "- Scale: `score` combines every member's fold models" in card and "study's test split" in card
+    assert "The probability carries the melanoma rate of the 90 rows its map was fitted on (" in card
+    assert ensemble.deployed_scale is not None and ensemble.deployed_scale.folds == 3
+    check = ensemble.manifest["validation"]["scale_check"]  # the outside images described both ways, paired
+    assert set(check["points"]) == {"sens90", "sens95", "youden"} and "ece_difference" in check
+    calibration = pd.read_csv(study_dir / "card" / "ensemble" / "calibration.csv")
+    assert list(calibration.columns) == ["oof", "score", "target"]  # what ships is described on the combination
+    assert (calibration["score"] != calibration["oof"]).any()
     oof_groups = ensemble.manifest["subgroups_oof"]
     assert {g["attribute"] for g in oof_groups} >= {"sex", "source"}
     assert sum(g["images"] for g in oof_groups if g["attribute"] == "source") == 90
@@ -222,8 +233,9 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
     goes portable."""
     synthetic = {**SPEC["data"]["synthetic"], "size": SPEC["fixed"]["image_size"]}  # no resize: see _check_portable
     spec = {**SPEC, "objective": "cv_auc", "export": {"top_k": 3, "method": "greedy", "refit": True},
-            "data": {**SPEC["data"], "synthetic": synthetic},
-            "fixed": {**SPEC["fixed"], "model": {"name": "resnet18", "meta": False}}}
+            "data": {**SPEC["data"], "synthetic": synthetic},  # colour constancy: a step the ONNX graph must hold
+            "fixed": {**SPEC["fixed"], "model": {"name": "resnet18", "meta": False},
+                      "augment": {"color_constancy": True}}}
     (tmp_path / "cv.yaml").write_text(yaml.safe_dump(spec))
     run = run_module(tmp_path, "melanoma_search.run", "--study", "cv.yaml", "--n-trials", "3")
     assert run.returncode == 0, run.stderr
@@ -236,7 +248,7 @@ def test_a_cross_validated_study_exports_bagged_members_without_refit(tmp_path: 
     assert all(f'"name":"{member} fold {k}"' in report for k in range(3)) and "epoch of the fold" in report
     assert "epoch (over folds)" not in report and "reported to the pruner" not in report
     ensemble = load_ensemble(tmp_path / "ens")
-    assert ensemble.manifest["format"] == 2
+    assert ensemble.manifest["format"] == 3
     for member in ensemble.members:
         assert sorted(member.weight_files) == [0, 1, 2] and sorted(member.reference["fold"].unique()) == [0, 1, 2]
     submission = pd.read_csv(tmp_path / "storage" / "cv" / "export" / "submission.csv")
@@ -283,6 +295,16 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     assert tampered.returncode == 2 and not (root / "tampered.csv").exists()
     assert tampered.stderr.strip() == f"error: portable ensemble file changed since it was written (SHA-256 " \
         f"mismatch): {onnx}"
+
+
+def test_an_out_inside_the_ensemble_folder_is_refused_before_any_work(study_dir: Path) -> None:
+    """The submission (and the report beside it) inside --ensemble-dir used to be refused at the very end, after the
+    refit, and the file it left blocked every later export."""
+    run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--out", "inside/sub.csv",
+                      "--ensemble-dir", "inside")
+    assert run.returncode == 2 and run.stderr.strip().startswith("error: --out inside/sub.csv: inside --ensemble-dir")
+    assert len(run.stderr.strip().splitlines()) == 1 and "refit" not in run.stdout
+    assert not (study_dir / "inside").exists()
 
 
 def test_export_never_deletes_what_it_did_not_write(study_dir: Path, tmp_path: Path) -> None:

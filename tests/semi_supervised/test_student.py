@@ -95,6 +95,11 @@ def test_a_student_round_trains_on_pseudo_rows_and_names_its_round(teacher: Path
     assert export.returncode == 0, export.stderr
     lineage = load_ensemble(teacher / "student").manifest["lineage"]
     assert lineage["round"] == 1 and lineage["teacher_study"] == "tiny"
+    card = (teacher / "student" / "model_card.md").read_text()  # pseudo-labelled rows train, never calibrate:
+    rate = oof["target"].mean()  # the labelled rows' rate, not one diluted by soft pseudo-labels
+    line = next(text for text in card.splitlines() if "The probability carries" in text)
+    assert line.startswith(f"- The probability carries the melanoma rate of the 90 rows its map was fitted on "
+                           f"({rate:.1%}, synthetic-"), line  # the collection: the folder it was read from
     next_round = run_module(teacher, "melanoma_search.run", "--study", "tiny.yaml", "--student-of", "student",
                       "--unlabelled", str(images), "--dry-run", "--n-trials", "1")
     assert next_round.returncode == 0 and "dry run of study 'tiny-student-r2'" in next_round.stdout
