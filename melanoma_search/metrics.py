@@ -13,10 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["DEFAULT_MIN_TPR", "PairedDifference", "auc_standard_error", "paired_auc_difference", "partial_auc"]
+__all__ = [
+    "DEFAULT_MIN_TPR",
+    "PairedDifference",
+    "auc_standard_error",
+    "lesions_per_cancer",
+    "paired_auc_difference",
+    "partial_auc",
+    "top_k_sensitivity",
+]
 
 #: The ISIC 2024 floor: the area above 80 % sensitivity.
 DEFAULT_MIN_TPR = 0.8
@@ -83,3 +92,29 @@ def paired_auc_difference(target: ArrayLike, ours: ArrayLike, theirs: ArrayLike,
     low, high = boot.confidence_interval
     return PairedDifference(difference=difference(target, ours, theirs), standard_error=float(boot.standard_error),
                             low=float(low), high=float(high))
+
+
+def lesions_per_cancer(target: ArrayLike, score: ArrayLike, *, sensitivity: float) -> float:
+    """How many lesions a clinician reviews per melanoma found, flagging from the top score down until
+    ``sensitivity`` of the melanomas are flagged (the ISIC 2024 organisers' figure at 80 % and 90 %)."""
+    target, score = np.asarray(target, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    positives = target.sum()
+    if positives == 0:
+        raise ValueError("lesions per cancer needs at least one melanoma")
+    order = np.argsort(-score, kind="stable")
+    found = np.cumsum(target[order])
+    needed = int(np.argmax(found >= sensitivity * positives - 1e-9))  # the first position reaching it
+    cutoff = score[order][needed]
+    flagged = score >= cutoff  # every lesion tied with the last one flagged is reviewed too
+    return float(flagged.sum() / max(target[flagged].sum(), 1.0))
+
+
+def top_k_sensitivity(target: ArrayLike, score: ArrayLike, patient: ArrayLike, *, k: int = 15) -> float:
+    """The share of melanomas among their patient's ``k`` highest-scored lesions (ISIC 2024: k = 15), what a
+    clinician finds by looking at each patient's top lesions."""
+    frame = pd.DataFrame({"target": np.asarray(target, dtype=np.float64), "score": np.asarray(score, np.float64),
+                          "patient": np.asarray(patient)})
+    if frame["target"].sum() == 0:
+        raise ValueError("top-k sensitivity needs at least one melanoma")
+    rank = frame.groupby("patient")["score"].rank(ascending=False, method="first")
+    return float(frame.loc[rank <= k, "target"].sum() / frame["target"].sum())

@@ -13,6 +13,13 @@ through an ``image_path`` column, else by name in ``images/`` beside the CSV). O
 
 An image's score does not depend on what else is in the batch, with one exception the output names: a metadata
 member's images-per-patient feature is counted in the file by ``patient_id`` unless an ``n_images`` column gives it.
+
+An ensemble that ships stage two (trees over the image scores, the metadata and the patient's other lesions) scores
+each row of a CSV that has what its features read (``patient_id``, the metadata, its per-lesion columns) with it:
+there a score *does* depend on the patient's other lesions in the file, which is the point. Other rows (and a folder
+of images) fall back to the image blend, and the output counts them. ``score`` is then the calibrated probability of
+whichever model scored the row (so rows of both kinds rank together), ``scored_by`` says which, and ``image_score``
+keeps the image blend's own score.
 """
 
 from __future__ import annotations
@@ -21,8 +28,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from melanoma_search.cli import add_scoring_arguments, handled, parser_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from melanoma_search.ensemble import Ensemble
+    from melanoma_search.ensemble.calibration import OperatingPoint
+    from melanoma_search.stage_two.model import StageTwo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,31 +54,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handled(lambda: _predict(args), interrupted="interrupted: no scores written")
 
 
+def _with_stage_two(ensemble: Ensemble, stage: StageTwo, rows: pd.DataFrame, *, device: torch.device,
+                    allow_missing_meta: bool) -> pd.DataFrame:
+    """Stage two where a row has what it reads, the image blend elsewhere (see the module docstring)."""
+    import pandas as pd
+
+    folds = ensemble.fold_scores(rows, device=device, allow_missing_meta=allow_missing_meta)
+    image_score = ensemble.deployed(folds)
+    given = np.asarray(rows.attrs.get("patient_given") or [False] * len(rows), dtype=bool)
+    scored = stage.with_fallback(rows, folds, patient_given=given, has_meta=bool(rows.attrs.get("has_meta")),
+                                 image_score=image_score, image_probability=ensemble.probability(image_score))
+    return pd.DataFrame({"image_name": rows["image_name"].to_numpy(), **{c: scored[c].to_numpy() for c in scored}})
+
+
+def _say_stage_two(scores: pd.DataFrame, stage: StageTwo, points: dict[str, OperatingPoint], *,
+                   flagged: str | None) -> None:
+    fell_back = int(scores["scored_by"].eq("images only").sum())
+    print(f"stage two ({', '.join(stage.groups)}) scored {len(scores) - fell_back} row(s): each with its patient's "
+          f"other lesions in this file; {fell_back} fell back to the image blend (no patient_id, metadata or "
+          "per-lesion columns)")
+    print("columns: score and probability (the calibrated P(melanoma) of the model that scored the row: rows of both "
+          "kinds rank together), scored_by, stage_two_score (its own scale), image_score (the image blend's)"
+          + (f", flag_{flagged} (1: at the row's own model's {flagged})" if flagged else ""))
+    for point in stage.points.values():
+        print(f"  operating point, stage two: {point.line().replace('score >=', 'stage_two_score >=')} (out of fold)")
+    for point in points.values():
+        print(f"  operating point, images only: {point.line().replace('score >=', 'image_score >=')} (out of fold)")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from melanoma_search.data.layouts import read_images_to_score
     from melanoma_search.ensemble import load_ensemble
     from melanoma_search.errors import ConfigError
+    from melanoma_search.stage_two.model import StageTwo
     from melanoma_search.train.loop import resolve_device
 
     ensemble = load_ensemble(args.ensemble)
+    stage = StageTwo.read(ensemble)
     points = ensemble.operating_points()
     if args.operating_point is not None and args.operating_point not in points:
         raise ConfigError(f"--operating-point {args.operating_point}: this ensemble has "
                           f"{', '.join(points) or 'none (exported by an earlier version)'}")
-    rows = read_images_to_score(args.images)
-    scores = ensemble.score(rows, device=resolve_device(args.device), allow_missing_meta=args.allow_missing_meta)
+    rows = read_images_to_score(args.images, keep=stage.columns if stage is not None else ())
+    device = resolve_device(args.device)
+    if stage is None:
+        scores = ensemble.score(rows, device=device, allow_missing_meta=args.allow_missing_meta)
+    else:
+        scores = _with_stage_two(ensemble, stage, rows, device=device, allow_missing_meta=args.allow_missing_meta)
     if args.operating_point is not None:
         point = points[args.operating_point]
-        scores[f"flag_{point.name}"] = (scores["score"] >= point.threshold).astype(int)
+        flags = scores["score"] >= point.threshold
+        if stage is not None:  # each row at its own model's operating point
+            two = stage.points[args.operating_point]
+            flags = np.where(scores["scored_by"].eq("stage two"), scores["stage_two_score"] >= two.threshold,
+                             scores["image_score"] >= point.threshold)
+        scores[f"flag_{point.name}"] = np.asarray(flags).astype(int)
     out = Path(args.out) if args.out else Path(args.storage_dir) / ensemble.study / "predict" / "scores.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out, index=False)
     print(f"scored {len(scores)} image(s) with {len(ensemble.members)} member(s) -> {out}")
-    print("columns: score (the blend, for ranking), probability (calibrated P(melanoma) on the out-of-fold blend)"
-          + (f", flag_{args.operating_point} (1: score >= {points[args.operating_point].threshold:.4f})"
-             if args.operating_point else ""))
-    for point in points.values():
-        print(f"  operating point {point.line()} (out of fold)")
+    if stage is None:
+        print("columns: score (the blend, for ranking), probability (calibrated P(melanoma) on the out-of-fold blend)"
+              + (f", flag_{args.operating_point} (1: score >= {points[args.operating_point].threshold:.4f})"
+                 if args.operating_point else ""))
+        for point in points.values():
+            print(f"  operating point {point.line()} (out of fold)")
+    else:
+        _say_stage_two(scores, stage, points, flagged=args.operating_point)
     if meta_members := ensemble.meta_members():
         from melanoma_search.data.meta import rows_without_metadata
 

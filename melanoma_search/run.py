@@ -20,9 +20,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from melanoma_search.cli import handled, parser_for
 from melanoma_search.errors import ConfigError, preempt_on_sigterm
+
+if TYPE_CHECKING:
+    from melanoma_search.search.spec import StudySpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     assert isinstance(backend, Backend)
     overrides = [parse_override(text) for text in args.overrides]
     spec = load_spec(args.study)
-    _check_export_method(spec.export.method, study=args.study)
+    _check_export_method(spec, study=args.study)
     storage, study_name, home, attrs = args.storage, args.study_name, None, None
     if args.student_of or args.unlabelled or spec.student.teacher:
         from melanoma_search.search import records
@@ -146,15 +150,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_export_method(method: str, *, study: str) -> None:
-    """The spec's ``export.method`` names a registered blend method (the table lives with the export, a stage the
-    spec module sits below, so the run checks it before any trial rather than the export after the search)."""
+def _check_export_method(spec: StudySpec, *, study: str) -> None:
+    """The spec's ``export.method`` names a registered blend method, and its ``stage_two`` section registered
+    learners and groups (the tables live with the stages after the search, which the spec module sits below, so the
+    run checks them before any trial rather than the export after the search)."""
     from melanoma_search.ensemble.methods import get_blend_method
+    from melanoma_search.export.stage_two import check_stage_two_spec
 
     try:
-        get_blend_method(method)
+        get_blend_method(spec.export.method)
     except ConfigError as exc:
         raise ConfigError(f"study spec {study}: export.method: {exc}") from None
+    check_stage_two_spec(spec.stage_two, where=f"study spec {study}")
 
 
 if __name__ == "__main__":

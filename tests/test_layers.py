@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "train": 3,
     "search": 4,
     "ensemble": 5,
+    "stage_two": 6,
     "report": 7, "portable": 7, "semi_supervised": 7,
     "export": 8,
     "run": 9, "predict": 9, "pseudo": 9, "__init__": 9,

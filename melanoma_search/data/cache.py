@@ -58,7 +58,7 @@ def cache_key(paths: Sequence[str], size: int) -> str:
     digest = hashlib.sha1(f"v{_FORMAT_VERSION}:{size}".encode())
     for path in paths:
         try:
-            stat = os.stat(path)
+            stat = os.stat(str(path).split("::", 1)[0])  # an image inside an HDF5 file: that file's stat
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:
             digest.update(f"{path}\0missing\n".encode())

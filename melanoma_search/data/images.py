@@ -7,7 +7,9 @@ converted to RGB; a truncated or corrupt file raises :class:`~melanoma_search.er
 
 from __future__ import annotations
 
+import io
 import os
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,13 +20,40 @@ from melanoma_search.errors import ImageError
 __all__ = ["decode_image"]
 
 
+def _hdf5(path: str) -> Any:
+    """An open HDF5 file of encoded images, one handle per file and process (ISIC 2024's ``train-image.hdf5``):
+    keyed by the process too, since a handle inherited by a forked cache decoder is not safe to use there."""
+    import h5py
+
+    key = (os.getpid(), path)
+    if key not in _OPEN:
+        _OPEN[key] = h5py.File(path, "r")
+    return _OPEN[key]
+
+
+_OPEN: dict[tuple[int, str], Any] = {}
+
+
+def _source(path: str | os.PathLike[str]) -> str | os.PathLike[str] | io.BytesIO:
+    """A file path, or for ``<file>::<key>`` the encoded bytes stored under ``key`` in that HDF5 file."""
+    text = str(path)
+    if "::" not in text:
+        return path
+    file, key = text.split("::", 1)
+    try:
+        return io.BytesIO(bytes(np.asarray(_hdf5(file)[key])))
+    except (KeyError, OSError) as exc:
+        raise FileNotFoundError(f"{key} in {file}: {exc}") from None
+
+
 def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
     """Read ``path`` and return a ``(size, size, 3)`` uint8 RGB array (squashed to a square, as the 2020 sets were).
 
-    The array is the caller's own: writable and C-contiguous, so ``torch.from_numpy`` takes it as it is (a view of
-    Pillow's buffer is read-only, and torch warns on those)."""
+    ``path`` is a file, or ``<file.hdf5>::<key>`` for an image stored in an HDF5 file. The array is the caller's
+    own: writable and C-contiguous, so ``torch.from_numpy`` takes it as it is (a view of Pillow's buffer is
+    read-only, and torch warns on those)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(_source(path)) as image:
             if image.format == "JPEG":
                 image.draft("RGB", (size, size))
             image.load()  # raises on truncated data (Pillow's LOAD_TRUNCATED_IMAGES stays False)

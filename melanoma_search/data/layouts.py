@@ -45,6 +45,7 @@ from melanoma_search.errors import DataError
 
 __all__ = [
     "COLUMNS",
+    "HDF5_KEY",
     "IMAGE_SUFFIXES",
     "SITES",
     "LayoutEntry",
@@ -60,6 +61,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _UNKNOWN_SITE = "_unknown_site"  # a reader's unknown site values, checked and dropped by _finalise
+RAW = "raw:"  # a reader's own columns, carried until _finalise keeps those asked for (keep=) and drops the rest
+HDF5_KEY = "::"  # an image inside an HDF5 file: "<file>::<key>" (ISIC 2024's train-image.hdf5)
 
 #: The normalised table's columns, in order.
 COLUMNS: tuple[str, ...] = (
@@ -174,6 +177,7 @@ def load_table(
     require_images: bool = True,
     missing_images: Literal["error", "skip"] = "error",
     unknown_sites: Literal["missing", "error"] = "missing",
+    keep: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read the dataset in ``root`` into the normalised table (:data:`COLUMNS`).
 
@@ -187,6 +191,8 @@ def load_table(
             that counts them.
         unknown_sites: ``"missing"`` reads an anatomical site outside :data:`SITES` as missing, with a warning
             that counts the rows; ``"error"`` refuses the file.
+        keep: Columns of the dataset's own files to keep beside the normalised ones (the per-lesion measurements a
+            stage-two study reads, e.g. ISIC 2024's ``tbp_lv_*``); one that no file has is an error naming it.
     """
     root = Path(root).expanduser().resolve()
     name = detect_layout(root) if layout == "auto" else layout
@@ -208,7 +214,7 @@ def load_table(
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     if external:
         table["is_external"] = True
-    return _finalise(table, origin=root, unknown_sites=unknown_sites)
+    return _finalise(table, origin=root, unknown_sites=unknown_sites, keep=keep)
 
 
 # --------------------------------------------------------------------------------------------------------- readers
@@ -222,7 +228,8 @@ def _read_csv(path: Path, *, required: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"missing file: {path}")
     try:
-        frame = pd.read_csv(path, dtype={"image_name": str, "image_id": str, "image": str, "patient_id": str})
+        frame = pd.read_csv(path, dtype={"image_name": str, "image_id": str, "image": str, "patient_id": str,
+                                         "isic_id": str}, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot parse {path}: {exc}") from exc
     missing = [c for c in required if c not in frame.columns]
@@ -270,7 +277,8 @@ def _base(
     diagnosis = labelled and "diagnosis" in frame
     out["diagnosis"] = frame["diagnosis"].astype("string").str.strip().str.lower() if diagnosis else pd.NA
     out["fold_key"] = np.nan
-    return out
+    raw = {f"{RAW}{column}": frame[column].to_numpy() for column in frame.columns}  # for keep=: the file's own
+    return pd.concat([out, pd.DataFrame(raw, index=out.index)], axis=1)
 
 
 @register_layout("kaggle2020", detect=lambda root: (root / "train.csv").is_file(), priority=50)
@@ -406,10 +414,30 @@ def _read_labels(root: Path) -> list[Part]:
 
 
 
-def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
+@register_layout("isic2024", detect=lambda root: (root / "train-metadata.csv").is_file(), priority=20)
+def _read_isic2024(root: Path) -> list[Part]:
+    """ISIC 2024 (SLICE-3D): ``train-metadata.csv`` (``isic_id``, ``patient_id``, ``target``, ``age_approx``,
+    ``sex``, ``anatom_site_general``, ``clin_size_long_diam_mm``, the ``tbp_lv_*`` colour, shape and position
+    columns, ...) with the JPEG bytes of each lesion in ``train-image.hdf5`` keyed by ``isic_id``; the test split
+    likewise (``test-metadata.csv``, ``test-image.hdf5``). The per-lesion columns are kept with ``keep=``."""
+    parts: list[Part] = []
+    for split, stem in (("train", "train"), ("test", "test")):
+        meta = root / f"{stem}-metadata.csv"
+        if split == "test" and not meta.is_file():
+            continue
+        frame = _read_csv(meta, required=("isic_id", "target") if split == "train" else ("isic_id",))
+        parts.append((split, _base(frame, path=meta, name_col="isic_id", source="ISIC24", labelled=split == "train",
+                                   site_col="anatom_site_general" if "anatom_site_general" in frame else None),
+                      [root / f"{stem}-image.hdf5"]))
+    return parts
+
+
+def read_images_to_score(source: str | os.PathLike[str], *, keep: Sequence[str] = ()) -> pd.DataFrame:
     """Rows to score, normalised like a test split: a folder of images, or a CSV of ``image_name`` (+ metadata).
 
     A CSV's images are found through an ``image_path`` column, else by name in ``images/`` beside it or its folder.
+    ``keep``: the CSV's own columns to keep (a stage-two model's per-lesion measurements); a folder of images has
+    none, so they read as missing there.
     """
     path = Path(source).expanduser().resolve()
     if path.is_dir():
@@ -433,8 +461,13 @@ def read_images_to_score(source: str | os.PathLike[str]) -> pd.DataFrame:
         raise DataError(f"--images: no such folder or CSV file: {path}")
     table["split"] = "test"
     has_meta = path.is_file() and bool({"sex", "age_approx"} & set(frame.columns))
-    scored = _finalise(table, origin=path, unknown_sites="missing")
+    if not path.is_file():
+        table = table.assign(**{f"{RAW}{name}": np.nan for name in keep})
+    given = (frame["patient_id"].notna() & frame["patient_id"].astype(str).str.strip().ne("")).to_numpy() \
+        if path.is_file() and "patient_id" in frame else np.zeros(len(table), dtype=bool)
+    scored = _finalise(table, origin=path, unknown_sites="missing", keep=keep)
     scored.attrs["has_meta"] = has_meta
+    scored.attrs["patient_given"] = given.tolist()  # a row's own patient, not the image standing in for one
     if path.is_file() and "n_images" in frame:
         counts = _numeric(frame["n_images"], path=path, column="n_images")
         if (counts.dropna() < 1).any():
@@ -537,7 +570,10 @@ def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str,
                     remedy: str = "set data.missing_images=skip to drop those rows") -> list[str]:
     """Find each image by stem in the first folder holding it (one directory listing per folder, not a stat each)."""
     index: dict[str, str] = {}
-    for folder in reversed([f for f in folders if f.is_dir()]):
+    for folder in reversed([f for f in folders if f.is_dir() or f.suffix in (".hdf5", ".h5")]):
+        if folder.is_file():  # an HDF5 file of encoded images keyed by name (ISIC 2024)
+            index.update({key: f"{folder}{HDF5_KEY}{key}" for key in _hdf5_keys(folder)})
+            continue
         with os.scandir(folder) as entries:
             for entry in entries:
                 stem, suffix = os.path.splitext(entry.name)
@@ -554,9 +590,24 @@ def _resolve_images(names: pd.Series, folders: Sequence[Path], *, missing: str,
     return paths
 
 
-def _finalise(table: pd.DataFrame, *, origin: Path, unknown_sites: str) -> pd.DataFrame:
+def _hdf5_keys(path: Path) -> list[str]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return list(handle.keys())
+    except OSError as exc:
+        raise DataError(f"cannot read the image file {path}: {exc}") from None
+
+
+def _finalise(table: pd.DataFrame, *, origin: Path, unknown_sites: str, keep: Sequence[str] = ()) -> pd.DataFrame:
     if table.empty:
         raise DataError(f"no rows read from {origin}")
+    absent = [name for name in keep if f"{RAW}{name}" not in table]
+    if absent:
+        present = sorted(c.removeprefix(RAW) for c in table.columns if c.startswith(RAW))
+        raise DataError(f"{origin}: column(s) {', '.join(absent)} not in the dataset's table (it has: "
+                        f"{', '.join(present[:30])}{', ...' if len(present) > 30 else ''})")
     _check_unknown_sites(table, origin=origin, unknown_sites=unknown_sites)
     dupes = table.duplicated(subset=["split", "image_name"])
     if dupes.any():
@@ -567,4 +618,5 @@ def _finalise(table: pd.DataFrame, *, origin: Path, unknown_sites: str) -> pd.Da
     table["is_external"] = table["is_external"].astype(bool)
     table["diagnosis"] = table["diagnosis"].astype(object).where(table["diagnosis"].notna(), np.nan)
     table.attrs["origin"] = str(origin)
-    return table[list(COLUMNS)].reset_index(drop=True)
+    kept = table[[f"{RAW}{name}" for name in keep]].rename(columns=lambda c: c.removeprefix(RAW))
+    return pd.concat([table[list(COLUMNS)], kept], axis=1).reset_index(drop=True)

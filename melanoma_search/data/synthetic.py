@@ -7,6 +7,12 @@ lesion gets a little of each and each melanoma a lot, drawn from overlapping dis
 but not trivial. Hair strands, uneven lighting and noise are added to both classes, and the metadata carries a weak
 signal (melanoma patients are older on average), as in the real data.
 
+Patients have several lesions (about three each), and each lesion two measurements for a stage-two study, in the
+spirit of ISIC 2024's per-lesion columns: ``diameter_mm`` and ``colour_variance``. Each patient has a baseline of
+their own, and a melanoma stands out against its patient's other lesions (the "ugly duckling" sign) more than
+against all lesions: the patient-context features have something to find. These are made-up numbers, documented as
+such; they are drawn from a generator of their own, so the images and the other columns are as before.
+
 Written in the ``labels`` layout (``labels.csv`` + ``images/``, and ``test.csv`` for a held-out test split), so it
 goes through exactly the same readers, folds and cache as a real dataset.
 """
@@ -112,7 +118,7 @@ def write_synthetic_dataset(
             "diagnosis": "melanoma" if malignant else "nevus",
             "target": int(malignant),
         })
-    frame = pd.DataFrame(rows)
+    frame = _lesion_measurements(pd.DataFrame(rows), seed=seed)
     train = frame[frame["split"] == "train"].drop(columns=["split"])
     test = frame[frame["split"] == "test"].drop(columns=["split", "target", "diagnosis"])
     train.to_csv(root / "labels.csv", index=False)
@@ -121,11 +127,26 @@ def write_synthetic_dataset(
     return root
 
 
+def _lesion_measurements(frame: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+    """``diameter_mm`` and ``colour_variance`` per lesion: a patient's baseline, plus a step for a melanoma."""
+    rng = np.random.default_rng([seed, 2024])
+    patients = frame["patient_id"].unique()
+    base_size = dict(zip(patients, rng.normal(5.0, 1.6, len(patients)), strict=True))
+    base_colour = dict(zip(patients, rng.normal(0.3, 0.1, len(patients)), strict=True))
+    melanoma = frame["diagnosis"].eq("melanoma").to_numpy()
+    size = frame["patient_id"].map(base_size).to_numpy() + np.where(melanoma, 2.0, 0.0) + rng.normal(0, 0.8,
+                                                                                                   len(frame))
+    colour = frame["patient_id"].map(base_colour).to_numpy() + np.where(melanoma, 0.12, 0.0) + rng.normal(
+        0, 0.05, len(frame))
+    return frame.assign(diameter_mm=np.round(np.clip(size, 1.0, None), 2),
+                        colour_variance=np.round(np.clip(colour, 0.0, None), 3))
+
+
 def ensure_synthetic_dataset(
     base_dir: str | os.PathLike[str], *, n_train: int = 600, n_test: int = 100, size: int = 128, seed: int = 0
 ) -> Path:
     """Return a folder holding the synthetic set for these parameters, writing it first if it is not there."""
-    params = {"n_train": n_train, "n_test": n_test, "size": size, "seed": seed, "version": 1}
+    params = {"n_train": n_train, "n_test": n_test, "size": size, "seed": seed, "version": 2}
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(base_dir).expanduser() / f"synthetic-{digest}"
     done = root / "DONE.json"

@@ -73,6 +73,7 @@ __all__ = [
     "check_replaceable",
     "file_digest",
     "load_ensemble",
+    "list_files",
     "load_fold_weights",
     "recalibrate",
     "record_in_manifest",
@@ -344,6 +345,14 @@ def record_in_manifest(root: Path, key: str, value: Any) -> None:
     as they are."""
     manifest = json.loads((root / _MANIFEST).read_text())
     manifest[key] = value
+    _write_sealed(root, manifest)
+
+
+def list_files(root: Path, names: list[str]) -> None:
+    """List files already written into the ensemble folder (e.g. a stage-two model's) with their digests in the
+    manifest, and seal it again."""
+    manifest = json.loads((root / _MANIFEST).read_text())
+    manifest["files"].update({name: file_digest(root / name) for name in names})
     _write_sealed(root, manifest)
 
 

@@ -12,6 +12,9 @@ selection, its AUC scored on the half of the rows its weights were not chosen on
 * ``--ensemble-dir``: a self-contained folder to score new images with ``python -m melanoma_search.predict``;
 * with ``--validate PATH`` (labelled images from elsewhere, any dataset layout): every member and the blend scored on
   them, printed beside the in-search AUC, in the report and in the ensemble's manifest;
+* with ``--stage-two`` (or the spec's ``stage_two.enabled``): the stage-two study (trees over the members' out-of-fold
+  scores, the metadata and the patient's other lesions), its comparison with the blend on rows it was not chosen on,
+  and, when it beats the blend there, its models in the ensemble folder;
 
 and attaches the blend's ROC curve (``blend-roc.svg``) to the study so it shows in optuna-dashboard.
 The work is :func:`melanoma_search.export.export_study`; this module only reads the command line.
@@ -46,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validate", metavar="PATH", help="labelled images from elsewhere (any dataset layout): "
                         "score every member and the blend on them, beside the in-search AUC")
     parser.add_argument("--device", default="auto", help="for --validate: cpu, cuda, cuda:N or auto")
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument("--stage-two", dest="stage_two", action="store_true", default=None,
+                       help="run stage two: trees over the members' out-of-fold scores, the metadata and the "
+                       "patient's other lesions, searched in the study NAME-stage-two (default: the spec's "
+                       "stage_two.enabled); shipped only when it beats the blend on rows it was not chosen on")
+    stage.add_argument("--no-stage-two", dest="stage_two", action="store_false",
+                       help="do not run stage two, whatever the spec says")
     return parser
 
 
@@ -57,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
                      method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,
-                     validate=args.validate, device=args.device)
+                     validate=args.validate, device=args.device, stage_two=args.stage_two)
         return 0
 
     return handled(export, interrupted="interrupted: finished refit folds are kept (in the study's refit folder) "

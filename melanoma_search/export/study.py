@@ -31,6 +31,7 @@ from melanoma_search.ensemble.candidates import Candidate, collect_candidates
 from melanoma_search.ensemble.folder import (
     add_file,
     check_replaceable,
+    list_files,
     load_ensemble,
     recalibrate,
     record_in_manifest,
@@ -41,13 +42,16 @@ from melanoma_search.ensemble.methods import get_blend_method
 from melanoma_search.ensemble.refit import refit_candidates
 from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
 from melanoma_search.errors import ConfigError, StorageError
+from melanoma_search.export.stage_two import check_stage_two_spec, stage_two_step, stage_two_submission
 from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
 from melanoma_search.report.card import model_card
 from melanoma_search.report.outside import Validation, outside_scores, validate_ensemble
 from melanoma_search.report.saliency import Saliency, saliency_maps
 from melanoma_search.report.subgroups import Subgroups, subgroups
 from melanoma_search.search import records
-from melanoma_search.search.spec import ExportSpec
+from melanoma_search.search.spec import ExportSpec, StageTwoSpec
+from melanoma_search.stage_two.model import FOLDER
+from melanoma_search.stage_two.study import StageTwoOutcome
 from melanoma_search.train.config import TrainConfig, parse_config
 
 if TYPE_CHECKING:
@@ -66,6 +70,7 @@ class ExportResult:
     report: Path
     ensemble_dir: Path | None
     validation: Validation | None = None
+    stage_two: StageTwoOutcome | None = None
 
 
 def _blend_lines(result: Blend) -> list[str]:
@@ -189,10 +194,20 @@ def _measure_outside(result: Blend, checks: _Checks, staging: Path, *, oof_rows:
     return result, checks, scored, True
 
 
+def _ship_stage_two(staging: Path, stage: StageTwoOutcome | None) -> None:
+    """Stage two's verdict in the manifest, and its models and files in the folder when it ships (sealed)."""
+    if stage is None:
+        return
+    record_in_manifest(staging, "stage_two", stage.about())
+    if stage.model is not None:
+        stage.model.write(staging)
+        list_files(staging, sorted(str(p.relative_to(staging)) for p in (staging / FOLDER).iterdir()))
+
+
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
                   configs: dict[str, TrainConfig], training: pd.DataFrame, oof_rows: pd.DataFrame,
-                  validate: str | Path | None, device: str, log: Callable[[str], None]
-                  ) -> tuple[Blend, _Checks, str, list[Saliency]]:
+                  validate: str | Path | None, device: str, stage: StageTwoOutcome | None,
+                  log: Callable[[str], None]) -> tuple[Blend, _Checks, str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
     the outside check (``validate``, its figures added to the checks), the Grad-CAM maps and the model card.
     Returns the blend and checks as finally described, the card and the maps."""
@@ -201,6 +216,7 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
     with staged_ensemble(target) as staging:
         write_ensemble(result, out=staging, study_name=study.study_name, method=method,
                        lineage=records.lineage(study), training=training, extra=_manifest_checks(checks))
+        _ship_stage_two(staging, stage)
         if validate is not None:
             on = resolve_device(device)
             result, checks, scored, here = _measure_outside(result, checks, staging, oof_rows=oof_rows,
@@ -220,7 +236,8 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
                                folds=dict(zip(oof_rows["image_name"], oof_rows["fold"], strict=True)))
         card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
-                          subgroups="\n\n".join(g.markdown() for g in checks.groups()))
+                          subgroups="\n\n".join(g.markdown() for g in checks.groups()),
+                          stage_two=None if stage is None else stage.about())
         add_file(staging, "model_card.md", card)
     return result, checks, card, looked
 
@@ -237,6 +254,8 @@ class _Plan:
     ensemble_dir: Path | None
     validate: str | Path | None
     storage_dir: Path
+    stage_two: bool | None = None
+    """Run stage two (``None``: as the spec's ``stage_two.enabled`` says)."""
 
     @property
     def need_weights(self) -> bool:
@@ -245,7 +264,7 @@ class _Plan:
 
 def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int | None, method: str | None,
           refit: bool | None, out: str | Path | None, ensemble_dir: str | Path | None,
-          validate: str | Path | None) -> _Plan:
+          validate: str | Path | None, stage_two: bool | None = None) -> _Plan:
     """The options with the spec's ``export:`` defaults filled in, each checked before any work (a refit takes
     hours on a CPU: an unknown method or a folder that may not be replaced must stop the export first)."""
     if top_k is not None and top_k < 1:
@@ -258,7 +277,11 @@ def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int
     if ensemble_dir is not None:
         check_replaceable(Path(ensemble_dir))
         _refuse_inside(out, Path(ensemble_dir))
-    return _Plan(study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
+    if stage_two is not False:
+        spec = StageTwoSpec.model_validate(records.stage_two_section(study))
+        if stage_two or spec.enabled:
+            check_stage_two_spec(spec, where=f"study {study_name}")
+    return _Plan(stage_two=stage_two,study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
                  refit=defaults.refit if refit is None else refit,
                  out=out,
                  ensemble_dir=None if ensemble_dir is None else Path(ensemble_dir), validate=validate,
@@ -297,14 +320,34 @@ def _members(plan: _Plan, store: FileSystemArtifactStore, *, work: Path, log: Ca
     return result
 
 
-def _write_submission(result: Blend, out: Path, *, log: Callable[[str], None]) -> Path | None:
+def _write_submission(result: Blend, out: Path, *, log: Callable[[str], None], stage: StageTwoOutcome | None,
+                      configs: dict[str, TrainConfig]) -> Path | None:
+    """The test split's scores as ``predict`` gives them: the image blend's, or with stage two shipped, the
+    calibrated probability of whichever model scores each row."""
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.test is None:
         log("no submission: the study's dataset has no test split (its trials wrote no test.csv)")
         return None
-    result.test.to_csv(out, index=False)
-    log(f"submission: {out} ({len(result.test)} rows)")
+    table = result.test
+    if stage is not None and stage.model is not None:
+        with_stage_two = stage_two_submission(stage, result, _test_rows(configs, stage.model.columns), log)
+        table = table if with_stage_two is None else with_stage_two
+    table.to_csv(out, index=False)
+    log(f"submission: {out} ({len(table)} rows)")
     return out
+
+
+def _test_rows(configs: dict[str, TrainConfig], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The study's test split with its metadata and the per-lesion columns stage two reads."""
+    from melanoma_search.data.layouts import load_table
+    from melanoma_search.train.loop import prepare_for
+
+    prepared = prepare_for(next(iter(configs.values())))
+    rows = prepared.table[prepared.table["split"].eq("test")]
+    if columns:
+        extra = load_table(Path(prepared.origin), keep=columns, require_images=False)
+        rows = rows.merge(extra.loc[extra["split"].eq("test"), ["image_name", *columns]], on="image_name", how="left")
+    return rows
 
 
 def _attach_roc(result: Blend, study: optuna.Study, store: FileSystemArtifactStore, *, work: Path) -> None:
@@ -330,13 +373,15 @@ def export_study(
     refit: bool | None = None,
     validate: str | Path | None = None,
     device: str = "auto",
+    stage_two: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Blend the best ``top_k`` trials of ``study_name`` and write the submission, report and ensemble folder.
 
     ``out``: the submission CSV, ``report.html`` beside it (default ``<storage_dir>/<study>/export/submission.csv``,
     out of the working tree's way); ``refit``: train each member on the folds it lacks first (fold bagging);
-    ``validate``: a labelled dataset folder of outside images to score the ensemble on. ``top_k``, ``method`` and
+    ``validate``: a labelled dataset folder of outside images to score the ensemble on; ``stage_two``: run stage two
+    (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``). ``top_k``, ``method`` and
     ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else 5, rank and
     refit.
     """
@@ -347,7 +392,7 @@ def export_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = _plan(study_name, storage=storage, storage_dir=Path(storage_dir), top_k=top_k, method=method,
-                 refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate)
+                 refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate, stage_two=stage_two)
     store = FileSystemArtifactStore(str(records.artifact_dir(plan.study, storage_dir=plan.storage_dir)))
     with tempfile.TemporaryDirectory() as tmp:
         result = _members(plan, store, work=Path(tmp), log=log)
@@ -355,7 +400,9 @@ def export_study(
         training = training_images(configs)
         oof_rows = training.set_index("image_name").loc[result.names].reset_index()  # in the blend's row order
         checks = _out_of_fold_checks(result, oof_rows, log=log)
-        submission = _write_submission(result, plan.out, log=log)
+        stage = stage_two_step(plan.study, result, oof_rows, store=store, enabled=plan.stage_two, log=log,
+                               layout=next(iter(configs.values())).data.layout)
+        submission = _write_submission(result, plan.out, log=log, stage=stage, configs=configs)
         _attach_roc(result, plan.study, store, work=Path(tmp))
         card: str | None = None
         looked: list[Saliency] = []
@@ -363,13 +410,13 @@ def export_study(
             target = plan.ensemble_dir if plan.ensemble_dir is not None else Path(tmp) / "ensemble"
             result, checks, card, looked = _write_folder(
                 result, checks, target=target, study=plan.study, method=plan.method, configs=configs,
-                training=training, oof_rows=oof_rows, validate=plan.validate, device=device, log=log)
+                training=training, oof_rows=oof_rows, validate=plan.validate, device=device, stage=stage, log=log)
             if plan.ensemble_dir is not None:
                 log(f"ensemble: {target}, with its model card (score new images with python -m "
                     f"melanoma_search.predict --ensemble {target})")
         report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
                               points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
-                              card=card, saliency=looked)
+                              card=card, saliency=looked, stage_two=stage)
         log(f"report: {report}")
     return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=plan.ensemble_dir,
-                        validation=checks.validation)
+                        validation=checks.validation, stage_two=stage)

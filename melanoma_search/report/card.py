@@ -164,10 +164,36 @@ def _limits(sources: list[str], validation: Validation | None, uses_meta: list[s
             "(e.g. darker skin types, rare in dermoscopy archives) cannot be judged here at all."]
 
 
+def _stage_two_section(about: Mapping[str, Any] | None) -> list[str]:
+    """What stage two is and whether it ships (``about``: the manifest's ``stage_two`` entry)."""
+    if about is None:
+        return ["## Stage two", "Not run: the image blend alone ranks each image (export with `--stage-two`, or "
+                "set `stage_two.enabled` in the spec, to stack trees over it)."]
+    verdict = ("Shipped: `predict` uses it for rows with what its features read and falls back to the image blend "
+               "for the others (the output says which scored each row)." if about["shipped"] else
+               "Not shipped: it did not beat the image blend on rows it was not chosen on.")
+    auc, pauc = about["auc"], about["pauc"]
+    lines = ["## Stage two",
+             f"- {about['learner']} trees (stage-two study `{about['study']}`, trial {about['trial']}) over the "
+             f"feature groups {about['groups'].replace('+', ', ')}; chosen on one half of the patients and scored "
+             f"on the other: AUC {auc[0]:.4f} against the blend's {auc[1]:.4f} (difference "
+             f"{about['auc_difference']['difference']:+.4f}, 95 % {about['auc_difference']['low']:+.3f} to "
+             f"{about['auc_difference']['high']:+.3f}), partial AUC {pauc[0]:.4f} against {pauc[1]:.4f}. {verdict}",
+             "- What each group adds (its metric minus the metric without it): " + (", ".join(
+                 f"{g} {v:+.4f}" for g, v in about["ablation"].items()) or "one group only"),
+             "- Features (the most important first): " + ", ".join(list(about["importance"])[:12]) + "."]
+    if about["shipped"]:
+        lines.append("- Its probability is calibrated on its out-of-fold scores, one fold learner per row; a new "
+                     "row's score combines every fold learner and every image fold model, so expect it a little "
+                     "more extreme than stated (not measured: no rows with metadata that no model trained on).")
+    return lines
+
+
 def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training: pd.DataFrame,
                points: list[OperatingPoint], calibration: Calibration, validation: Validation | None,
-               subgroups: str | None) -> str:
-    """The card, in Markdown. ``configs``: each member's training config; ``subgroups``: the subgroup table."""
+               subgroups: str | None, stage_two: Mapping[str, Any] | None = None) -> str:
+    """The card, in Markdown. ``configs``: each member's training config; ``subgroups``: the subgroup table;
+    ``stage_two``: the manifest's stage-two entry."""
     uses_meta = [m.name for m in blend.members if configs[m.name].model.meta]
     sources = sorted(training["source"].astype(str).unique())
     lines = [f"# Model card: melanoma_search ensemble of study `{study.study_name}`", "",
@@ -176,6 +202,7 @@ def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training
              *_how_made(study, blend, configs),
              *_performance(blend, calibration, validation), "",
              *_points_section(points, validation), "",
+             *_stage_two_section(stage_two), "",
              "## Subgroups", subgroups or "Not computed.", "",
              *_limits(sources, validation, uses_meta, blend, training)]
     return "\n".join(lines) + "\n"

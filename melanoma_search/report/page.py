@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from melanoma_search.report.outside import Validation
     from melanoma_search.report.saliency import Saliency
     from melanoma_search.report.subgroups import Subgroups
+    from melanoma_search.stage_two.study import StageTwoOutcome
 
 __all__ = ["write_report"]
 
@@ -166,12 +167,35 @@ def _reliability_figure(curves: dict[str, Calibration]) -> go.Figure:
     return figure
 
 
-def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None,
-                 points: list[OperatingPoint] | None = None, calibration: Calibration | None = None,
-                 subgroups: list[Subgroups] | None = None, card: str | None = None,
-                 saliency: list[Saliency] | None = None) -> Path:
-    """Write the report to ``path`` and return it."""
-    parts = [
+def _stage_two_section(stage: StageTwoOutcome) -> tuple[str, go.Figure]:
+    """Stage two against the blend on the same rows, each scored where it was not chosen: verdict, clinical
+    figures, what each feature group adds, the trees' feature importances, and both ROC curves."""
+    choice, about = stage.choice, stage.about()
+    clinical = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{v['lesions_per_cancer_80']:.2f}</td>"
+        f"<td>{v['lesions_per_cancer_90']:.2f}</td><td>{v['top15_sensitivity']:.3f}</td></tr>"
+        for name, v in stage.clinical.items())
+    ablation = "".join(f"<tr><td>{html.escape(g)}</td><td>{v:+.4f}</td></tr>" for g, v in stage.ablation.items())
+    importance = "".join(f"<tr><td>{html.escape(str(n))}</td><td>{v:.3f}</td></tr>"
+                         for n, v in stage.importance.head(15).items())
+    text = ("<p>" + html.escape(" ".join(choice.lines())) + "</p>"
+            "<table><tr><th>scored by</th><th>lesions per melanoma found, 80 % sensitivity</th><th>at 90 %</th>"
+            f"<th>sensitivity in each patient's top 15</th></tr>{clinical}</table>"
+            f"<h3>What each feature group adds ({html.escape(choice.metric)} without it, subtracted)</h3>"
+            f"<table>{ablation or '<tr><td>one group only</td></tr>'}</table>"
+            f"<h3>Feature importances ({html.escape(str(about['learner']))}, share of gain)</h3>"
+            f"<table>{importance}</table>")
+    figure = go.Figure()
+    for name, scores in (("stage two", choice.honest), ("blend", choice.blend)):
+        fpr, tpr, _ = roc_curve(choice.target, scores)
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=name))
+    figure.update_layout(title="Stage two against the blend (out of fold, each chosen on other rows)",
+                         xaxis_title="false positive rate", yaxis_title="true positive rate", width=700, height=560)
+    return text, figure
+
+
+def _head(study: Any, result: Blend) -> list[str]:
+    return [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>melanoma_search report: {html.escape(study.study_name)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -183,37 +207,64 @@ def write_report(study: Any, result: Blend, path: Path, *, validation: Validatio
         "candidate's AUC below is its search objective and, where it covers every fold, its pooled cv_auc.</p>",
         "<h2>Candidates and blend weights</h2>", _members_table(result),
     ]
+
+
+def _tables(points: list[OperatingPoint] | None, validation: Validation | None,
+            subgroups: list[Subgroups] | None) -> list[str]:
+    parts = []
     if points:
         parts += ["<h2>Operating points</h2><p>Thresholds on the blend's score chosen on the out-of-fold rows "
                   "(95 % bootstrap intervals); <code>predict --operating-point NAME</code> flags images at one.</p>",
                   _points_table(points, validation)]
     if validation is not None:
-        text, outside_roc = _validation_section(validation)
-        parts += ["<h2>Outside check: in-search vs outside AUC</h2>", text]
+        parts += ["<h2>Outside check: in-search vs outside AUC</h2>", _validation_section(validation)[0]]
     for groups in subgroups or []:
         header, cells = groups.cells()
         head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
         rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells]
         parts += [f"<h2>Subgroups: {html.escape(groups.where.lower())}</h2>",
                   f"<table><tr>{head}</tr>{''.join(rows)}</table>"]
+    return parts
+
+
+def _figures(study: Any, result: Blend, validation: Validation | None,
+             calibration: Calibration | None) -> list[tuple[str, go.Figure | str]]:
     figures: list[tuple[str, go.Figure | str]] = [("ROC", _roc_figure(result)), ("Learning curves", _curves_figure(
         result, report_each=_report_each(study)))]
     if validation is not None:
-        figures.insert(1, ("ROC on the outside images", outside_roc))
+        figures.insert(1, ("ROC on the outside images", _validation_section(validation)[1]))
     curves = {"out of fold (isotonic fitted on the other half)": calibration} if calibration is not None else {}
     if validation is not None and validation.calibration is not None:
         curves["outside"] = validation.calibration
     if curves:
         figures.insert(1, ("Calibration", _reliability_figure(curves)))
-    figures += _study_figures(study)
-    first = True
-    for title, figure in figures:
-        parts.append(f"<h2>{html.escape(title)}</h2>")
+    return figures + _study_figures(study)
+
+
+def _rendered(sections: list[tuple[str, str, go.Figure | str]]) -> list[str]:
+    """Each section's title, text and figure; plotly.js is inlined once, with the first figure (opens offline)."""
+    parts, first = [], True
+    for title, text, figure in sections:
+        parts += [f"<h2>{html.escape(title)}</h2>", text]
         if isinstance(figure, str):
-            parts.append(f"<p>{html.escape(figure)}</p>")
+            parts.append(f"<p>{html.escape(figure)}</p>" if figure else "")
             continue
         parts.append(pio.to_html(figure, full_html=False, include_plotlyjs=first))
         first = False
+    return parts
+
+
+def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None,
+                 points: list[OperatingPoint] | None = None, calibration: Calibration | None = None,
+                 subgroups: list[Subgroups] | None = None, card: str | None = None,
+                 saliency: list[Saliency] | None = None, stage_two: StageTwoOutcome | None = None) -> Path:
+    """Write the report to ``path`` and return it."""
+    sections: list[tuple[str, str, go.Figure | str]] = [
+        (title, "", figure) for title, figure in _figures(study, result, validation, calibration)]
+    if stage_two is not None:
+        sections.append(("Stage two: trees over the image scores, the metadata and the patient's other lesions",
+                         *_stage_two_section(stage_two)))
+    parts = [*_head(study, result), *_tables(points, validation, subgroups), *_rendered(sections)]
     if saliency:
         parts += ["<h2>Where the members looked (Grad-CAM, out of fold)</h2><p>Each member's fold model that scored "
                   "the image out of fold; red is what raised its melanoma output. A map on a ruler, hair, ink or the "

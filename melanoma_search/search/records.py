@@ -38,6 +38,8 @@ __all__ = [
     "lineage",
     "record_cv_aucs",
     "set_kept_weights",
+    "stage_two_name",
+    "stage_two_section",
 ]
 
 SPEC = "spec"
@@ -73,6 +75,16 @@ def record_cv_aucs(study: optuna.Study, values: Mapping[int, float]) -> None:
 def export_section(study: optuna.Study) -> dict[str, Any]:
     """The ``export:`` section of the spec the run recorded (empty for a study no run of this tool made)."""
     return dict(study.user_attrs.get(SPEC, {}).get("export", {}))
+
+
+def stage_two_section(study: optuna.Study) -> dict[str, Any]:
+    """The ``stage_two:`` section of the spec the run recorded (empty: stage two off unless asked)."""
+    return dict(study.user_attrs.get(SPEC, {}).get("stage_two", {}))
+
+
+def stage_two_name(study_name: str) -> str:
+    """The stage-two study of an image study, kept in its storage."""
+    return f"{study_name}-stage-two"
 
 
 def artifact_dir(study: optuna.Study, *, storage_dir: Path) -> Path:

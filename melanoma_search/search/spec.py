@@ -41,6 +41,7 @@ __all__ = [
     "PrunerSpec",
     "STUDENT_NOISE",
     "SamplerSpec",
+    "StageTwoSpec",
     "StudentSpec",
     "StudySpec",
     "find_spec",
@@ -177,6 +178,26 @@ class ExportSpec(StrictModel):
     refit: bool = True
 
 
+class StageTwoSpec(StrictModel):
+    """Stage two over this study: trees on the image models' out-of-fold scores, the metadata and the patient's
+    other lesions, searched in a study of their own (``NAME-stage-two``, in this study's storage) by ``export``."""
+
+    enabled: bool = False
+    """Run by ``export`` unless ``--no-stage-two`` (``--stage-two`` runs it for a spec that leaves it off)."""
+    n_trials: int = Field(20, ge=1)
+    """Trials the stage-two study holds; a later export continues it up to this many (it does not add more)."""
+    learners: tuple[str, ...] = ("lightgbm",)
+    """Registered tree learners searched (:mod:`melanoma_search.stage_two.learners`: lightgbm, xgboost, catboost)."""
+    groups: tuple[str, ...] = ("image", "metadata", "tabular", "patient")
+    """Feature groups; each trial uses a non-empty subset of them (:mod:`melanoma_search.stage_two.features`)."""
+    columns: tuple[str, ...] = ()
+    """The dataset's own per-lesion numeric columns (e.g. ISIC 2024's ``tbp_lv_*``, ``clin_size_long_diam_mm``)."""
+    seeds: int = Field(3, ge=1)
+    """Trees per held-out fold, each with its own seed, rank-averaged."""
+    seed: int = 0
+    """The stage-two sampler's seed."""
+
+
 #: The noise a student trains with unless the spec's ``student.noise`` says otherwise (Noisy Student: strong
 #: augmentation, dropout 0.5, stochastic depth; cutmix as the 2020 solutions used it).
 STUDENT_NOISE: dict[str, Any] = {"augment.policy": "heavy", "model.drop_rate": 0.5, "model.drop_path_rate": 0.2,
@@ -220,6 +241,7 @@ class StudySpec(StrictModel):
     objective: str = "cv_auc"
     export: ExportSpec = ExportSpec()
     student: StudentSpec = StudentSpec()
+    stage_two: StageTwoSpec = StageTwoSpec()
     top_k_weights: int = Field(3, ge=0)
     """Keep model weights as artifacts for the best this-many trials only."""
     enqueue: tuple[dict[str, Any], ...] = ()
