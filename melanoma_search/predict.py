@@ -17,9 +17,10 @@ member's images-per-patient feature is counted in the file by ``patient_id`` unl
 An ensemble that ships stage two (trees over the image scores, the metadata and the patient's other lesions) scores
 each row of a CSV that has what its features read (``patient_id``, the metadata, its per-lesion columns) with it:
 there a score *does* depend on the patient's other lesions in the file, which is the point. Other rows (and a folder
-of images) fall back to the image blend, and the output counts them. ``score`` is then the calibrated probability of
-whichever model scored the row (so rows of both kinds rank together), ``scored_by`` says which, and ``image_score``
-keeps the image blend's own score.
+of images) fall back to the image blend, and the output counts them. ``probability`` is then the calibrated
+probability of whichever model scored the row (so rows of both kinds rank together), ``score`` that probability with
+its ties broken by the model's own score, ``scored_by`` says which model, and ``image_score`` keeps the image blend's
+own score.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def _say_stage_two(scores: pd.DataFrame, stage: StageTwo, points: dict[str, Oper
     print(f"stage two ({', '.join(stage.groups)}) scored {len(scores) - fell_back} row(s): each with its patient's "
           f"other lesions in this file; {fell_back} fell back to the image blend (no patient_id, metadata or "
           "per-lesion columns)")
-    print("columns: score and probability (the calibrated P(melanoma) of the model that scored the row: rows of both "
-          "kinds rank together), scored_by, stage_two_score (its own scale), image_score (the image blend's)"
+    print("columns: probability (the calibrated P(melanoma) of the model that scored the row: rows of both kinds rank "
+          "together), score (that probability, ties broken by the model's own score), scored_by, stage_two_score "
+          "(its own scale), image_score (the image blend's)"
           + (f", flag_{flagged} (1: at the row's own model's {flagged})" if flagged else ""))
     for point in stage.points.values():
         print(f"  operating point, stage two: {point.line().replace('score >=', 'stage_two_score >=')} (out of fold)")

@@ -26,3 +26,16 @@ def test_chance_scores_half_the_square_above_the_floor() -> None:
     assert partial_auc(target, rng.random(40_000)) == pytest.approx(0.5 * 0.2**2, abs=0.003)
     with pytest.raises(ValueError, match="min_tpr"):
         partial_auc([1, 0], [0.5, 0.4], min_tpr=1.0)
+
+
+def test_the_isic_2024_clinical_figures_match_a_hand_count() -> None:
+    from melanoma_search.metrics import lesions_per_cancer, top_k_sensitivity
+
+    target = np.array([1, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype=float)
+    score = np.arange(10, 0, -1, dtype=float)  # already in review order
+    # 80 % of 3 melanomas needs all 3: the review reaches the 9th lesion, 9 reviewed for 3 found
+    assert lesions_per_cancer(target, score, sensitivity=0.8) == 3.0
+    assert lesions_per_cancer(target, score, sensitivity=0.6) == 2.0  # 2 found by the 4th lesion
+    patient = np.array(["a"] * 5 + ["b"] * 5)
+    assert top_k_sensitivity(target, score, patient, k=1) == 1 / 3  # only a's top lesion is a melanoma
+    assert top_k_sensitivity(target, score, patient, k=4) == 3 / 3

@@ -19,6 +19,7 @@ The ``model:`` config section (:class:`ModelConfig`) lives here too: :func:`buil
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,10 +173,47 @@ class LesionModel(nn.Module):
         return Normalisation(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]))
 
 
-def check_model_name(name: str) -> None:
-    """Raise :class:`ConfigError` with close matches when ``name`` is not a timm model."""
+def _check_local_dir(name: str) -> None:
+    """A ``local-dir:FOLDER`` backbone: the folder timm's ``save_for_hf`` writes (``config.json`` naming a timm
+    architecture, and ``model.safetensors`` for pretrained weights)."""
     import timm
 
+    folder = Path(name.split(":", 1)[1]).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"model {name!r}: no config.json in {folder} (a local-dir: backbone is a folder written by "
+                          "timm's save_for_hf: config.json and model.safetensors)")
+    try:
+        architecture = json.loads(config.read_text()).get("architecture")
+    except (ValueError, AttributeError):
+        raise ConfigError(f"model {name!r}: {config} is not a timm model config (JSON with an architecture)") from None
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise ConfigError(f"model {name!r}: its config.json names architecture {architecture!r}, which this timm "
+                          f"({timm.__version__}) does not have")
+
+
+def _check_hf_hub(name: str) -> None:
+    """An ``hf-hub:ORG/NAME`` backbone: its config is read from the Hugging Face hub, or its offline cache."""
+    from timm.models._hub import load_model_config_from_hf
+
+    try:
+        load_model_config_from_hf(name.split(":", 1)[1])
+    except Exception as exc:  # the hub client raises many kinds; they all mean "cannot load this model"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model {name!r}: cannot read its config from the Hugging Face hub or its offline cache "
+                          f"({reason}); on a machine without the hub, save it with timm's save_for_hf and use "
+                          "local-dir:FOLDER") from None
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`ConfigError` when ``name`` is not a model timm can build: a registry name (with close matches),
+    ``local-dir:FOLDER`` (a saved timm model) or ``hf-hub:ORG/NAME``."""
+    import timm
+
+    if name.startswith("local-dir:"):
+        return _check_local_dir(name)
+    if name.startswith("hf-hub:"):
+        return _check_hf_hub(name)
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -193,7 +231,8 @@ def _known_model(name: str) -> str:
 
 class ModelConfig(StrictModel):
     name: Annotated[str, AfterValidator(_known_model)] = "resnet18"
-    """Any timm model name."""
+    """Any timm model name, or a backbone a user brings as timm loads it: ``local-dir:FOLDER`` (a model saved with
+    timm's ``save_for_hf``: its weights are the pretrained ones) or ``hf-hub:ORG/NAME``."""
     pretrained: bool = False
     """Start from pretrained weights: ``checkpoints[name]`` when given, else timm's (hub or offline cache)."""
     checkpoint: str | None = None

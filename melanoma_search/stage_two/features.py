@@ -129,7 +129,8 @@ def _within_patient(values: pd.DataFrame, patient: pd.Series) -> pd.DataFrame:
 
 
 def _outlier_score(values: pd.DataFrame, patient: pd.Series) -> pd.Series:
-    """LocalOutlierFactor of each lesion among its patient's lesions (3 or more, complete rows only)."""
+    """LocalOutlierFactor of each lesion among its patient's lesions (3 or more, complete rows only), its
+    neighbourhood about half of them (2 to 20): with every other lesion as neighbours, every lesion scores 1."""
     from sklearn.neighbors import LocalOutlierFactor
 
     score = pd.Series(np.nan, index=values.index)
@@ -139,7 +140,7 @@ def _outlier_score(values: pd.DataFrame, patient: pd.Series) -> pd.Series:
         if len(block) < 3 or block.shape[1] == 0:
             continue
         spread = block.std(ddof=0).replace(0, 1.0)
-        lof = LocalOutlierFactor(n_neighbors=min(5, len(block) - 1))
+        lof = LocalOutlierFactor(n_neighbors=max(2, min(20, (len(block) - 1) // 2)))  # all the others: every LOF 1
         lof.fit((block - block.mean()) / spread)
         score.loc[block.index] = -lof.negative_outlier_factor_
     return score

@@ -15,7 +15,8 @@ manifest (its ``stage_two`` entry says what it is):
 patient's other lesions (the patient context is computed over that patient's rows *in the file*, so a score
 depends on the patient's other lesions: that is the point), the metadata, the per-lesion columns. Any other row
 falls back to the image blend, and the output counts them. For rows of both kinds to rank together, ``score`` is
-then the calibrated probability of whichever model scored the row, and ``scored_by`` says which.
+then the calibrated probability of whichever model scored the row (its ties broken by that model's own score), and
+``scored_by`` says which.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from melanoma_search.stage_two.learners import get_learner
 __all__ = ["FOLDER", "StageTwo"]
 
 FOLDER = "stage_two"
+#: How much of a model's own score (0 to 1) is added to its probability in ``score``, to break the probability's ties.
+TIE_BREAK = 1e-6
 
 
 @dataclass
@@ -119,9 +122,10 @@ class StageTwo:
     def with_fallback(self, rows: pd.DataFrame, folds: dict[str, dict[int, np.ndarray]], *,
                       patient_given: np.ndarray, has_meta: bool, image_score: np.ndarray,
                       image_probability: np.ndarray) -> pd.DataFrame:
-        """Each row's ``score`` (the calibrated probability of whichever model scored it: comparable across rows),
-        ``probability`` (the same), ``scored_by`` and ``stage_two_score`` (its own scale, NaN where it did not
-        apply), beside the image blend's ``image_score``."""
+        """Each row's ``probability`` (the calibrated probability of whichever model scored it: comparable across
+        rows), ``score`` (that probability, its ties broken by the model's own score within 1e-6: the isotonic map
+        is flat in places, and rows of one model must rank exactly as that model ranks them), ``scored_by`` and
+        ``stage_two_score`` (its own scale, NaN where it did not apply), beside the image blend's ``image_score``."""
         applies = self.applies(rows, patient_given=patient_given, has_meta=has_meta)
         stage = np.full(len(rows), np.nan)
         if applies.any():
@@ -129,7 +133,8 @@ class StageTwo:
             stage[index] = self.score(rows.iloc[index], {m: {k: v[index] for k, v in by_fold.items()}
                                                          for m, by_fold in folds.items()})
         probability = np.where(applies, self.probability(np.nan_to_num(stage)), image_probability)
-        return pd.DataFrame({"score": probability, "probability": probability,
+        own = np.where(applies, np.nan_to_num(stage), image_score)
+        return pd.DataFrame({"score": probability + TIE_BREAK * own, "probability": probability,
                              "scored_by": np.where(applies, "stage two", "images only"),
                              "stage_two_score": stage, "image_score": image_score}, index=rows.index)
 

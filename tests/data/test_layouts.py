@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from melanoma_search.data.layouts import COLUMNS, SITES, detect_layout, load_table
-from melanoma_search.errors import DataError
+from melanoma_search.errors import DataError, ImageError
 
 
 def _copy_images(src: Path, names: list[str], dest: Path) -> None:
@@ -227,3 +227,38 @@ def test_the_official_ham10000_download(tmp_path: Path, ham_dir: Path, ham_rows:
 
     folds = prepare_data(root=str(tmp_path), n_folds=3).table.set_index("image_name")["fold"]
     assert folds["ISIC_9999999"] == folds[twice["image_id"]]  # a lesion's images never split across folds
+
+
+def test_the_isic2024_layout_reads_metadata_and_hdf5_images(tmp_path: Path) -> None:
+    """ISIC 2024 (SLICE-3D): train-metadata.csv with per-lesion columns, JPEG bytes in train-image.hdf5 by isic_id."""
+    import cv2
+    import h5py
+
+    from melanoma_search.data.images import decode_image
+    from melanoma_search.data.synthetic import render_lesion
+
+    rng = np.random.default_rng(0)
+    ids = [f"ISIC_{i:07d}" for i in range(6)]
+    with h5py.File(tmp_path / "train-image.hdf5", "w") as handle:
+        for index, name in enumerate(ids):
+            image = render_lesion(rng, malignant=index % 3 == 0, size=40)
+            ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            assert ok
+            handle.create_dataset(name, data=np.void(encoded.tobytes()))
+    pd.DataFrame({"isic_id": ids, "patient_id": ["IP_1"] * 3 + ["IP_2"] * 3, "target": [1, 0, 0, 1, 0, 0],
+                  "age_approx": [60, 60, 60, 45, 45, 45], "sex": ["male"] * 3 + ["female"] * 3,
+                  "anatom_site_general": ["posterior torso", "lower extremity", "head/neck"] * 2,
+                  "clin_size_long_diam_mm": [6.1, 3.2, 2.9, 7.5, 3.0, 2.2],
+                  "tbp_lv_H": [40.1, 35.2, 36.0, 41.0, 33.3, 34.4]}).to_csv(tmp_path / "train-metadata.csv",
+                                                                            index=False)
+    table = load_table(tmp_path, keep=("clin_size_long_diam_mm", "tbp_lv_H"))
+    assert detect_layout(tmp_path) == "isic2024" and len(table) == 6 and table["target"].sum() == 2
+    assert table.loc[0, "site"] == "torso" and table.loc[0, "patient_id"] == "IP_1"
+    assert table["tbp_lv_H"].tolist()[:2] == [40.1, 35.2]  # the per-lesion columns kept for stage two
+    path = table.loc[0, "image_path"]
+    assert path == f"{tmp_path / 'train-image.hdf5'}::{ids[0]}"
+    assert decode_image(path, 32).shape == (32, 32, 3)
+    with pytest.raises(DataError, match=r"column\(s\) tbp_lv_nope not in the dataset's table"):
+        load_table(tmp_path, keep=("tbp_lv_nope",))
+    with pytest.raises(ImageError, match="ISIC_9999999"):
+        decode_image(f"{tmp_path / 'train-image.hdf5'}::ISIC_9999999", 32)

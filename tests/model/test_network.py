@@ -90,3 +90,28 @@ def test_pretrained_weights_per_architecture_and_one_check_before_trials(tmp_pat
     with pytest.raises(ConfigError, match="model.checkpoints.resnet18: file not found"):
         build_model(ModelConfig(name="resnet18", pretrained=True, checkpoints={"resnet18": str(tmp_path / "x")}),
                     n_outputs=1)
+
+
+def test_a_backbone_saved_to_a_local_folder_is_searchable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm's local-dir: source: a user's own (or newer) backbone saved with save_for_hf; its saved weights are the
+    pretrained ones, checked as early as a registry name is, with the same one-line error when they cannot load."""
+    import huggingface_hub.constants
+    from timm.models._hub import save_for_hf
+
+    from melanoma_search.model.network import check_model_name
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no retries against an absent network
+
+    own = timm.create_model("test_resnet", pretrained=False, num_classes=0)
+    with torch.no_grad():
+        next(own.parameters()).fill_(0.123)  # a mark to find again
+    save_for_hf(own, tmp_path / "mine")
+    name = f"local-dir:{tmp_path / 'mine'}"
+    check_model_name(name)
+    model = build_model(ModelConfig(name=name, pretrained=True, meta=False), n_outputs=1)
+    assert torch.allclose(next(model.backbone.parameters()), torch.tensor(0.123))  # its own weights, loaded
+    assert model(torch.zeros(2, 3, 32, 32), None).shape == (2, 1)
+    for bad, message in ((f"local-dir:{tmp_path / 'nothing'}", "no config.json in"),
+                         ("hf-hub:nobody/nothing-here", "cannot read its config from the Hugging Face hub")):
+        with pytest.raises(ConfigError, match=message):  # the run's one line, before any trial
+            parse_config({"model": {"name": bad}})

@@ -1,0 +1,110 @@
+"""Stage two end to end: a real run on synthetic patients, export with stage two, predict with a patient CSV and with
+a folder of images (which falls back to the image blend), the folder sealed and free of pickles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
+from tests.studies import call_module, run_module
+
+SPEC = {
+    "objective": "cv_auc",
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 300, "n_test": 30, "size": 32, "seed": 5}},
+    "fixed": {"epochs": 1, "batch_size": 32, "image_size": 32, "model": {"name": "resnet18", "meta": False}},
+    "space": {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "none"},
+    "top_k_weights": 2,
+    "export": {"top_k": 2, "method": "rank"},
+    "stage_two": {"enabled": True, "n_trials": 4, "seeds": 2, "columns": ["diameter_mm", "colour_variance"]},
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("stage-two")
+    (root / "s2.yaml").write_text(yaml.safe_dump(SPEC))
+    run = run_module(root, "melanoma_search.run", "--study", "s2.yaml", "--n-trials", "2")
+    assert run.returncode == 0, run.stderr
+    export = run_module(root, "melanoma_search.export", "--study", "s2", "--ensemble-dir", "ens")
+    assert export.returncode == 0, export.stderr
+    (root / "export.out").write_text(export.stdout)
+    return root
+
+
+def _test_csv(root: Path) -> Path:
+    return next((root / "storage" / "cache").glob("synthetic-*/test.csv"))
+
+
+def test_stage_two_is_a_study_compared_with_the_blend_and_shipped_when_it_beats_it(exported: Path) -> None:
+    out = (exported / "export.out").read_text()
+    assert "stage two: study 's2-stage-two', 0 trial(s) finished, 4 to run" in out
+    assert "chosen on one half of the patients, scored on the other:" in out and "AUC " in out and "pAUC " in out
+    assert "ships: it beats the blend on AUC, on rows it was not chosen on" in out  # patient context is strong here
+    ensemble = load_ensemble(exported / "ens")
+    about = ensemble.manifest["stage_two"]
+    assert about["shipped"] and about["auc"][0] > about["auc"][1] and about["auc_difference"]["low"] > 0
+    files = [f for f in ensemble.manifest["files"] if f.startswith("stage_two/")]
+    assert sum(f.endswith(".lgb.txt") for f in files) == 3 * 2 and "stage_two/features.json" in files  # sealed
+    assert not [p for p in (exported / "ens").rglob("*") if p.is_file() and p.read_bytes()[:1] == b"\x80"]
+    card = (exported / "ens" / "model_card.md").read_text()
+    assert "## Stage two" in card and "Shipped: `predict` uses it" in card
+    report = (exported / "storage" / "s2" / "export" / "report.html").read_text()
+    assert "Stage two: trees over the image scores" in report and "lesions per melanoma found" in report
+    again = call_module(exported, "melanoma_search.export", "--study", "s2", "--out", "again/sub.csv")
+    assert again.returncode == 0 and "4 trial(s) finished, 0 to run" in again.stdout  # the study resumes, no more
+
+
+def test_predict_applies_stage_two_with_the_patients_other_lesions_and_falls_back_without(exported: Path) -> None:
+    scored = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images",
+                         str(_test_csv(exported)), "--out", "s2.csv", "--operating-point", "sens90")
+    assert scored.returncode == 0, scored.stderr
+    assert "stage two (" in scored.stdout and "scored 30 row(s)" in scored.stdout and "0 fell back" in scored.stdout
+    scores = pd.read_csv(exported / "s2.csv")
+    assert set(scores["scored_by"]) == {"stage two"} and scores["probability"].between(0, 1).all()
+    submission = pd.read_csv(exported / "storage" / "s2" / "export" / "submission.csv").merge(scores, on="image_name")
+    assert (submission["target"] - submission["score"]).abs().max() < 1e-9  # the submission is what predict gives
+    rows = pd.read_csv(_test_csv(exported))
+    one = rows.head(1).assign(image_path=lambda r: [str(_test_csv(exported).parent / "images" / f"{n}.jpg")
+                                                     for n in r["image_name"]])
+    one.to_csv(exported / "one.csv", index=False)
+    alone = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images", "one.csv",
+                        "--out", "one-scores.csv")
+    assert alone.returncode == 0, alone.stderr  # the patient's other lesions are not in this file: a score anyway
+    assert pd.read_csv(exported / "one-scores.csv")["scored_by"].tolist() == ["stage two"]
+    folder = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images",
+                         str(_test_csv(exported).parent / "images"), "--out", "folder.csv")
+    assert folder.returncode == 0, folder.stderr
+    assert "scored 0 row(s)" in folder.stdout and "330 fell back to the image blend" in folder.stdout
+    assert set(pd.read_csv(exported / "folder.csv")["scored_by"]) == {"images only"}
+
+
+def test_an_edited_tree_file_is_refused(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "ens"
+    shutil.copytree(exported / "ens", copy)
+    tree = next((copy / "stage_two").glob("*.lgb.txt"))
+    tree.write_text(tree.read_text().replace("shrinkage=", "shrinkage=1", 1))
+    with pytest.raises(EnsembleError, match="changed since export .*lgb.txt"):
+        load_ensemble(copy)
+
+
+def test_stage_two_bad_input_ends_in_one_line(exported: Path, tmp_path: Path) -> None:
+    bad = {**SPEC, "stage_two": {**SPEC["stage_two"], "learners": ["random_forest"]}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    run = call_module(tmp_path, "melanoma_search.run", "--study", "bad.yaml", "--dry-run")
+    assert run.returncode == 2 and "stage_two.learners: unknown learner 'random_forest'" in run.stderr
+    absent = {**SPEC, "stage_two": {**SPEC["stage_two"], "columns": ["tbp_lv_H"]}}
+    (exported / "absent.yaml").write_text(yaml.safe_dump(absent))
+    run = run_module(exported, "melanoma_search.run", "--study", "absent.yaml", "--study-name", "absent",
+                     "--n-trials", "1")
+    assert run.returncode == 0, run.stderr
+    export = call_module(exported, "melanoma_search.export", "--study", "absent", "--out", "absent/sub.csv")
+    assert export.returncode == 2 and "column(s) tbp_lv_H not in the dataset's table" in export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1

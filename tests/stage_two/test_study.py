@@ -1,0 +1,58 @@
+"""The stage-two study on a real SQLite storage: it resumes to its total, and its choice is scored on rows it was
+not chosen on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from melanoma_search.stage_two.study import StageTwoData, ablation, choose, metric_for, run_study, subsets
+
+
+def _data(seed: int = 0, n: int = 240) -> StageTwoData:
+    rng = np.random.default_rng(seed)
+    patient = np.repeat([f"P{i}" for i in range(n // 4)], 4)
+    baseline = np.repeat(rng.normal(5, 1.5, n // 4), 4)
+    target = (rng.random(n) < 0.3).astype(float)
+    rows = pd.DataFrame({"patient_id": patient, "sex": "female", "age_approx": 50.0, "site": "torso",
+                         "size": baseline + 2 * target + rng.normal(0, 0.5, n)}, index=[f"i{i}" for i in range(n)])
+    images = pd.DataFrame({"m1": (0.3 * target + rng.random(n)).argsort().argsort() / n}, index=rows.index)
+    folds = np.repeat(np.arange(n // 4) % 3, 4)  # a patient's lesions in one fold
+    return StageTwoData(rows=rows, images=images, target=target, folds=folds, columns=("size",))
+
+
+def test_the_study_resumes_to_its_total_and_its_choice_is_honest(tmp_path: Path) -> None:
+    data = _data()
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="x-stage-two", storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    kept: dict[int, np.ndarray] = {}
+
+    def upload(trial: optuna.Trial, oof: pd.DataFrame) -> None:
+        kept[trial.number] = oof.set_index("image_name").loc[data.rows.index, "stage_two"].to_numpy()
+
+    name, metric = metric_for("cv_auc")
+    lines: list[str] = []
+    options = {"learners": ("lightgbm",), "groups": ("image", "tabular", "patient"), "seeds": 1, "metric": metric,
+               "upload": upload, "log": lines.append}
+    run_study(data, study=study, n_trials=3, **options)  # type: ignore[arg-type]
+    again = optuna.load_study(study_name="x-stage-two", storage=storage)
+    run_study(data, study=again, n_trials=3, **options)  # type: ignore[arg-type]
+    assert len(again.trials) == 3 and "3 trial(s) finished, 0 to run" in lines[-1]  # resumed, nothing added
+    assert set(again.trials[0].params["groups"].split("+")) <= {"image", "tabular", "patient"}
+    blend = data.images["m1"].to_numpy()
+    choice = choose(again, data, oofs=kept, blend_honest=blend, metric_name=name, metric=metric)
+    best_everywhere = max(kept.values(), key=lambda oof: metric(data.target, oof))
+    assert choice.auc[0] <= metric(data.target, best_everywhere) + 1e-12  # chosen elsewhere: never flatters
+    assert choice.auc[1] == metric(data.target, blend) and choice.ships == (choice.auc_difference.difference > 0)
+    assert choice.ships  # the within-patient size step is far stronger than the image score here
+    assert set(ablation(data, choice.trial, seeds=1, metric=metric)) == set(choice.trial.params["groups"].split("+"))
+
+
+def test_a_trial_draws_a_non_empty_set_of_groups() -> None:
+    choices = subsets(("image", "metadata", "patient"))
+    assert len(choices) == 7 and all(choices.values()) and choices["image+patient"] == ("image", "patient")
+    assert metric_for("pauc")[0] == "pauc" and metric_for("holdout_auc")[0] == "auc"
