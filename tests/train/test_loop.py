@@ -44,7 +44,7 @@ def test_fit_returns_oof_and_test_predictions(synthetic_dir: Path, tmp_path: Pat
     weights = load_file(result.folds[0].weights_path)
     assert any(k.startswith("backbone.") for k in weights)
     out = result.save(tmp_path / "run", config=config)
-    assert {p.name for p in out.iterdir()} == {"oof.csv", "test.csv", "config.yaml", "metrics.yaml"}
+    assert {p.name for p in out.iterdir()} == {"oof.csv", "test.csv", "history.csv", "config.yaml", "metrics.yaml"}
     saved = pd.read_csv(out / "oof.csv")
     assert list(saved.columns[:3]) == ["image_name", "target", "pred"]
 
