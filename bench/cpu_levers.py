@@ -80,29 +80,31 @@ def precision_table(*, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
     return rows
 
 
+def _validate(model: torch.nn.Module, images: torch.Tensor, *, tta: int) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            model.eval()
+            model(torch.cat(list(dihedral_views(images, tta))), None)
+            model.train()
+
+    return run
+
+
 def tta_and_freeze(*, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
     rows = []
     for name, size in (("tf_efficientnet_lite0", 128), ("tf_efficientnet_lite2", 192)):
         model = _model(name)
         images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
 
-        def validate(tta: int) -> Callable[[], None]:
-            def run() -> None:
-                with torch.no_grad():
-                    model.eval()
-                    model(torch.cat(list(dihedral_views(images, tta))), None)
-                    model.train()
-
-            return run
-
         full = _median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
         model.freeze_backbone(True)  # type: ignore[operator]
         frozen = _median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
         model.freeze_backbone(False)  # type: ignore[operator]
-        one, two = (_median_seconds(validate(t), repeats=repeats) for t in (1, 2))
+        one, two = (_median_seconds(_validate(model, images, tta=t), repeats=repeats) for t in (1, 2))
         rows.append({"model": name, "size": size, "validate_tta1_img_s": round(batch / one, 1),
                      "validate_tta2_img_s": round(batch / two, 1), "tta2_cost": round(two / one, 3),
-                     "train_full_img_s": round(batch / full, 1), "train_frozen_backbone_img_s": round(batch / frozen, 1),
+                     "train_full_img_s": round(batch / full, 1),
+                     "train_frozen_backbone_img_s": round(batch / frozen, 1),
                      "frozen_speedup": round(full / frozen, 3)})
         print(json.dumps(rows[-1]), flush=True)
     return rows

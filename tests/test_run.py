@@ -30,6 +30,7 @@ def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "leaderboard of study 'tiny'" in first.stdout
     assert "trial 0 fold 0 epoch 2/2" in first.stdout  # per-epoch progress
+    assert "| fp32 (" in first.stdout  # each trial's start line names its precision and why
     assert "trial 1 fail: FAIL (impossible config" in first.stdout  # arcface loss without its head
     assert "Traceback" not in first.stdout + first.stderr  # the failure in one line (run --verbose for Optuna's)
     study = _study(tmp_path)

@@ -237,7 +237,7 @@ def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, ba
     config = member.config
     layout = output_layout(config.loss, target=config.target, classes=member.classes)
     transform = build_eval_transform(config.augment)
-    precision = Precision.resolve(config.amp, device)
+    precision = Precision.resolve(config.amp, device, model=config.model.name, image_size=config.image_size)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     outputs = {}
     for fold, path in sorted(member.weight_files.items()):

@@ -34,9 +34,11 @@ from melanoma_search.search.objective import Objective
 from melanoma_search.search.progress import format_params
 from melanoma_search.search.spec import StudySpec, native_size
 from melanoma_search.train.config import TrainConfig, apply_overrides, flatten_config, parse_config
+from melanoma_search.train.device import resolve_device
 from melanoma_search.train.loop import fit, prepare_for, smaller_batch
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, RunResult, weight_files
+from melanoma_search.train.steps import Precision
 
 __all__ = ["TrialRunner", "sample_params", "trial_config"]
 
@@ -140,8 +142,10 @@ class TrialRunner:
             _fail(trial, f"impossible config: {exc}")
             raise
         folds = config.data.fold_list()
+        precision = _precision(config)
+        trial.set_user_attr("precision", precision)
         self.log(f"trial {trial.number} started: {len(folds)} fold(s) x {config.epochs} epoch(s) | "
-                 f"{format_params(params)}")
+                 f"{format_params(params)} | {precision}")
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
         ran = [config]  # the config of the last attempt: an out-of-memory retry trains another batch size
         resume = self.resume_folder(trial)
@@ -324,6 +328,16 @@ class _Reporter:
         if self.trial.should_prune():
             self.log(f"trial {self.trial.number} pruned at {where} ({name} {value:.4f})")
             raise optuna.TrialPruned(f"pruned at step {step} with {name} {value:.4f}")
+
+
+def _precision(config: TrainConfig) -> str:
+    """The precision the trial runs in and why (a device the machine lacks fails the trial in ``fit``, with its
+    reason recorded, not here)."""
+    try:
+        return Precision.describe(config.amp, resolve_device(config.device), model=config.model.name,
+                                  image_size=config.image_size)
+    except MelanomaSearchError:
+        return f"amp: {config.amp}"
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

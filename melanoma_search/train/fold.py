@@ -111,7 +111,8 @@ def _build_parts(config: TrainConfig, layout: OutputLayout, rows: _Rows, device:
         forward = torch.compile(model, mode=config.compile)  # type: ignore[assignment]
     return _Parts(model=model, forward=forward,
                   inputs=BatchInputs(device, model.normalisation, channels_last=channels_last),
-                  precision=Precision.resolve(config.amp, device),
+                  precision=Precision.resolve(config.amp, device, model=config.model.name,
+                                              image_size=config.image_size),
                   loss_fn=build_loss(config.loss, target=config.target))
 
 

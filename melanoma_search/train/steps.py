@@ -25,6 +25,7 @@ from torch import nn
 from melanoma_search.augment.device import BatchPolicy, DeviceConstants, cutmix, mixup, prepare_batch
 from melanoma_search.errors import NonFiniteLossError
 from melanoma_search.model.network import Normalisation
+from melanoma_search.train.precision import cpu_precision
 from melanoma_search.train.tta import dihedral_views
 
 __all__ = ["BatchInputs", "EpochOutput", "Precision", "melanoma_probability", "predict", "run_epoch"]
@@ -49,16 +50,33 @@ class Precision:
             return torch.amp.GradScaler(self.device_type)
         return None
 
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32") if self.dtype else "fp32"
+
     @staticmethod
-    def resolve(mode: str, device: torch.device) -> Precision:
-        """``auto``: bf16 on a GPU that supports it, fp16 on an older GPU, off on the CPU."""
-        if mode == "off" or (mode == "auto" and device.type != "cuda"):
+    def resolve(mode: str, device: torch.device, *, model: str = "", image_size: int = 0) -> Precision:
+        """``auto``: bf16 on a GPU that supports it, fp16 on an older GPU; on the CPU, bf16 only where the CPU has
+        it natively and it measured faster for ``model`` at ``image_size`` (:mod:`~melanoma_search.train.precision`),
+        else fp32."""
+        if mode == "off":
             return Precision(device.type, None)
+        if mode == "auto" and device.type != "cuda":
+            chosen = cpu_precision(model, image_size).bf16 if device.type == "cpu" else False
+            return Precision(device.type, torch.bfloat16 if chosen else None)
         if mode == "fp16":
             return Precision(device.type, torch.float16)
         if mode == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
             return Precision(device.type, torch.bfloat16)
         return Precision(device.type, torch.float16)
+
+    @staticmethod
+    def describe(mode: str, device: torch.device, *, model: str, image_size: int) -> str:
+        """The precision a trial will run in and why (its start line says it)."""
+        if mode == "auto" and device.type == "cpu":
+            return cpu_precision(model, image_size).reason
+        chosen = Precision.resolve(mode, device, model=model, image_size=image_size).name
+        return f"{chosen} (amp: {mode} on {device.type})"
 
 
 class BatchInputs:

@@ -1,0 +1,79 @@
+"""How fast an exported ensemble scores images on this CPU: ``predict`` (PyTorch) and the portable ONNX scorer, on the
+same outside images, and whether their scores stay equal.
+
+The study is exported (without stage two) into a temporary folder, made portable, and both score the labelled
+outside images once as a warm-up and then ``--repeats`` times: images per second (median), decoding included. The
+ONNX side is also timed with onnxruntime's graph optimisations off, to show what they buy. Paired on the same images:
+the largest difference of the two scorers' ``score``, and their AUCs.
+
+    python bench/predict_speed.py --study ham-cpu --storage-dir storage --images ../shared/data/isic2018-test-ext
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from melanoma_search.data.layouts import load_table
+from melanoma_search.ensemble import load_ensemble
+from melanoma_search.export import export_study
+from melanoma_search.portable import write_portable
+
+
+def _median_rate(run: Any, n: int, repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return n / statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--storage-dir", default="storage")
+    parser.add_argument("--images", required=True, help="a labelled dataset folder (the outside images)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    table = load_table(Path(args.images))
+    rows = table[table["split"].eq("train")].reset_index(drop=True)
+    paths = [Path(p) for p in rows["image_path"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        export_study(args.study, storage_dir=args.storage_dir, out=Path(tmp) / "sub.csv",
+                     ensemble_dir=Path(tmp) / "ens", stage_two=False, log=lambda line: None)
+        ensemble = load_ensemble(Path(tmp) / "ens")
+        folder = write_portable(ensemble, Path(tmp) / "portable", log=lambda line: None)
+        spec = importlib.util.spec_from_file_location("score", folder / "score.py")
+        assert spec is not None and spec.loader is not None
+        scorer = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(scorer)
+        device = torch.device("cpu")
+        torch_scores = ensemble.score(rows, device=device)["score"].to_numpy()
+        onnx_scores = scorer.score_images(folder, paths)["score"]
+        report = {"images": len(paths), "threads": torch.get_num_threads(),
+                  "members": len(ensemble.members), "fold_models": sum(len(m.weight_files) for m in ensemble.members),
+                  "predict_img_s": round(_median_rate(lambda: ensemble.score(rows, device=device), len(paths),
+                                                      args.repeats), 1),
+                  "onnx_img_s": round(_median_rate(lambda: scorer.score_images(folder, paths), len(paths),
+                                                   args.repeats), 1),
+                  "max_score_difference": float(np.abs(torch_scores - onnx_scores).max()),
+                  "auc_predict": float(roc_auc_score(rows["target"], torch_scores)),
+                  "auc_onnx": float(roc_auc_score(rows["target"], onnx_scores))}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
