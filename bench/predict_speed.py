@@ -4,7 +4,8 @@ same outside images, and whether their scores stay equal.
 The study is exported (without stage two) into a temporary folder, made portable, and both score the labelled
 outside images once as a warm-up and then ``--repeats`` times: images per second (median), decoding included. The
 ONNX side is also timed with onnxruntime's graph optimisations off, to show what they buy. Paired on the same images:
-the largest difference of the two scorers' ``score``, and their AUCs.
+the largest difference of the two scorers' ``score``, and their AUCs. bf16 is not timed here: ``predict`` runs fp32
+on a CPU without native bf16 (``melanoma_search.train.precision``), which the report's ``machine`` line states.
 
     python bench/predict_speed.py --study ham-cpu --storage-dir storage --images ../shared/data/isic2018-test-ext
 """
@@ -22,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
 from melanoma_search.ensemble import load_ensemble
 from melanoma_search.export import export_study
 from melanoma_search.portable import write_portable
+from melanoma_search.train.precision import cpu_bf16_supported
 
 
 def _median_rate(run: Any, n: int, repeats: int) -> float:
@@ -38,6 +41,14 @@ def _median_rate(run: Any, n: int, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return n / statistics.median(times)
+
+
+def _unoptimised() -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
 
 
 def main() -> int:
@@ -63,12 +74,19 @@ def main() -> int:
         torch_scores = ensemble.score(rows, device=device)["score"].to_numpy()
         onnx_scores = scorer.score_images(folder, paths)["score"]
         report = {"images": len(paths), "threads": torch.get_num_threads(),
+                  "machine": {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                              "bf16_supported": cpu_bf16_supported()},
                   "members": len(ensemble.members), "fold_models": sum(len(m.weight_files) for m in ensemble.members),
                   "predict_img_s": round(_median_rate(lambda: ensemble.score(rows, device=device), len(paths),
                                                       args.repeats), 1),
                   "onnx_img_s": round(_median_rate(lambda: scorer.score_images(folder, paths), len(paths),
                                                    args.repeats), 1),
+                  "onnx_no_graph_optimisation_img_s": round(_median_rate(
+                      lambda: scorer.score_images(folder, paths, session_options=_unoptimised()), len(paths),
+                      args.repeats), 1),
                   "max_score_difference": float(np.abs(torch_scores - onnx_scores).max()),
+                  "median_score_difference": float(np.median(np.abs(torch_scores - onnx_scores))),
+                  "spearman": float(spearmanr(torch_scores, onnx_scores).statistic),
                   "auc_predict": float(roc_auc_score(rows["target"], torch_scores)),
                   "auc_onnx": float(roc_auc_score(rows["target"], onnx_scores))}
     print(json.dumps(report, indent=1))

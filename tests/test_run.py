@@ -185,7 +185,7 @@ def test_ctrl_c_re_queues_the_trial_with_its_saved_epochs(tmp_path: Path) -> Non
 def test_sigterm_is_preemption_and_the_same_command_continues_the_trial(tmp_path: Path) -> None:
     """What Slurm, Kubernetes and spot VMs send: one line, exit 143, the trial re-queued with its state; the same
     command then trains only the epochs it lacked."""
-    stopped, spec = _stop_mid_trial(tmp_path, signal.SIGTERM, epochs=12)
+    stopped, spec = _stop_mid_trial(tmp_path, signal.SIGTERM, epochs=8)
     assert stopped.returncode == 143, stopped.stdout
     assert "Traceback" not in stopped.stdout and stopped.stdout.strip().splitlines()[-1].startswith(
         "preempted (SIGTERM): running trials were re-queued with their saved epochs"), stopped.stdout
@@ -193,13 +193,15 @@ def test_sigterm_is_preemption_and_the_same_command_continues_the_trial(tmp_path
     assert [t.state for t in first] == [TrialState.FAIL, TrialState.WAITING]
     assert first[0].user_attrs["fail_reason"].startswith("preempted: SIGTERM")
     assert _resume_files(tmp_path)
-    again = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1")
+    again = run_cli(tmp_path, "--study", str(spec), "--n-trials", "1", "--max-trials", "1")  # the retry alone
     assert again.returncode == 0, again.stderr
     resumed = int(again.stdout.split("trial 1 fold 0: resuming after epoch ")[1].split("/")[0])
     assert resumed >= 1  # the preempted attempt's last saved epoch
-    assert sum(f"trial 1 fold 0 epoch {k}/12" in again.stdout for k in range(1, 13)) == 12 - resumed
-    retry = _study(tmp_path).trials[1]
-    assert retry.state == TrialState.COMPLETE and sorted(retry.intermediate_values) == list(range(12))
+    assert sum(f"trial 1 fold 0 epoch {k}/8" in again.stdout for k in range(1, 9)) == 8 - resumed
+    trials = _study(tmp_path).trials
+    retry = trials[1]
+    assert retry.state == TrialState.COMPLETE and sorted(retry.intermediate_values) == list(range(8))
+    assert len(trials) == 2  # the retry took the preempted trial's place; nothing else ran
     assert not _resume_files(tmp_path)  # removed once the retry finished
 
 

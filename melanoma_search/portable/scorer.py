@@ -100,8 +100,12 @@ def combine(ranks: dict[str, dict[int, np.ndarray]], weights: dict[str, float], 
     return np.vectorize(normal.cdf)(probit.mean(axis=1))
 
 
-def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32) -> dict[str, np.ndarray]:
-    """``score`` and ``probability`` of each image in ``paths``, with the ensemble in ``folder``."""
+def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32,
+                 session_options: Any = None) -> dict[str, np.ndarray]:
+    """``score`` and ``probability`` of each image in ``paths``, with the ensemble in ``folder``.
+
+    ``session_options``: an ``onnxruntime.SessionOptions`` for every fold model (threads, graph optimisations); the
+    default is onnxruntime's own (every graph optimisation on)."""
     import onnxruntime
 
     spec: dict[str, Any] = json.loads((folder / "ensemble.json").read_text())
@@ -111,7 +115,8 @@ def score_images(folder: Path, paths: Sequence[Path], *, batch: int = 32) -> dic
         pixels = np.stack([decode(p, size) for p in paths])
         ranks[member["name"]] = {}
         for fold in member["folds"]:
-            session = onnxruntime.InferenceSession(str(folder / fold["file"]), providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(str(folder / fold["file"]), sess_options=session_options,
+                                                   providers=["CPUExecutionProvider"])
             raw = np.concatenate([session.run(None, {"pixels": pixels[i:i + batch]})[0]
                                   for i in range(0, len(pixels), batch)])
             ranks[member["name"]][int(fold["fold"])] = percentiles(raw.astype(np.float64),

@@ -14,14 +14,14 @@ from tests.studies import call_module, run_module
 
 SPEC = {
     "objective": "cv_auc",
-    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 300, "n_test": 30, "size": 32, "seed": 5}},
+    "data": {"n_folds": 3, "num_workers": 0, "synthetic": {"n_train": 240, "n_test": 24, "size": 32, "seed": 5}},
     "fixed": {"epochs": 1, "batch_size": 32, "image_size": 32, "model": {"name": "resnet18", "meta": False}},
     "space": {"lr": {"low": 1.0e-3, "high": 3.0e-3, "log": True}},
     "sampler": {"name": "random", "seed": 0},
     "pruner": {"name": "none"},
     "top_k_weights": 2,
     "export": {"top_k": 2, "method": "rank"},
-    "stage_two": {"enabled": True, "n_trials": 4, "seeds": 2, "columns": ["diameter_mm", "colour_variance"]},
+    "stage_two": {"enabled": True, "n_trials": 3, "seeds": 2, "columns": ["diameter_mm", "colour_variance"]},
 }
 
 
@@ -43,7 +43,7 @@ def _test_csv(root: Path) -> Path:
 
 def test_stage_two_is_a_study_compared_with_the_blend_and_shipped_when_it_beats_it(exported: Path) -> None:
     out = (exported / "export.out").read_text()
-    assert "stage two: study 's2-stage-two', 0 trial(s) finished, 4 to run" in out
+    assert "stage two: study 's2-stage-two', 0 trial(s) finished, 3 to run" in out
     assert "chosen on one half of the patients, scored on the other:" in out and "AUC " in out and "pAUC " in out
     assert "ships: it beats the blend on AUC, on rows it was not chosen on" in out  # patient context is strong here
     ensemble = load_ensemble(exported / "ens")
@@ -57,14 +57,14 @@ def test_stage_two_is_a_study_compared_with_the_blend_and_shipped_when_it_beats_
     report = (exported / "storage" / "s2" / "export" / "report.html").read_text()
     assert "Stage two: trees over the image scores" in report and "lesions per melanoma found" in report
     again = call_module(exported, "melanoma_search.export", "--study", "s2", "--out", "again/sub.csv")
-    assert again.returncode == 0 and "4 trial(s) finished, 0 to run" in again.stdout  # the study resumes, no more
+    assert again.returncode == 0 and "3 trial(s) finished, 0 to run" in again.stdout  # the study resumes, no more
 
 
 def test_predict_applies_stage_two_with_the_patients_other_lesions_and_falls_back_without(exported: Path) -> None:
     scored = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images",
                          str(_test_csv(exported)), "--out", "s2.csv", "--operating-point", "sens90")
     assert scored.returncode == 0, scored.stderr
-    assert "stage two (" in scored.stdout and "scored 30 row(s)" in scored.stdout and "0 fell back" in scored.stdout
+    assert "stage two (" in scored.stdout and "scored 24 row(s)" in scored.stdout and "0 fell back" in scored.stdout
     scores = pd.read_csv(exported / "s2.csv")
     assert set(scores["scored_by"]) == {"stage two"} and scores["probability"].between(0, 1).all()
     submission = pd.read_csv(exported / "storage" / "s2" / "export" / "submission.csv").merge(scores, on="image_name")
@@ -80,7 +80,7 @@ def test_predict_applies_stage_two_with_the_patients_other_lesions_and_falls_bac
     folder = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images",
                          str(_test_csv(exported).parent / "images"), "--out", "folder.csv")
     assert folder.returncode == 0, folder.stderr
-    assert "scored 0 row(s)" in folder.stdout and "330 fell back to the image blend" in folder.stdout
+    assert "scored 0 row(s)" in folder.stdout and "264 fell back to the image blend" in folder.stdout
     assert set(pd.read_csv(exported / "folder.csv")["scored_by"]) == {"images only"}
 
 

@@ -151,7 +151,7 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
 def test_a_preempted_worker_re_queues_its_trial_and_a_survivor_finishes_it(tmp_path: Path) -> None:
     """SIGTERM to one worker mid-trial: its trial is re-queued with its saved epochs and the other worker runs the
     retry, which trains only the epochs the preempted attempt lacked."""
-    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 12})
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 8})
     launcher = start_cli(tmp_path, "--study", str(spec), "--workers", "2", "--n-trials", "2")
     url = f"journal:{tmp_path}/storage/tiny.log"
     victim = wait_for_training(url, "tiny", epochs=2)
@@ -172,7 +172,7 @@ def test_a_preempted_worker_re_queues_its_trial_and_a_survivor_finishes_it(tmp_p
 def test_a_journal_launch_killed_with_its_workers_is_recovered_by_the_next_run(tmp_path: Path) -> None:
     """The journal file has no heartbeat: a launcher and its workers killed with kill -9 leave RUNNING trials that
     would hold the study's places forever. The same command finds their launch dead, re-queues them and finishes."""
-    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 12}, budget={"max_trials": 2})
+    spec = write_spec(tmp_path, space=SPACE, fixed={**TINY["fixed"], "epochs": 8}, budget={"max_trials": 2})
     args = ["--study", str(spec), "--workers", "2", "--n-trials", "2"]
     launcher = start_cli(tmp_path, *args)
     url = f"journal:{tmp_path}/storage/tiny.log"
