@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +84,16 @@ def postgres_url() -> str:
             pytest.fail(f"CI=true but PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
     return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_name(postgres_url: str) -> Iterator[str]:
+    """A fresh study name in the test PostgreSQL, its study deleted afterwards (the database outlives the tests)."""
+    import optuna
+
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=postgres_url)
+    except KeyError:
+        pass

@@ -42,6 +42,22 @@ def run_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.Completed
     return run_module(cwd, "melanoma_search.run", *args, timeout=timeout)
 
 
+def run_study(root: Path, spec: dict[str, Any], *, name: str, n_trials: int) -> None:
+    """Write ``spec`` to ``root/<name>.yaml`` and run ``n_trials`` of it with a real ``python -m melanoma_search.run``
+    (the module fixtures that export, blend or distil a small study start from this)."""
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    run = run_module(root, "melanoma_search.run", "--study", f"{name}.yaml", "--n-trials", str(n_trials))
+    assert run.returncode == 0, run.stderr
+
+
+def run_and_export(root: Path, spec: dict[str, Any], *, name: str, n_trials: int, ensemble_dir: str) -> str:
+    """:func:`run_study`, then ``export --study NAME --ensemble-dir ENSEMBLE_DIR`` on it; the export's output."""
+    run_study(root, spec, name=name, n_trials=n_trials)
+    export = call_module(root, "melanoma_search.export", "--study", name, "--ensemble-dir", ensemble_dir)
+    assert export.returncode == 0, export.stderr
+    return export.stdout
+
+
 def run_module(cwd: Path, module: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """``python -m MODULE ARGS`` in ``cwd``, its output captured."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,

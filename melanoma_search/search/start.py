@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 
 from melanoma_search.augment.policies import check_augment_files
+from melanoma_search.data.layouts import load_table
 from melanoma_search.data.prepare import load_dataset
 from melanoma_search.errors import ConfigError, StorageError
 from melanoma_search.model.network import ModelConfig, check_pretrained
@@ -102,7 +103,7 @@ def start_run(
     name = study_name or spec.name
     url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend)
     data = prepare_for(base_config)  # a missing or malformed dataset fails here, before any trial
-    _check_files(spec, base, base_config, log=log)
+    _check_files(spec, base, base_config, origin=Path(data.origin), log=log)
     artifact_dir = storage_dir / (artifact_home or name) / "artifacts"
     opened, before = _open_for_run(spec, objective, url=url, name=name, storage=storage, storage_dir=storage_dir,
                                    heartbeat=heartbeat, seed=seed, attrs={records.DATA: data.origin,
@@ -126,11 +127,15 @@ def start_run(
     return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
 
 
-def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig, *, log: Log) -> None:
-    """What a run checks before any trial beside the dataset: the pretrained weights every searched backbone loads
-    and the hair overlays."""
+def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig, *, origin: Path | None,
+                 log: Log) -> None:
+    """What a run checks before any trial beside the dataset: the pretrained weights every searched backbone loads,
+    the hair overlays, and the per-lesion columns stage two reads at export from the dataset at ``origin`` (a
+    misspelt column would otherwise surface only after the whole search)."""
     check_pretrained(candidate_models(spec, base), log=log)
     check_augment_files(base_config.augment)
+    if origin is not None and spec.stage_two.enabled and spec.stage_two.columns:
+        load_table(origin, layout=base_config.data.layout, keep=spec.stage_two.columns, require_images=False)
 
 
 def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Path, pairs: list[tuple[str, Any]],
@@ -206,9 +211,10 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
             log(f"pseudo-labels {data.pseudo.file} are not written yet (the round's first real run writes them): "
                 "checking the labelled data alone")
             data = data.model_copy(update={"pseudo": None})
-        load_dataset(data)
-    check_pretrained(candidate_models(spec, base), log=log)
-    check_augment_files(base_config.augment)
+        origin: Path | None = Path(load_dataset(data).origin)
+    else:  # a synthetic dataset is written by the first real run
+        origin = None
+    _check_files(spec, base, base_config, origin=origin, log=log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     earlier = _existing_trials(url, name)
     sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),

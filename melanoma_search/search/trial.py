@@ -134,18 +134,7 @@ class TrialRunner:
         if self._startup is not None:  # the process's start-up, paid by its first trial
             clock.add("startup", self._startup)
             self._startup = None
-        try:
-            with clock.phase("config"):
-                params = sample_params(trial, self.spec, self.base)
-                config = trial_config(self.base, params, self.objective)
-        except ConfigError as exc:
-            _fail(trial, f"impossible config: {exc}")
-            raise
-        folds = config.data.fold_list()
-        precision = _precision(config)
-        trial.set_user_attr("precision", precision)
-        self.log(f"trial {trial.number} started: {len(folds)} fold(s) x {config.epochs} epoch(s) | "
-                 f"{format_params(params)} | {precision}")
+        config = self._begin(trial, clock)
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
         ran = [config]  # the config of the last attempt: an out-of-memory retry trains another batch size
         resume = self.resume_folder(trial)
@@ -189,6 +178,22 @@ class TrialRunner:
             shutil.rmtree(folder, ignore_errors=True)
             if not retried and not _taken_over(trial):
                 shutil.rmtree(resume, ignore_errors=True)  # the trial ended and no retry will continue it
+
+    def _begin(self, trial: optuna.Trial, clock: PhaseClock) -> TrainConfig:
+        """The trial's config, sampled, and its start line: folds, epochs, parameters and the precision it runs in
+        (``amp: auto`` decides per machine, backbone and size, so the line says what was decided)."""
+        try:
+            with clock.phase("config"):
+                params = sample_params(trial, self.spec, self.base)
+                config = trial_config(self.base, params, self.objective)
+        except ConfigError as exc:
+            _fail(trial, f"impossible config: {exc}")
+            raise
+        precision = _precision(config)
+        trial.set_user_attr("precision", precision)
+        self.log(f"trial {trial.number} started: {len(config.data.fold_list())} fold(s) x {config.epochs} epoch(s) | "
+                 f"{format_params(params)} | {precision}")
+        return config
 
     def resume_folder(self, trial: optuna.Trial) -> Path:
         """Where this trial's retry chain saves its training state: keyed by the first trial of the chain (a

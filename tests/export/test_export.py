@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
-from tests.studies import call_module, run_module
+from tests.studies import call_module, run_module, run_study
 
 SPEC = {
     "objective": "holdout_auc",
@@ -35,9 +35,7 @@ SPEC = {
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    run = run_module(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "3")
-    assert run.returncode == 0, run.stderr
+    run_study(root, SPEC, name="tiny", n_trials=3)
     return root
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
-from tests.studies import call_module, run_module
+from tests.studies import call_module, run_and_export
 
 SPEC = {
     "objective": "cv_auc",
@@ -28,12 +28,7 @@ SPEC = {
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stage-two")
-    (root / "s2.yaml").write_text(yaml.safe_dump(SPEC))
-    run = run_module(root, "melanoma_search.run", "--study", "s2.yaml", "--n-trials", "2")
-    assert run.returncode == 0, run.stderr
-    export = run_module(root, "melanoma_search.export", "--study", "s2", "--ensemble-dir", "ens")
-    assert export.returncode == 0, export.stderr
-    (root / "export.out").write_text(export.stdout)
+    (root / "export.out").write_text(run_and_export(root, SPEC, name="s2", n_trials=2, ensemble_dir="ens"))
     return root
 
 
@@ -102,9 +97,8 @@ def test_stage_two_bad_input_ends_in_one_line(exported: Path, tmp_path: Path) ->
     assert run.returncode == 2 and "stage_two.learners: unknown learner 'random_forest'" in run.stderr
     absent = {**SPEC, "stage_two": {**SPEC["stage_two"], "columns": ["tbp_lv_H"]}}
     (exported / "absent.yaml").write_text(yaml.safe_dump(absent))
-    run = run_module(exported, "melanoma_search.run", "--study", "absent.yaml", "--study-name", "absent",
-                     "--n-trials", "1")
-    assert run.returncode == 0, run.stderr
-    export = call_module(exported, "melanoma_search.export", "--study", "absent", "--out", "absent/sub.csv")
-    assert export.returncode == 2 and "column(s) tbp_lv_H not in the dataset's table" in export.stderr
-    assert len(export.stderr.strip().splitlines()) == 1
+    run = call_module(exported, "melanoma_search.run", "--study", "absent.yaml", "--study-name", "absent",
+                      "--n-trials", "1")  # refused before any trial, not at export after the whole search
+    last = run.stderr.strip().splitlines()[-1]  # (after the dataset's INFO log line)
+    assert run.returncode == 2 and last.startswith("error: ") and "column(s) tbp_lv_H not in the dataset's" in last
+    assert "Traceback" not in run.stderr and "trial 0" not in run.stdout + run.stderr

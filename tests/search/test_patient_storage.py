@@ -44,15 +44,6 @@ def _postgres_down(seconds: float) -> Iterator[None]:
         _postgres("start")
 
 
-@pytest.fixture
-def pg_name(postgres_url: str) -> Iterator[str]:
-    name = f"outage-{uuid.uuid4().hex[:10]}"
-    yield name
-    try:
-        optuna.delete_study(study_name=name, storage=postgres_url)
-    except KeyError:
-        pass
-
 
 def test_two_workers_ride_out_a_postgresql_restart(tmp_path: Path, postgres_url: str, pg_name: str) -> None:
     """Tried before: a worker exited 1 after seven tracebacks. Now the calls in flight wait for the server and the

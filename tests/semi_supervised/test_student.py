@@ -12,7 +12,7 @@ import yaml
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
 from melanoma_search.ensemble.folder import load_ensemble
-from tests.studies import call_module, run_module
+from tests.studies import call_module, run_and_export, run_module
 
 SPEC = {
     "objective": "cv_auc",
@@ -32,11 +32,7 @@ LABEL_COLUMNS = ("target", "diagnosis", "dx", "dx_type", "benign_malignant", "so
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-member ensemble of a tiny synthetic study, in ``<root>/teacher``."""
     root = tmp_path_factory.mktemp("student")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(SPEC))
-    run = run_module(root, "melanoma_search.run", "--study", "tiny.yaml", "--n-trials", "2")
-    assert run.returncode == 0, run.stderr
-    export = call_module(root, "melanoma_search.export", "--study", "tiny", "--ensemble-dir", "teacher")
-    assert export.returncode == 0, export.stderr
+    run_and_export(root, SPEC, name="tiny", n_trials=2, ensemble_dir="teacher")
     return root
 
 
