@@ -32,3 +32,12 @@ def test_resolve_follows_the_decision_and_explicit_modes_stay_explicit() -> None
         assert chosen.name == "fp32"
     assert Precision.resolve("bf16", cpu).name == "bf16" and Precision.resolve("off", cpu).name == "fp32"
     assert Precision.describe("off", cpu, model="resnet18", image_size=64) == "fp32 (amp: off on cpu)"
+
+
+def test_the_shipped_cpu_space_trains_in_fp32_where_bf16_measured_slower() -> None:
+    """The measured table as shipped: on a CPU with native bf16 the ``ham-cpu`` space stays in fp32 (a whole
+    lite2 trial at 192 px ran 0.87x fp32's speed in bf16), and each start line says which measurement decided."""
+    for model in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"):
+        for size in (128, 160, 192):
+            decided = cpu_precision(model, size, supported=True)
+            assert not decided.bf16 and decided.reason.startswith("fp32 (bf16 measured"), (model, size)
