@@ -18,6 +18,7 @@ has no heartbeat: there a launch that left no live process behind is found by it
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -29,6 +30,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "PROCESS_ATTRS",
+    "RAY_TRIAL_ATTR",
     "fail_orphans",
     "fail_running",
     "fail_stale",
@@ -40,6 +43,12 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+
+#: The user attribute a Ray Tune trial's id is kept in (the Ray backend's recovery fails the trials of a lost one).
+RAY_TRIAL_ATTR = "ray_trial"
+#: The user attributes that name the process running a trial (:func:`tag_trial`): a retry does not inherit them.
+PROCESS_ATTRS = ("worker", "launch", RAY_TRIAL_ATTR)
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -99,11 +108,17 @@ def fail_running(
 
 def _retry(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> int | None:
     """Re-queue the failed ``trial`` as Optuna's heartbeat would (``failed_trial`` / ``retry_history``); the retry's
-    number, or ``None`` when its chain already has ``max_retry`` retries."""
+    number, or ``None`` when its chain already has ``max_retry`` retries.
+
+    The retry keeps the trial's user attributes but not those naming the failed attempt's process
+    (:data:`PROCESS_ATTRS`): between a worker taking the retry (it turns RUNNING) and tagging it as its own, another
+    worker's orphan check would otherwise read the dead launch in it and fail it again."""
     before = len(study.get_trials(deepcopy=False))
+    unowned = copy.copy(trial)
+    unowned.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in PROCESS_ATTRS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, unowned)
     added = [t for t in study.get_trials(deepcopy=False)[before:]
              if trial.number in t.system_attrs.get("retry_history", ())]
     return added[0].number if added else None

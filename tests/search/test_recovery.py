@@ -42,6 +42,24 @@ def test_a_dead_workers_trial_is_failed_and_requeued_once(tmp_path: Path) -> Non
     assert pending_retries(study) == []
 
 
+def test_a_retry_taken_by_a_new_worker_is_not_failed_as_the_dead_attempts(tmp_path: Path) -> None:
+    """The retry does not inherit the dead attempt's process attributes: a worker that takes it (RUNNING, not yet
+    tagged as its own) is not mistaken for the dead launch by another worker's orphan check (a race CI once hit)."""
+    study = _study(tmp_path)
+    orphan = study.ask()
+    orphan.set_user_attr("launch", "dead-run")
+    orphan.set_user_attr("worker", worker_id(pid=4242))
+    orphan.set_user_attr("precision", "fp32")
+    assert fail_running(study, lambda t: t.user_attrs.get("launch") == "dead-run", reason="gone", retry=True) \
+        == [(0, 1)]
+    retry = study.get_trials()[1]
+    assert retry.user_attrs == {"precision": "fp32"}  # what the trial recorded stays; who ran it does not
+    taken = study.ask()  # a new worker takes the retry: RUNNING before it tags it
+    assert taken.number == 1
+    assert fail_running(study, lambda t: t.user_attrs.get("launch") == "dead-run", reason="gone", retry=True) == []
+    assert study.get_trials()[1].state == TrialState.RUNNING
+
+
 def test_no_retry_when_stopping(tmp_path: Path) -> None:
     study = _study(tmp_path)
     trial = study.ask()

@@ -71,7 +71,6 @@ def test_a_killed_trial_continues_from_its_last_finished_epoch(tmp_path: Path) -
     assert not list((tmp_path / "storage" / "slow").glob("study-*/resume/*"))  # removed when the retry ended
 
 
-
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (a launcher's workers), from /proc."""
     out = []

@@ -17,13 +17,10 @@ from ray.tune.search import Searcher
 
 from melanoma_search.search.backends.base import RunOutcome
 from melanoma_search.search.budget import TrialBudget
-from melanoma_search.search.recovery import fail_running, pending_retries
+from melanoma_search.search.recovery import RAY_TRIAL_ATTR, fail_running, pending_retries
 from melanoma_search.search.study_budget import StudyBudget
 
-__all__ = ["RAY_TRIAL_ATTR", "Placement", "Recover"]
-
-#: The user attribute naming the Tune trial that ran an Optuna trial (how a lost actor's trial is found).
-RAY_TRIAL_ATTR = "ray_trial"
+__all__ = ["RAY_TRIAL_ATTR", "Placement", "Recover"]  # RAY_TRIAL_ATTR: owned by recovery, re-exported here
 
 
 class Placement(Searcher):
