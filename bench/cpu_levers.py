@@ -35,7 +35,8 @@ BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_
 SIZES = (128, 160, 192)
 
 
-def _median_seconds(step: Callable[[], None], *, repeats: int, warmup: int = 1) -> float:
+def median_seconds(step: Callable[[], None], *, repeats: int, warmup: int = 1) -> float:
+    """The median of ``repeats`` timings of ``step`` after ``warmup`` untimed calls (also used by predict_speed.py)."""
     for _ in range(warmup):
         step()
     times = []
@@ -72,8 +73,8 @@ def precision_table(*, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
         model = _model(name)
         for size in SIZES:
             images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-            fp32 = _median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
-            bf16 = _median_seconds(_train_step(model, images, dtype=torch.bfloat16), repeats=repeats)
+            fp32 = median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
+            bf16 = median_seconds(_train_step(model, images, dtype=torch.bfloat16), repeats=repeats)
             rows.append({"model": name, "size": size, "fp32_img_s": round(batch / fp32, 1),
                          "bf16_img_s": round(batch / bf16, 1), "bf16_speedup": round(fp32 / bf16, 3)})
             print(json.dumps(rows[-1]), flush=True)
@@ -96,11 +97,11 @@ def tta_and_freeze(*, repeats: int, batch: int = 32) -> list[dict[str, Any]]:
         model = _model(name)
         images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
 
-        full = _median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
+        full = median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
         model.freeze_backbone(True)  # type: ignore[operator]
-        frozen = _median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
+        frozen = median_seconds(_train_step(model, images, dtype=None), repeats=repeats)
         model.freeze_backbone(False)  # type: ignore[operator]
-        one, two = (_median_seconds(_validate(model, images, tta=t), repeats=repeats) for t in (1, 2))
+        one, two = (median_seconds(_validate(model, images, tta=t), repeats=repeats) for t in (1, 2))
         rows.append({"model": name, "size": size, "validate_tta1_img_s": round(batch / one, 1),
                      "validate_tta2_img_s": round(batch / two, 1), "tta2_cost": round(two / one, 3),
                      "train_full_img_s": round(batch / full, 1),

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from cpu_levers import median_seconds  # the bench next to this one: the same timing
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -31,16 +30,6 @@ from melanoma_search.ensemble import load_ensemble
 from melanoma_search.export import export_study
 from melanoma_search.portable import write_portable
 from melanoma_search.train.precision import cpu_bf16_supported
-
-
-def _median_rate(run: Any, n: int, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return n / statistics.median(times)
 
 
 def _unoptimised() -> Any:
@@ -77,13 +66,13 @@ def main() -> int:
                   "machine": {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
                               "bf16_supported": cpu_bf16_supported()},
                   "members": len(ensemble.members), "fold_models": sum(len(m.weight_files) for m in ensemble.members),
-                  "predict_img_s": round(_median_rate(lambda: ensemble.score(rows, device=device), len(paths),
-                                                      args.repeats), 1),
-                  "onnx_img_s": round(_median_rate(lambda: scorer.score_images(folder, paths), len(paths),
-                                                   args.repeats), 1),
-                  "onnx_no_graph_optimisation_img_s": round(_median_rate(
-                      lambda: scorer.score_images(folder, paths, session_options=_unoptimised()), len(paths),
-                      args.repeats), 1),
+                  "predict_img_s": round(len(paths) / median_seconds(
+                      lambda: ensemble.score(rows, device=device), repeats=args.repeats), 1),
+                  "onnx_img_s": round(len(paths) / median_seconds(
+                      lambda: scorer.score_images(folder, paths), repeats=args.repeats), 1),
+                  "onnx_no_graph_optimisation_img_s": round(len(paths) / median_seconds(
+                      lambda: scorer.score_images(folder, paths, session_options=_unoptimised()),
+                      repeats=args.repeats), 1),
                   "max_score_difference": float(np.abs(torch_scores - onnx_scores).max()),
                   "median_score_difference": float(np.median(np.abs(torch_scores - onnx_scores))),
                   "spearman": float(spearmanr(torch_scores, onnx_scores).statistic),

@@ -268,8 +268,6 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     at the model's size, so both sides decode the same pixels; end to end, colour constancy's float arithmetic (numpy
     on the host, ONNX in the graph) moves raw outputs by about 1e-5, which on these barely trained models' nearly
     tied outputs can still flip a rank (docs/export.md says so)."""
-    import json
-
     import numpy as np
     import onnxruntime
     import torch
@@ -288,10 +286,10 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     assert loaded is not None and loaded.loader is not None
     scorer_code = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(scorer_code)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in rows["image_path"]])
     ranks: dict[str, dict[int, np.ndarray]] = {}
     for member, listed in zip(load_ensemble(ensemble).members, spec["members"], strict=True):
         raw = score_member(member, rows, device=torch.device("cpu"))
-        pixels = np.stack([np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in rows["image_path"]])
         ranks[listed["name"]] = {}
         for fold in listed["folds"]:
             graph = onnxruntime.InferenceSession(str(root / "portable" / fold["file"]))

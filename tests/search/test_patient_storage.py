@@ -44,7 +44,6 @@ def _postgres_down(seconds: float) -> Iterator[None]:
         _postgres("start")
 
 
-
 def test_two_workers_ride_out_a_postgresql_restart(tmp_path: Path, postgres_url: str, pg_name: str) -> None:
     """Tried before: a worker exited 1 after seven tracebacks. Now the calls in flight wait for the server and the
     run finishes: every trial complete, none left RUNNING, none counted twice."""
