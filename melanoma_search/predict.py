@@ -84,6 +84,23 @@ def _say_stage_two(scores: pd.DataFrame, stage: StageTwo, points: dict[str, Oper
         print(f"  operating point, images only: {point.line().replace('score >=', 'image_score >=')} (out of fold)")
 
 
+def _one_fold_note(ensemble: Ensemble, stage: StageTwo | None) -> str | None:
+    """What a clinician must know when the thresholds and probabilities describe one fold model (or one fold
+    learner of stage two) while ``score`` combines several: they promise fewer flags than the scores give."""
+    folds = max((len(m.weight_files) for m in ensemble.members), default=1)
+    parts = []
+    if ensemble.deployed_scale is None and folds > 1:
+        parts.append(f"the image blend's operating points and probability describe one fold model, while each score "
+                     f"here averages {folds}")
+    if stage is not None and stage.deployed_scale is None and len(stage.learners.folds) > 1:
+        parts.append(f"stage two's describe one fold learner, while its score combines {len(stage.learners.folds)}")
+    if not parts:
+        return None
+    return ("note: " + "; ".join(parts) + ". Expect more images flagged than the stated specificity implies (and "
+            "sensitivity above the stated one), and probabilities nearer the middle than the observed rates "
+            "(re-export with --calibrate-on IMAGES to fit them to these scores)")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from melanoma_search.data.layouts import read_images_to_score
     from melanoma_search.ensemble import load_ensemble
@@ -123,6 +140,8 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  operating point {point.line()} (out of fold)")
     else:
         _say_stage_two(scores, stage, points, flagged=args.operating_point)
+    if (note := _one_fold_note(ensemble, stage)) is not None:
+        print(note)
     if meta_members := ensemble.meta_members():
         from melanoma_search.data.meta import rows_without_metadata
 

@@ -52,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the configs the sampler would try; no training")
     parser.add_argument("--verbose", action="store_true",
                         help="print a failed trial's traceback (default: its reason, in one line)")
-    student = parser.add_argument_group("noisy student (see the README's 'Unlabelled images')")
+    student = parser.add_argument_group("noisy student (see docs/semi-supervised.md)")
     student.add_argument("--student-of", metavar="ENSEMBLE_DIR",
                          help="run a student round: this exported ensemble pseudo-labels --unlabelled, and the "
                          "round's study (NAME-student-rK, in NAME's storage) trains on them with more noise")
     student.add_argument("--unlabelled", metavar="DIR_OR_CSV", help="the images a student round pseudo-labels")
-    scale = parser.add_argument_group("scaling out (see the README's 'Scaling out')")
+    scale = parser.add_argument_group("scaling out (see docs/scaling.md, 'Scaling out')")
     names = list_backends()
     scale.add_argument("--backend", choices=names, default="local",
                        help="; ".join(f"{n}: {get_backend(n).help}" for n in names))

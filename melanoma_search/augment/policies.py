@@ -12,7 +12,7 @@ A policy has two halves that must agree, so they are written side by side in one
 * ``loader_equivalent``: ``on_device`` written as albumentations transforms, for use outside the training loop
   (``batch_on_device=False``) and as the reference the device half is tested against.
 
-A new policy is one :func:`register_policy` call (see the README's "Extending").
+A new policy is one :func:`register_policy` call (see docs/architecture.md, "Extending").
 """
 
 from __future__ import annotations

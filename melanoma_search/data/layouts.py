@@ -3,7 +3,7 @@
 Every reader returns a :class:`pandas.DataFrame` with the columns in :data:`COLUMNS`, so folds, metadata features,
 the image cache and training never need to know where a row came from. :func:`load_table` detects the layout from
 the files in a folder (each layout's ``detect`` is asked in ``priority`` order); a layout can also be forced by name
-(``data.layout``). A new layout is one function decorated with :func:`register_layout` (see the README's
+(``data.layout``). A new layout is one function decorated with :func:`register_layout` (see docs/architecture.md,
 "Extending").
 
 Built-in layouts:
@@ -503,6 +503,11 @@ def _numeric(values: pd.Series, *, path: Path, column: str) -> pd.Series:
     if bad.any():
         examples = sorted(set(values[bad].astype(str)))[:5]
         raise DataError(f"{path}: column {column!r} must be numeric; found {examples} in {int(bad.sum())} row(s)")
+    infinite = np.isinf(converted.to_numpy(dtype=float))
+    if infinite.any():
+        raise DataError(f"{path}: column {column!r} holds infinite value(s) in {int(infinite.sum())} row(s) (first: "
+                        f"row {int(np.flatnonzero(infinite)[0]) + 1} of the file): give a number, or leave it blank "
+                        "where unknown")
     return converted.astype(float)
 
 

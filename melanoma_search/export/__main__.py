@@ -12,6 +12,10 @@ selection, its AUC scored on the half of the rows its weights were not chosen on
 * ``--ensemble-dir``: a self-contained folder to score new images with ``python -m melanoma_search.predict``;
 * with ``--validate PATH`` (labelled images from elsewhere, any dataset layout): every member and the blend scored on
   them, printed beside the in-search AUC, in the report and in the ensemble's manifest;
+* with ``--calibrate-on DIR_OR_CSV`` (unlabelled images like those you will score): the operating points and the
+  probability fitted for what ``predict`` returns (each member's fold models averaged), measured on them without
+  reading a label; without it (and without a test split or ``--validate``) they describe one fold model, and the
+  export, the model card and ``predict`` say so;
 * with ``--stage-two`` (or the spec's ``stage_two.enabled``): the stage-two study (trees over the members' out-of-fold
   scores, the metadata and the patient's other lesions), its comparison with the blend on rows it was not chosen on,
   and, when it beats the blend there, its models in the ensemble folder;
@@ -48,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "average of its fold models and its cv_auc covers every fold)")
     parser.add_argument("--validate", metavar="PATH", help="labelled images from elsewhere (any dataset layout): "
                         "score every member and the blend on them, beside the in-search AUC")
-    parser.add_argument("--device", default="auto", help="for --validate: cpu, cuda, cuda:N or auto")
+    parser.add_argument("--calibrate-on", metavar="DIR_OR_CSV",
+                        help="unlabelled images like those you will score (a folder, or a CSV as predict reads it; "
+                        "no label is read): measure on them how much averaging each member's fold models changes its "
+                        "score, so the operating points and probabilities describe what predict returns (without "
+                        "it, and without a test split or --validate, they describe one fold model and promise fewer "
+                        "flags than predict gives)")
+    parser.add_argument("--device", default="auto", help="for --validate and --calibrate-on: cpu, cuda, cuda:N or auto")
     stage = parser.add_mutually_exclusive_group()
     stage.add_argument("--stage-two", dest="stage_two", action="store_true", default=None,
                        help="run stage two: trees over the members' out-of-fold scores, the metadata and the "
@@ -67,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
                      method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,
-                     validate=args.validate, device=args.device, stage_two=args.stage_two)
+                     validate=args.validate, calibrate_on=args.calibrate_on, device=args.device,
+                     stage_two=args.stage_two)
         return 0
 
     return handled(export, interrupted="interrupted: finished refit folds are kept (in the study's refit folder) "

@@ -70,6 +70,18 @@ def _data(result: Blend, oof_rows: pd.DataFrame, spec: StageTwoSpec, *, origin: 
                         columns=tuple(spec.columns))
 
 
+def _cannot_cross_fit(folds: np.ndarray) -> str | None:
+    """Why stage two cannot be cross-fitted over the blend's out-of-fold rows, or ``None``: its trees for a fold are
+    fitted on the other folds' rows, so it needs the members' out-of-fold rows to span two folds at least (members
+    exported with ``--no-refit`` from a study scored on one fold hold that fold only)."""
+    present = sorted({int(f) for f in np.unique(folds)})
+    if len(present) >= 2:
+        return None
+    return (f"the members' out-of-fold rows come from fold {present[0] if present else '?'} only, and stage two's "
+            "trees for a fold are trained on the other folds' rows (export without --no-refit, so every member "
+            "covers every fold, or search with an objective over every fold, such as cv_auc)")
+
+
 def _open(study: optuna.Study, spec: StageTwoSpec) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -126,6 +138,9 @@ def stage_two_step(study: optuna.Study, result: Blend, oof_rows: pd.DataFrame, *
     check_stage_two_spec(spec, where=f"study {study.study_name}")
     groups = tuple(g for g in spec.groups if g != "tabular" or spec.columns)
     data = _data(result, oof_rows, spec, origin=study.user_attrs.get(records.DATA), layout=layout)
+    if (why := _cannot_cross_fit(data.folds)) is not None:
+        log(f"stage two skipped: {why}; the rest of the export ships without it")
+        return None
     name, metric = metric_for(str(study.user_attrs.get(records.OBJECTIVE, "cv_auc")))
     stage = _open(study, spec)
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,6 +163,9 @@ def stage_two_step(study: optuna.Study, result: Blend, oof_rows: pd.DataFrame, *
                                  members=tuple(m.name for m in result.members), calibration=calibration,
                                  points=points, about={})
         outcome.model.about = outcome.about()
+        if len(fitted.learners.folds) > 1:
+            log(f"stage two's operating points and probability describe ONE fold learner's score, while predict "
+                f"combines {len(fitted.learners.folds)}: expect more flags than stated where it scores a row")
     return outcome
 
 

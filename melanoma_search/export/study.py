@@ -41,7 +41,7 @@ from melanoma_search.ensemble.folder import (
 from melanoma_search.ensemble.methods import get_blend_method
 from melanoma_search.ensemble.refit import refit_candidates
 from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
-from melanoma_search.errors import ConfigError, StorageError
+from melanoma_search.errors import ConfigError, DataError, StorageError
 from melanoma_search.export.stage_two import check_stage_two_spec, stage_two_step, stage_two_submission
 from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
 from melanoma_search.report.card import model_card
@@ -157,17 +157,31 @@ def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[
     scores = result.calibration_scores
     points = choose_operating_points(result.target, scores)
     calibration = calibration_summary(result.target, cross_fitted_probability(scores, result.target))
-    scale = result.deployed_scale
-    log("scale: " + ("a new image's fold models are combined; out-of-fold rows scored by one fold model are read as "
-                     f"that combination scores them (the variance combining removes, {scale.variance:.3f} in probit "
-                     f"units, measured on {scale.source}, {scale.n_images} images)" if scale is not None else
-                     "the out-of-fold rows as one fold model scored them (no combination measured)"))
+    log(_scale_line(result))
     log("operating points, chosen on the shipped out-of-fold blend (95% bootstrap intervals):")
     for point in points:
         log(f"  {point.line()}")
     log(calibration.line("of the calibrated probability, out of fold (map fitted on the other half)"))
     groups = subgroups(oof_rows, result.target, scores, points=points, where="Out of fold")
     return _Checks(points=points, calibration=calibration, oof_groups=groups)
+
+
+def _scale_line(result: Blend) -> str:
+    """Which score the operating points and probabilities describe, in words a clinician reads where they describe
+    one fold model but ``predict`` combines several (they then promise fewer flags than it gives)."""
+    scale = result.deployed_scale
+    if scale is not None:
+        return ("scale: a new image's fold models are combined; out-of-fold rows scored by one fold model are read as "
+                f"that combination scores them (the variance combining removes, {scale.variance:.3f} in probit "
+                f"units, measured on {scale.source}, {scale.n_images} images)")
+    folds = max((len(m.folds) for m in result.members), default=1)
+    if folds < 2:
+        return "scale: one fold model per member, as predict scores new images"
+    return ("scale: no combination measured. The operating points and probabilities below describe ONE fold model, "
+            f"but predict averages {folds} per member, which ranks better: expect more flags than stated (higher "
+            "sensitivity, lower specificity at each operating point) and probabilities nearer the middle. To describe "
+            "what predict returns, give --calibrate-on IMAGES (unlabelled images like those you will score; no label "
+            "is read)")
 
 
 def _manifest_checks(checks: _Checks) -> dict[str, object]:
@@ -194,6 +208,34 @@ def _measure_outside(result: Blend, checks: _Checks, staging: Path, *, oof_rows:
     return result, checks, scored, True
 
 
+def _measure_on_unlabelled(result: Blend, staging: Path, *, oof_rows: pd.DataFrame, images: str | Path,
+                           device: torch.device, log: Callable[[str], None]) -> tuple[Blend, _Checks] | None:
+    """Measure how much combining the fold models removes on ``images`` (``--calibrate-on``: a folder or CSV of
+    unlabelled images, as ``predict`` reads them; any label column is ignored) and describe the blend with it;
+    ``None`` when the members do not share their folds (nothing to measure)."""
+    from melanoma_search.data.layouts import read_images_to_score
+
+    ensemble = load_ensemble(staging)
+    rows = read_images_to_score(images)
+    if seen := ensemble.trained_on(rows):
+        raise DataError(f"--calibrate-on {images}: {len(seen)} of its {len(rows)} image(s) are images this "
+                        f"ensemble's study trained on ({', '.join(seen[:3])}): a fold model that trained on an "
+                        "image scores it unlike a new one; give images the study never saw")
+    log(f"calibrate-on: scoring {len(rows)} unlabelled image(s) of {images} with every fold model")
+    per_fold = per_fold_blend(ensemble.fold_scores(rows, device=device, allow_missing_meta=True), result.weights)
+    if per_fold is None:
+        log("calibrate-on: the members do not share the same fold models; nothing to measure")
+        return None
+    scale = DeployedScale.measure(per_fold, source=f"--calibrate-on {images} (no labels read)")
+    if scale is None:
+        raise DataError(f"--calibrate-on {images}: {len(rows)} image(s); measuring how the fold models combine "
+                        "needs at least 10")
+    result = result.with_deployed_scale(scale)
+    checks = _out_of_fold_checks(result, oof_rows, log=log)
+    recalibrate(staging, result, _manifest_checks(checks))
+    return result, checks
+
+
 def _ship_stage_two(staging: Path, stage: StageTwoOutcome | None) -> None:
     """Stage two's verdict in the manifest, and its models and files in the folder when it ships (sealed)."""
     if stage is None:
@@ -206,10 +248,12 @@ def _ship_stage_two(staging: Path, stage: StageTwoOutcome | None) -> None:
 
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
                   configs: dict[str, TrainConfig], training: pd.DataFrame, oof_rows: pd.DataFrame,
-                  validate: str | Path | None, device: str, stage: StageTwoOutcome | None,
-                  log: Callable[[str], None]) -> tuple[Blend, _Checks, str, list[Saliency]]:
+                  validate: str | Path | None, calibrate_on: str | Path | None, device: str,
+                  stage: StageTwoOutcome | None, log: Callable[[str], None]
+                  ) -> tuple[Blend, _Checks, str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
-    the outside check (``validate``, its figures added to the checks), the Grad-CAM maps and the model card.
+    the combination of fold models measured on ``calibrate_on``'s unlabelled images, the outside check
+    (``validate``, its figures added to the checks), the Grad-CAM maps and the model card.
     Returns the blend and checks as finally described, the card and the maps."""
     from melanoma_search.train.device import resolve_device
 
@@ -217,6 +261,10 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
         write_ensemble(result, out=staging, study_name=study.study_name, method=method,
                        lineage=records.lineage(study), training=training, extra=_manifest_checks(checks))
         _ship_stage_two(staging, stage)
+        if calibrate_on is not None and (measured := _measure_on_unlabelled(
+                result, staging, oof_rows=oof_rows, images=calibrate_on, device=resolve_device(device),
+                log=log)) is not None:
+            result, checks = measured
         if validate is not None:
             on = resolve_device(device)
             result, checks, scored, here = _measure_outside(result, checks, staging, oof_rows=oof_rows,
@@ -242,6 +290,24 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
     return result, checks, card, looked
 
 
+def _folder_step(plan: _Plan, result: Blend, checks: _Checks, *, configs: dict[str, TrainConfig],
+                 training: pd.DataFrame, oof_rows: pd.DataFrame, device: str, stage: StageTwoOutcome | None,
+                 work: Path, log: Callable[[str], None]) -> tuple[Blend, _Checks, str | None, list[Saliency]]:
+    """The ensemble folder when the plan needs weights (``--ensemble-dir``, ``--validate`` or ``--calibrate-on``;
+    in ``work`` when no folder was asked for): the blend and checks as finally described, the card and the maps."""
+    if not plan.need_weights:
+        return result, checks, None, []
+    target = plan.ensemble_dir if plan.ensemble_dir is not None else work / "ensemble"
+    result, checks, card, looked = _write_folder(
+        result, checks, target=target, study=plan.study, method=plan.method, configs=configs, training=training,
+        oof_rows=oof_rows, validate=plan.validate, calibrate_on=plan.calibrate_on, device=device, stage=stage,
+        log=log)
+    if plan.ensemble_dir is not None:
+        log(f"ensemble: {target}, with its model card (score new images with python -m melanoma_search.predict "
+            f"--ensemble {target})")
+    return result, checks, card, looked
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What this export does: the study, its members' number and method, where each output goes."""
@@ -255,16 +321,19 @@ class _Plan:
     validate: str | Path | None
     storage_dir: Path
     stage_two: bool | None = None
+    calibrate_on: str | Path | None = None
+    """Unlabelled images to measure the combination of fold models on (``--calibrate-on``)."""
     """Run stage two (``None``: as the spec's ``stage_two.enabled`` says)."""
 
     @property
     def need_weights(self) -> bool:
-        return self.ensemble_dir is not None or self.validate is not None
+        return self.ensemble_dir is not None or self.validate is not None or self.calibrate_on is not None
 
 
 def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int | None, method: str | None,
           refit: bool | None, out: str | Path | None, ensemble_dir: str | Path | None,
-          validate: str | Path | None, stage_two: bool | None = None) -> _Plan:
+          validate: str | Path | None, stage_two: bool | None = None,
+          calibrate_on: str | Path | None = None) -> _Plan:
     """The options with the spec's ``export:`` defaults filled in, each checked before any work (a refit takes
     hours on a CPU: an unknown method or a folder that may not be replaced must stop the export first)."""
     if top_k is not None and top_k < 1:
@@ -274,6 +343,8 @@ def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int
     method = defaults.method if method is None else method
     get_blend_method(method)
     out = Path(out) if out is not None else storage_dir / study_name / "export" / "submission.csv"
+    if calibrate_on is not None and not Path(calibrate_on).expanduser().exists():
+        raise ConfigError(f"--calibrate-on {calibrate_on}: no such folder or CSV file")
     if ensemble_dir is not None:
         check_replaceable(Path(ensemble_dir))
         _refuse_inside(out, Path(ensemble_dir))
@@ -281,11 +352,10 @@ def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int
         spec = StageTwoSpec.model_validate(records.stage_two_section(study))
         if stage_two or spec.enabled:
             check_stage_two_spec(spec, where=f"study {study_name}")
-    return _Plan(stage_two=stage_two,study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
-                 refit=defaults.refit if refit is None else refit,
-                 out=out,
+    return _Plan(study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
+                 refit=defaults.refit if refit is None else refit, out=out,
                  ensemble_dir=None if ensemble_dir is None else Path(ensemble_dir), validate=validate,
-                 storage_dir=storage_dir)
+                 storage_dir=storage_dir, stage_two=stage_two, calibrate_on=calibrate_on)
 
 
 def _refuse_inside(out: Path, ensemble_dir: Path) -> None:
@@ -372,6 +442,7 @@ def export_study(
     ensemble_dir: str | Path | None = None,
     refit: bool | None = None,
     validate: str | Path | None = None,
+    calibrate_on: str | Path | None = None,
     device: str = "auto",
     stage_two: bool | None = None,
     log: Callable[[str], None] = print,
@@ -380,10 +451,12 @@ def export_study(
 
     ``out``: the submission CSV, ``report.html`` beside it (default ``<storage_dir>/<study>/export/submission.csv``,
     out of the working tree's way); ``refit``: train each member on the folds it lacks first (fold bagging);
-    ``validate``: a labelled dataset folder of outside images to score the ensemble on; ``stage_two``: run stage two
-    (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``). ``top_k``, ``method`` and
-    ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else 5, rank and
-    refit.
+    ``validate``: a labelled dataset folder of outside images to score the ensemble on; ``calibrate_on``: unlabelled
+    images (a folder, or a CSV as ``predict`` reads it) on which to measure how much combining each member's fold
+    models removes, so the operating points and probabilities describe what ``predict`` returns; ``stage_two``: run
+    stage two (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``). ``top_k``,
+    ``method`` and ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else
+    5, rank and refit.
     """
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
@@ -392,7 +465,8 @@ def export_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = _plan(study_name, storage=storage, storage_dir=Path(storage_dir), top_k=top_k, method=method,
-                 refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate, stage_two=stage_two)
+                 refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate, stage_two=stage_two,
+                 calibrate_on=calibrate_on)
     store = FileSystemArtifactStore(str(records.artifact_dir(plan.study, storage_dir=plan.storage_dir)))
     with tempfile.TemporaryDirectory() as tmp:
         result = _members(plan, store, work=Path(tmp), log=log)
@@ -404,16 +478,9 @@ def export_study(
                                layout=next(iter(configs.values())).data.layout)
         submission = _write_submission(result, plan.out, log=log, stage=stage, configs=configs)
         _attach_roc(result, plan.study, store, work=Path(tmp))
-        card: str | None = None
-        looked: list[Saliency] = []
-        if plan.need_weights:
-            target = plan.ensemble_dir if plan.ensemble_dir is not None else Path(tmp) / "ensemble"
-            result, checks, card, looked = _write_folder(
-                result, checks, target=target, study=plan.study, method=plan.method, configs=configs,
-                training=training, oof_rows=oof_rows, validate=plan.validate, device=device, stage=stage, log=log)
-            if plan.ensemble_dir is not None:
-                log(f"ensemble: {target}, with its model card (score new images with python -m "
-                    f"melanoma_search.predict --ensemble {target})")
+        result, checks, card, looked = _folder_step(plan, result, checks, configs=configs, training=training,
+                                                    oof_rows=oof_rows, device=device, stage=stage, work=Path(tmp),
+                                                    log=log)
         report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
                               points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
                               card=card, saliency=looked, stage_two=stage)

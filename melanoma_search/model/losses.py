@@ -2,7 +2,7 @@
 
 Each loss is registered once with :func:`register_loss`, which records what the rest of the package needs to know
 about it: which targets it supports, which head it needs, how wide the model's output must be, and how to build it
-from the config section. A new loss is one class and one decorated builder (see the README's "Extending").
+from the config section. A new loss is one class and one decorated builder (see docs/architecture.md, "Extending").
 
 All losses take ``(logits, target, weight=None)``: for a binary target the logits are ``(N, 1)`` and the target a
 float in [0, 1] (soft after mixup, or a pseudo-label's probability); for a multi-class target (diagnosis, or ArcFace's

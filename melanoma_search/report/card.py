@@ -88,11 +88,13 @@ def _scale_line(blend: Blend) -> str:
                 f"combination would score them, removing the variance the fold models' disagreement adds "
                 f"({scale.variance:.3f} in probit units, measured on {scale.source}, {scale.n_images} images, no "
                 "labels read). So they describe what `predict` returns.")
-    return ("- Scale: the probability map, the operating points and the out-of-fold figures describe one fold model "
-            "per member (no test split and no `--validate` images measured how much combining the fold models "
-            "removes, or each member has one fold model). Where `predict` combines several fold models, expect more "
-            "sensitivity and less specificity than stated at each operating point, and probabilities nearer the "
-            "middle than the observed rates.")
+    return ("- Scale: the probability map, the operating points and the out-of-fold figures describe **one fold "
+            "model** per member (no test split, no `--calibrate-on` and no `--validate` images measured how much "
+            "combining the fold models changes the score, or each member has one fold model). Where `predict` "
+            "combines several fold models, expect more flags than stated: more sensitivity and less specificity at "
+            "each operating point, and probabilities nearer the middle than the observed rates. Exporting again "
+            "with `--calibrate-on` and unlabelled images like those to be scored fits them to what `predict` "
+            "returns.")
 
 
 def _performance(blend: Blend, calibration: Calibration, validation: Validation | None) -> list[str]:

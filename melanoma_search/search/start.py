@@ -132,10 +132,14 @@ def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig
     """What a run checks before any trial beside the dataset: the pretrained weights every searched backbone loads,
     the hair overlays, and the per-lesion columns stage two reads at export from the dataset at ``origin`` (a
     misspelt column would otherwise surface only after the whole search)."""
+    from melanoma_search.data.columns import numeric_columns
+
     check_pretrained(candidate_models(spec, base), log=log)
     check_augment_files(base_config.augment)
     if origin is not None and spec.stage_two.enabled and spec.stage_two.columns:
-        load_table(origin, layout=base_config.data.layout, keep=spec.stage_two.columns, require_images=False)
+        table = load_table(origin, layout=base_config.data.layout, keep=spec.stage_two.columns,
+                           require_images=False)
+        numeric_columns(table.loc[table["split"].eq("train")], spec.stage_two.columns)  # text or inf: refused now
 
 
 def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Path, pairs: list[tuple[str, Any]],

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from melanoma_search.data.prepare import PreparedData
-from melanoma_search.errors import ConfigError, DiskFullError, MelanomaSearchError, Preempted
+from melanoma_search.errors import ConfigError, DiskFullError, ImageError, MelanomaSearchError, Preempted
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.disk import disk_full
 from melanoma_search.search.gpu_share import GpuShare
@@ -110,8 +110,9 @@ class TrialRunner:
         self.artifacts, self.work_dir, self.log = artifacts, work_dir, log
         self._startup = None if process_started is None else max(0.0, time.time() - process_started)
         self.gpu_share = gpu_share
-        self.disk_full: DiskFullError | None = None
-        """Set when a trial failed on a full disk: the worker stops instead of failing the next trial on it too."""
+        self.run_fault: DiskFullError | ImageError | None = None
+        """Set when a trial failed on what no configuration escapes (a full disk, an image that cannot be decoded):
+        the worker stops the run instead of failing every next trial on it too."""
         self._data: dict[str, PreparedData] = {}
         if data is not None:
             self._data[self._data_key(parse_config(self.base))] = data
@@ -161,14 +162,14 @@ class TrialRunner:
                   "epochs, which the same command continues from")
             raise
         except Exception as exc:
-            full = disk_full(exc, folders=(self.artifacts.root.parent, Path(config.data.cache_dir), self.work_dir,
-                                           resume, self.artifacts.weights_root))
-            if full is None:
+            fault = disk_full(exc, folders=(self.artifacts.root.parent, Path(config.data.cache_dir), self.work_dir,
+                                            resume, self.artifacts.weights_root)) or _data_fault(exc)
+            if fault is None:
                 raise
             retried = True  # its worker stops the run and re-queues it: the same command continues it
-            self.disk_full = full
-            _fail(trial, f"DiskFullError: {full}")
-            raise full from None
+            self.run_fault = fault
+            _fail(trial, f"{type(fault).__name__}: {fault}")
+            raise fault from None
         finally:
             # the config that trained the kept weights (or ran last), whatever the end: the dashboard, the refit and
             # the ensemble read this file, so it must never be an attempt that ran out of memory
@@ -343,6 +344,16 @@ def _precision(config: TrainConfig) -> str:
                                   image_size=config.image_size)
     except MelanomaSearchError:
         return f"amp: {config.amp}"
+
+
+def _data_fault(exc: BaseException) -> ImageError | None:
+    """An image the dataset cannot decode: every trial reads the same images, so each would fail on it (the cache is
+    built once per image size and refuses the first undecodable file); the run stops once, naming it, and the trial
+    is re-queued for the same command once the file is mended or ``data.bad_images: skip`` drops it."""
+    if not isinstance(exc, ImageError):
+        return None
+    return ImageError(f"{exc}; the run stops here (every trial reads the same images) and the trial is re-queued: "
+                      "the same command continues once the file is mended or skipped")
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:

@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from melanoma_search.data.prepare import PreparedData
-from melanoma_search.errors import MelanomaSearchError, Preempted, preempt_on_sigterm
+from melanoma_search.errors import DiskFullError, MelanomaSearchError, Preempted, preempt_on_sigterm
 from melanoma_search.search.artifacts import ArtifactWriter
 from melanoma_search.search.budget import TrialBudget
 from melanoma_search.search.gpu_share import GpuShare
@@ -185,10 +185,11 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
         with share.shared() if share is not None else contextlib.nullcontext():
             study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
                            gc_after_trial=True)
-        if (full := session.runner.disk_full) is not None:  # the next trial would fail on the same disk
+        if (fault := session.runner.run_fault) is not None:  # the next trial would fail on the same disk or image
             if ran and (retry_number := requeue(study, ran[-1].number)) is not None:
-                log(f"trial {ran[-1].number} stopped on a full disk: re-queued as trial {retry_number}")
-            raise full
+                what = "a full disk" if isinstance(fault, DiskFullError) else "an image that cannot be decoded"
+                log(f"trial {ran[-1].number} stopped on {what}: re-queued as trial {retry_number}")
+            raise fault
         if retry and ran and "failed_trial" not in ran[-1].system_attrs:
             # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
             assert budget is not None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from melanoma_search.data.columns import numeric_columns
 from melanoma_search.data.layouts import SITES
 from melanoma_search.errors import DataError
 
@@ -79,22 +80,6 @@ def get_group(name: str) -> FeatureGroup:
 
 def list_groups() -> tuple[str, ...]:
     return tuple(_GROUPS)
-
-
-def numeric_columns(rows: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """The spec's per-lesion columns as floats; a value that is not a number (blank is missing) is an error naming
-    the column and the value."""
-    out = {}
-    for name in columns:
-        if name not in rows:
-            raise DataError(f"stage_two.columns: {name!r} is not a column of the dataset's table")
-        values = pd.to_numeric(rows[name], errors="coerce")
-        bad = rows[name].notna() & values.isna() & rows[name].astype(str).str.strip().ne("")
-        if bad.any():
-            raise DataError(f"stage_two.columns: column {name!r} holds non-numeric value(s), e.g. "
-                            f"{rows.loc[bad, name].astype(str).head(3).tolist()}")
-        out[name] = values.astype(float)
-    return pd.DataFrame(out, index=rows.index)
 
 
 @register_group("image", summary="the members' out-of-fold scores (each fold model's percentile) and their mean")

@@ -141,6 +141,67 @@ def test_export_errors(study_dir: Path, tmp_path: Path) -> None:
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_stage_two_on_members_of_one_fold_is_skipped_and_said_and_the_export_ships(study_dir: Path) -> None:
+    """``--no-refit`` on a fold-0 study leaves out-of-fold rows of one fold: stage two cannot cross-fit over them (its
+    trees for a fold train on the other folds' rows; LightGBM used to end the export on zero rows), so it is skipped
+    with the reason and the rest of the export ships."""
+    export = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--no-refit", "--stage-two",
+                         "--out", "one-fold/sub.csv", "--ensemble-dir", "one-fold-ens")
+    assert export.returncode == 0, export.stderr
+    assert "stage two skipped: the members' out-of-fold rows come from fold 0 only" in export.stdout
+    assert "Traceback" not in export.stderr and (study_dir / "one-fold" / "sub.csv").is_file()
+    assert "stage_two" not in load_ensemble(study_dir / "one-fold-ens").manifest
+
+
+def test_operating_points_of_one_fold_model_are_said_and_calibrate_on_fits_them_to_what_predict_returns(
+        tmp_path: Path) -> None:
+    """No test split, no --validate: the thresholds describe one fold model and every door says so in words; with
+    --calibrate-on (unlabelled images the study never saw) they describe the combination predict returns."""
+    from melanoma_search.data.synthetic import write_synthetic_dataset
+
+    spec = {**SPEC, "objective": "cv_auc", "export": {"top_k": 2, "method": "rank", "refit": True},
+            "data": {**SPEC["data"], "synthetic": {**SPEC["data"]["synthetic"], "n_test": 0}},
+            "fixed": {**SPEC["fixed"], "epochs": 1, "tta": 1, "model": {"name": "resnet18", "meta": False}}}
+    run_study(tmp_path, spec, name="nosplit", n_trials=2)
+    plain = call_module(tmp_path, "melanoma_search.export", "--study", "nosplit", "--ensemble-dir", "plain")
+    assert plain.returncode == 0, plain.stderr
+    assert "scale: no combination measured. The operating points and probabilities below describe ONE fold model, " \
+           "but predict averages 3 per member" in plain.stdout and "expect more flags than stated" in plain.stdout
+    assert "describe **one fold model** per member" in (tmp_path / "plain" / "model_card.md").read_text()
+    unseen = tmp_path / "unseen"  # a new draw of lesions under names the study never used: images it never saw
+    write_synthetic_dataset(tmp_path / "draw", n_train=30, n_test=0, size=40, seed=11)
+    unseen.mkdir()
+    for image in sorted((tmp_path / "draw" / "images").iterdir()):
+        shutil.copy(image, unseen / image.name.replace("SYN_", "NEW_"))
+    scored = call_module(tmp_path, "melanoma_search.predict", "--ensemble", "plain", "--images", str(unseen),
+                         "--out", "plain.csv")
+    assert scored.returncode == 0 and "note: the image blend's operating points and probability describe one " \
+        "fold model, while each score here averages 3" in scored.stdout
+    fitted = call_module(tmp_path, "melanoma_search.export", "--study", "nosplit", "--ensemble-dir", "fitted",
+                         "--calibrate-on", str(unseen), "--out", "fitted-out/sub.csv")
+    assert fitted.returncode == 0, fitted.stderr
+    assert f"measured on --calibrate-on {unseen} (no labels read), 30 images" in fitted.stdout
+    ensemble = load_ensemble(tmp_path / "fitted")
+    assert ensemble.deployed_scale is not None and ensemble.deployed_scale.folds == 3
+    calibration = pd.read_csv(tmp_path / "fitted" / "calibration.csv")
+    assert (calibration["score"] != calibration["oof"]).any()  # thresholds fitted on the combination's scale
+    assert "- Scale: `score` combines every member's fold models" in (tmp_path / "fitted" / "model_card.md").read_text()
+    again = call_module(tmp_path, "melanoma_search.predict", "--ensemble", "fitted", "--images", str(unseen),
+                        "--out", "fitted.csv")
+    assert again.returncode == 0 and "note:" not in again.stdout
+    seen = call_module(tmp_path, "melanoma_search.export", "--study", "nosplit", "--out", "seen/sub.csv",
+                       "--calibrate-on", str(_train_images(tmp_path)))
+    last = seen.stderr.strip().splitlines()[-1]
+    assert seen.returncode == 2 and "are images this ensemble's study trained on" in last
+    absent = call_module(tmp_path, "melanoma_search.export", "--study", "nosplit", "--calibrate-on", "nowhere")
+    assert absent.returncode == 2
+    assert absent.stderr.strip() == "error: --calibrate-on nowhere: no such folder or CSV file"
+
+
+def _train_images(root: Path) -> Path:
+    return next((root / "storage" / "cache").glob("synthetic-*/images"))
+
+
 def test_export_bags_each_member_over_every_fold_and_resumes(study_dir: Path) -> None:
     """A fold-0 study's members are retrained on the other folds: K weights each, OOF over every training row."""
     run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "bag/sub.csv",

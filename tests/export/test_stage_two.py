@@ -102,3 +102,31 @@ def test_stage_two_bad_input_ends_in_one_line(exported: Path, tmp_path: Path) ->
     last = run.stderr.strip().splitlines()[-1]  # (after the dataset's INFO log line)
     assert run.returncode == 2 and last.startswith("error: ") and "column(s) tbp_lv_H not in the dataset's" in last
     assert "Traceback" not in run.stderr and "trial 0" not in run.stdout + run.stderr
+
+
+def test_an_infinite_per_lesion_value_is_one_line_in_predict_and_before_the_run(exported: Path,
+                                                                                tmp_path: Path) -> None:
+    """``diameter_mm = inf`` used to reach scikit-learn's outlier score and end in its traceback ("Input X contains
+    NaN"); it is refused naming the column and the row, in predict's CSV and in the dataset before any trial."""
+    import shutil
+
+    rows = pd.read_csv(_test_csv(exported))
+    rows["image_path"] = [str(_test_csv(exported).parent / "images" / f"{n}.jpg") for n in rows["image_name"]]
+    rows.loc[3, "diameter_mm"] = float("inf")
+    rows.to_csv(tmp_path / "inf.csv", index=False)
+    scored = call_module(exported, "melanoma_search.predict", "--ensemble", "ens", "--images",
+                         str(tmp_path / "inf.csv"), "--out", str(tmp_path / "inf-scores.csv"))
+    assert scored.returncode == 2 and "Traceback" not in scored.stderr
+    line = scored.stderr.strip().splitlines()[-1]
+    assert "column 'diameter_mm' holds infinite value(s) in 1 row(s), e.g. " + rows.loc[3, "image_name"] in line
+    assert not (tmp_path / "inf-scores.csv").exists()
+    data = tmp_path / "data"
+    shutil.copytree(_test_csv(exported).parent, data)
+    labels = pd.read_csv(data / "labels.csv")
+    labels.loc[7, "diameter_mm"] = float("inf")
+    labels.to_csv(data / "labels.csv", index=False)
+    spec = {**SPEC, "data": {"dir": str(data), "n_folds": 3, "num_workers": 0}}
+    (tmp_path / "inf.yaml").write_text(yaml.safe_dump(spec))
+    run = call_module(tmp_path, "melanoma_search.run", "--study", "inf.yaml", "--dry-run")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"column 'diameter_mm' holds infinite value(s) in 1 row(s), e.g. {labels.loc[7, 'image_name']}" in run.stderr

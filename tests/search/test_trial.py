@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from timm.models import register_model
 
 from melanoma_search.search import start_run
-from tests.studies import write_spec
+from tests.studies import TINY, run_cli, write_spec
 
 _MODEL = "resnet18_out_of_memory_after_one_epoch"
 
@@ -111,3 +111,50 @@ def test_work_outside_a_trial_gets_the_same_out_of_memory_retry(tmp_path: Path, 
     result, ran = fit_with_oom_retry(config, log=lambda line: None, on_retry=told.append)
     assert (ran.batch_size, ran.accum_steps) == (8, 2) and len(result.folds) == 1
     assert told == ["out of memory at batch 16; retrying at batch 8 with accum_steps 2"]
+
+
+def _isic2024_with_a_corrupt_image(root: Path) -> str:
+    """A small ISIC 2024 layout (JPEG bytes in train-image.hdf5) whose fourth image is not a JPEG; its id."""
+    import cv2
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    from melanoma_search.data.synthetic import render_lesion
+
+    rng = np.random.default_rng(3)
+    ids = [f"ISIC_{i:07d}" for i in range(36)]
+    with h5py.File(root / "train-image.hdf5", "w") as handle:
+        for index, name in enumerate(ids):
+            ok, encoded = cv2.imencode(".jpg", render_lesion(rng, malignant=index % 3 == 0, size=32))
+            assert ok
+            data = b"\xff\xd8 not the rest of a JPEG" if index == 3 else encoded.tobytes()
+            handle.create_dataset(name, data=np.void(data))
+    pd.DataFrame({"isic_id": ids, "patient_id": [f"IP_{i // 2}" for i in range(36)],
+                  "target": [int(i % 3 == 0) for i in range(36)], "age_approx": 50, "sex": "male",
+                  "anatom_site_general": "posterior torso"}).to_csv(root / "train-metadata.csv", index=False)
+    return ids[3]
+
+
+def test_a_corrupt_image_stops_the_run_once_and_the_trial_waits_for_the_same_command(tmp_path: Path) -> None:
+    """Before: every trial failed on the same undecodable image and the run exited 0 having spent all of them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    bad = _isic2024_with_a_corrupt_image(data)
+    spec = write_spec(tmp_path, data={"dir": str(data), "n_folds": 3, "num_workers": 0},
+                      fixed={**TINY["fixed"], "epochs": 1})
+    args = ("--study", str(spec), "--n-trials", "3")
+    stopped = run_cli(tmp_path, *args)
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 image(s) could not be decoded") and bad in last and "re-queued" in last
+    assert "Traceback" not in stopped.stdout + stopped.stderr and stopped.stderr.count("error:") == 1
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/storage/tiny.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]  # one trial spent, re-queued
+    assert study.trials[0].user_attrs["fail_reason"].startswith("ImageError: 1 image(s) could not be decoded")
+    skipping = write_spec(tmp_path, data={"dir": str(data), "n_folds": 3, "num_workers": 0, "bad_images": "skip"},
+                          fixed={**TINY["fixed"], "epochs": 1})
+    again = run_cli(tmp_path, "--study", str(skipping), "--n-trials", "1")  # the user allows it: the same study goes on
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/storage/tiny.db").trials
+    assert trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
