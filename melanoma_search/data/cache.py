@@ -34,7 +34,7 @@ from melanoma_search.errors import DataError, ImageError
 __all__ = ["CachedImages", "cache_key", "load_or_build_cache"]
 
 _log = logging.getLogger(__name__)
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: images resized with Pillow (data/images.py), no longer OpenCV
 
 
 @dataclass(frozen=True)

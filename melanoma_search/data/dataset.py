@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from melanoma_search.data.images import decode_image
+from melanoma_search.data.images import Resize, decode_image
 
 __all__ = ["LesionDataset"]
 
@@ -35,6 +35,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         transform: An albumentations pipeline applied to each image, or ``None``.
         paths: Image files to decode on each access, instead of ``images``.
         size: Decode size, with ``paths``.
+        resize: How ``paths`` are resized (:func:`~melanoma_search.data.images.decode_image`).
         weights: One loss weight per exposed row (pseudo-labelled rows train lighter), or ``None`` for all 1.
     """
 
@@ -51,6 +52,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         paths: Sequence[str] | None = None,
         size: int | None = None,
         weights: np.ndarray | None = None,
+        resize: Resize = "pillow",
     ) -> None:
         if images is None and (paths is None or size is None):
             raise ValueError("LesionDataset needs either a cached image array or paths and a size")
@@ -65,6 +67,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
         self.transform = transform
         self.paths = list(paths) if paths is not None else None
         self.size = size
+        self.resize: Resize = resize
         if len(self.targets) != len(self.rows):
             raise ValueError(f"{len(self.targets)} targets for {len(self.rows)} rows")
         if meta is not None and len(meta) != len(self.rows):
@@ -82,7 +85,7 @@ class LesionDataset(Dataset[dict[str, torch.Tensor]]):
             image = np.asarray(self.images[row])
         else:
             assert self.paths is not None and self.size is not None
-            image = decode_image(self.paths[row], self.size)
+            image = decode_image(self.paths[row], self.size, resize=self.resize)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
         item = {

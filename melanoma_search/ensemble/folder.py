@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader
 
 from melanoma_search.augment.policies import build_eval_transform
 from melanoma_search.data.dataset import LesionDataset
+from melanoma_search.data.images import RESIZES, Resize
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
 from melanoma_search.ensemble.blend import Blend
 from melanoma_search.ensemble.calibration import OperatingPoint, fit_probability
@@ -117,6 +118,9 @@ class Member:
     """Each fold model's out-of-fold predictions (``fold``, ``pred``): what its scores are ranked against."""
     classes: tuple[str, ...]
     encoders: dict[str, dict[str, Any]]
+    resize: Resize = "pillow"
+    """How its images are resized (``opencv`` for an ensemble exported before the toolkit had one resize: what its
+    fold models trained on, so its scores stay as they were)."""
 
 
 @dataclass
@@ -248,7 +252,7 @@ def score_member(member: Member, rows: pd.DataFrame, *, device: torch.device, ba
         model.to(device).to(memory_format=memory_format)
         dataset = LesionDataset(None, rows=np.arange(len(rows)), targets=np.zeros(len(rows), np.float32),
                                 meta=encoder.transform(rows) if encoder else None, transform=transform,
-                                paths=rows["image_path"].tolist(), size=config.image_size)
+                                paths=rows["image_path"].tolist(), size=config.image_size, resize=member.resize)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         inputs = BatchInputs(device, model.normalisation, channels_last=config.channels_last)
         outputs[fold], _ = predict(model, loader, inputs=inputs, precision=precision,
@@ -298,6 +302,14 @@ def _verified_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _resize_of(manifest: dict[str, Any]) -> Resize:
+    """The resize its images are read with: as recorded, else OpenCV's (every export before it was recorded)."""
+    resize = manifest.get("resize", "opencv")
+    if resize not in RESIZES:
+        raise EnsembleError(f"unknown image resize {resize!r} in the manifest; this version knows {', '.join(RESIZES)}")
+    return resize
+
+
 def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
     """Read and verify an ensemble folder; any missing, changed or unreadable file is an :class:`EnsembleError`."""
     root = Path(root).expanduser()
@@ -315,7 +327,8 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
         members.append(Member(name=entry["name"], weight=float(entry["weight"]), config=config,
                               weight_files={fold_of_weights(f): root / f for f in entry["weights"]},
                               reference=reference,
-                              classes=tuple(meta["classes"]), encoders=meta["meta_encoders"]))
+                              classes=tuple(meta["classes"]), encoders=meta["meta_encoders"],
+                              resize=_resize_of(manifest)))
     if not members:
         raise EnsembleError(f"{manifest_path} lists no members")
     listed = manifest.get("files", {})
@@ -463,6 +476,7 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
         "blend_oof_pauc": result.pauc, "lineage": lineage or {"round": 0},
         "best_member_oof_auc_cross_half": result.best_member_cross_half_auc,
         "deployed_scale": None if result.deployed_scale is None else result.deployed_scale.to_dict(),
+        "resize": "pillow",
         **(extra or {}),
         "versions": {"melanoma_search": __version__, "torch": torch.__version__, "timm": timm.__version__,
                      "optuna": optuna.__version__, "python": sys.version.split()[0]},

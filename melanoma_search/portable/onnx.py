@@ -96,6 +96,10 @@ def write_portable(ensemble: Ensemble, out: Path, *, log: Callable[[str], None] 
         raise EnsembleError(f"{ensemble.root} has no calibration.csv (an earlier export): export the study again")
     if out.exists():
         raise EnsembleError(f"--out {out}: exists; give a new folder (nothing is overwritten)")
+    if any(m.resize == "opencv" for m in ensemble.members):
+        log(f"note: {ensemble.root} was exported before the toolkit resized with Pillow: its fold models trained on "
+            "OpenCV-resized pixels, which score.py (Pillow only) cannot reproduce; images stored at the members' "
+            "size score alike, others within about a grey level (export the study again to remove the difference)")
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -14,8 +14,8 @@ its output is ranked against that fold model's own out-of-fold predictions; per 
 with their weights, and the folds are combined by averaging their probits (``score``); the score is calibrated to
 a probability by the isotonic map the export fitted (``probability``), exactly as ``predict`` does. Images are
 decoded with Pillow (libjpeg's draft mode for JPEGs) and resized with Pillow (box filter when shrinking, bilinear
-when enlarging), where the toolkit uses OpenCV's area and bilinear filters: scores agree with ``predict`` to within
-the stated tolerance, not bit for bit.
+when enlarging): the same calls as the toolkit's own decoding (melanoma_search/data/images.py), so both see the same
+pixels.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torch import nn
 
 from melanoma_search.augment.device import DeviceConstants, prepare_batch
 from melanoma_search.augment.policies import build_eval_transform
-from melanoma_search.data.images import decode_image
+from melanoma_search.data.images import Resize, decode_image
 from melanoma_search.data.meta import MetaEncoder, add_derived_columns
 from melanoma_search.ensemble.folder import Ensemble, load_fold_weights
 from melanoma_search.model.losses import output_layout
@@ -70,10 +70,11 @@ def _last_conv(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def member_input(config: TrainConfig, path: str) -> np.ndarray:
-    """The image as the member's model sees it at prediction: decoded at its size, then its evaluation transform
-    (colour constancy, for a member trained with it). Grad-CAM explains this input, and shows it under the map."""
-    pixels = decode_image(path, config.image_size)
+def member_input(config: TrainConfig, path: str, *, resize: Resize = "pillow") -> np.ndarray:
+    """The image as the member's model sees it at prediction: decoded at its size (with the member's ``resize``),
+    then its evaluation transform (colour constancy, for a member trained with it). Grad-CAM explains this input, and
+    shows it under the map."""
+    pixels = decode_image(path, config.image_size, resize=resize)
     transform = build_eval_transform(config.augment)
     return np.ascontiguousarray(transform(image=pixels)["image"]) if transform.transforms else pixels
 
@@ -124,7 +125,7 @@ def saliency_maps(ensemble: Ensemble, rows: pd.DataFrame, target: np.ndarray, sc
                     row = rows[rows["image_name"].astype(str) == pick.image_name]
                     network.meta = (torch.from_numpy(encoder.transform(row)).float() if encoder is not None
                                     else None)
-                    pixels = member_input(config, paths[pick.image_name])
+                    pixels = member_input(config, paths[pick.image_name], resize=member.resize)
                     batch = prepare_batch(torch.from_numpy(pixels).permute(2, 0, 1)[None], constants=constants)
                     mask = cam(input_tensor=batch, targets=[ClassifierOutputTarget(layout.melanoma_index)])[0]
                     overlay = show_cam_on_image(pixels.astype(np.float32) / 255.0, mask, use_rgb=True)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -371,6 +372,7 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     torch_scores = pd.read_csv(root / "torch.csv").set_index("image_name").loc[rows["image_name"], "score"]
     assert np.abs(combined - torch_scores.to_numpy()).max() < 1e-9  # the same blend and fold combination
     assert (merged["score_onnx"] - merged["score_torch"]).abs().median() < 1e-6  # end to end, most images exactly
+    _check_real_size(root, ensemble=ensemble, images=images, scorer=scorer_code, spec=spec)
     refused = call_module(root, "melanoma_search.portable", "--ensemble", str(ensemble), "--out",
                           str(root / "portable"))
     assert refused.returncode == 2 and "exists; give a new folder" in refused.stderr
@@ -381,6 +383,44 @@ def _check_portable(root: Path, *, ensemble: Path, images: Path, folds: int) -> 
     assert tampered.returncode == 2 and not (root / "tampered.csv").exists()
     assert tampered.stderr.strip() == f"error: portable ensemble file changed since it was written (SHA-256 " \
         f"mismatch): {onnx}"
+
+
+def _check_real_size(root: Path, *, ensemble: Path, images: Path, scorer: Any, spec: dict[str, Any]) -> None:
+    """Images larger than the members' size (here 600x450, a camera's, and 450x600): resized by the scorer and the
+    toolkit with the same calls, so the same pixels reach the same fold models and each one's raw output agrees
+    within 1e-4, and the scores end to end as on stored-size images (OpenCV against Pillow had moved them by up to
+    0.094 on real 600x450 lesions)."""
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from melanoma_search.data.images import decode_image
+    from melanoma_search.data.layouts import read_images_to_score
+    from melanoma_search.ensemble import score_member
+
+    big = root / "real-size"
+    big.mkdir()
+    for index, path in enumerate(sorted(images.glob("*.jpg"))):
+        with Image.open(path) as image:
+            image.resize((600, 450) if index % 2 else (450, 600), Image.Resampling.BICUBIC).save(big / path.name)
+    rows = read_images_to_score(big)
+    for member, listed in zip(load_ensemble(ensemble).members, spec["members"], strict=True):
+        size = listed["image_size"]
+        pixels = np.stack([scorer.decode(Path(p), size) for p in rows["image_path"]])
+        assert all(np.array_equal(decode_image(p, size), pixels[i].transpose(1, 2, 0))
+                   for i, p in enumerate(rows["image_path"]))
+        raw = score_member(member, rows, device=torch.device("cpu"))
+        for fold in listed["folds"]:
+            graph = onnxruntime.InferenceSession(str(root / "portable" / fold["file"]))
+            assert np.abs(graph.run(None, {"pixels": pixels})[0] - raw[fold["fold"]]).max() < 1e-4
+    onnx = subprocess.run([sys.executable, "-I", str(root / "portable" / "score.py"), str(big), "--out",
+                           str(root / "onnx-big.csv")], capture_output=True, text=True, timeout=300)
+    assert onnx.returncode == 0, onnx.stderr
+    predicted = call_module(root, "melanoma_search.predict", "--ensemble", str(ensemble), "--images", str(big),
+                            "--out", str(root / "torch-big.csv"))
+    assert predicted.returncode == 0, predicted.stderr
+    merged = pd.read_csv(root / "onnx-big.csv").merge(pd.read_csv(root / "torch-big.csv"), on="image_name")
+    assert len(merged) == len(rows) and (merged["score_x"] - merged["score_y"]).abs().median() < 1e-6
 
 
 def test_an_out_inside_the_ensemble_folder_is_refused_before_any_work(study_dir: Path) -> None:
