@@ -184,6 +184,7 @@ def test_operating_points_of_one_fold_model_are_said_and_calibrate_on_fits_them_
     assert f"measured on --calibrate-on {unseen} (no labels read), 30 images" in fitted.stdout
     ensemble = load_ensemble(tmp_path / "fitted")
     assert ensemble.deployed_scale is not None and ensemble.deployed_scale.folds == 3
+    assert ensemble.manifest["resize"] == "pillow" and {m.resize for m in ensemble.members} == {"pillow"}
     calibration = pd.read_csv(tmp_path / "fitted" / "calibration.csv")
     assert (calibration["score"] != calibration["oof"]).any()  # thresholds fitted on the combination's scale
     assert "- Scale: `score` combines every member's fold models" in (tmp_path / "fitted" / "model_card.md").read_text()
