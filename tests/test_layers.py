@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "melanoma_search"
 
 LAYERS: dict[str, int] = {
-    "errors": 0, "schema": 0, "cli": 0, "metrics": 0,
+    "errors": 0, "schema": 0, "cli": 0, "metrics": 0, "registry": 0,
     "data": 1, "augment": 1,
     "model": 2,
     "train": 3,

@@ -28,6 +28,7 @@ from melanoma_search.augment.device import BatchPolicy
 # albumentations and cv2 come through host, which first turns off albumentations' version check on import
 from melanoma_search.augment.host import A, ColorConstancy, HairAugment, Microscope, cv2
 from melanoma_search.errors import ConfigError
+from melanoma_search.registry import Registry
 from melanoma_search.schema import StrictModel
 
 __all__ = [
@@ -62,26 +63,20 @@ class Policy:
         return [*([] if batch_on_device else self.loader_equivalent()), *self.in_loader()]
 
 
-_POLICIES: dict[str, Policy] = {}
+_POLICIES: Registry[Policy] = Registry("augmentation policy")
 
 
 def register_policy(policy: Policy) -> Policy:
     """Add ``policy`` to the table (a name can be registered once)."""
-    if policy.name in _POLICIES:
-        raise ValueError(f"augmentation policy {policy.name!r} is already registered")
-    _POLICIES[policy.name] = policy
-    return policy
+    return _POLICIES.add(policy.name, policy)
 
 
 def list_policies() -> tuple[str, ...]:
-    return tuple(_POLICIES)
+    return _POLICIES.names()
 
 
 def get_policy(name: str) -> Policy:
-    try:
-        return _POLICIES[name]
-    except KeyError:
-        raise ValueError(f"unknown augmentation policy {name!r}; allowed: {', '.join(_POLICIES)}") from None
+    return _POLICIES.get(name)
 
 
 def _dihedral() -> list[A.BasicTransform]:

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma_search.errors import DataError
+from melanoma_search.registry import Registry
 
 __all__ = [
     "COLUMNS",
@@ -118,7 +119,7 @@ class LayoutEntry:
     priority: int
 
 
-_LAYOUTS: dict[str, LayoutEntry] = {}
+_LAYOUTS: Registry[LayoutEntry] = Registry("dataset layout", error=DataError)
 
 
 def register_layout(name: str, *, detect: Callable[[Path], bool], priority: int = 100
@@ -130,9 +131,7 @@ def register_layout(name: str, *, detect: Callable[[Path], bool], priority: int 
     """
 
     def decorate(reader: Callable[[Path], list[Part]]) -> Callable[[Path], list[Part]]:
-        if name in _LAYOUTS:
-            raise ValueError(f"dataset layout {name!r} is already registered")
-        _LAYOUTS[name] = LayoutEntry(name=name, read=reader, detect=detect, priority=priority)
+        _LAYOUTS.add(name, LayoutEntry(name=name, read=reader, detect=detect, priority=priority))
         return reader
 
     return decorate
@@ -140,7 +139,7 @@ def register_layout(name: str, *, detect: Callable[[Path], bool], priority: int 
 
 def list_layouts() -> tuple[str, ...]:
     """The registered layout names, in detection order."""
-    return tuple(e.name for e in sorted(_LAYOUTS.values(), key=lambda e: e.priority))
+    return tuple(e.name for e in sorted(_LAYOUTS, key=lambda e: e.priority))
 
 
 _ISIC2019_CLASSES: dict[str, str] = {
@@ -161,7 +160,7 @@ def detect_layout(root: Path) -> str:
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
     for name in list_layouts():
-        if _LAYOUTS[name].detect(root):
+        if _LAYOUTS.get(name).detect(root):
             return name
     raise DataError(
         f"cannot tell the dataset layout of {root}: expected one of labels.csv (+ images/), train.csv "
@@ -197,8 +196,8 @@ def load_table(
     root = Path(root).expanduser().resolve()
     name = detect_layout(root) if layout == "auto" else layout
     if name not in _LAYOUTS:
-        raise DataError(f"unknown dataset layout {layout!r}; allowed: auto, {', '.join(list_layouts())}")
-    parts = _LAYOUTS[name].read(root)
+        raise DataError(f"unknown dataset layout {layout!r}; available: auto, {', '.join(list_layouts())}")
+    parts = _LAYOUTS.get(name).read(root)
     frames: list[pd.DataFrame] = []
     for split, frame, folders in parts:
         if external and split == "test":

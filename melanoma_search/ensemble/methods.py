@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.scale import weighted_mean
 from melanoma_search.errors import ConfigError
+from melanoma_search.registry import Registry
 
 __all__ = [
     "BlendMethod",
@@ -46,28 +47,23 @@ class BlendMethod:
     summary: str
 
 
-_METHODS: dict[str, BlendMethod] = {}
+_METHODS: Registry[BlendMethod] = Registry("blend method", error=ConfigError)
 
 
 def register_blend(name: str, *, fitted: bool, summary: str) -> Callable[[ChooseWeights], ChooseWeights]:
     def decorate(choose: ChooseWeights) -> ChooseWeights:
-        if name in _METHODS:
-            raise ValueError(f"blend method {name!r} is already registered")
-        _METHODS[name] = BlendMethod(name=name, choose=choose, fitted=fitted, summary=summary)
+        _METHODS.add(name, BlendMethod(name=name, choose=choose, fitted=fitted, summary=summary))
         return choose
 
     return decorate
 
 
 def get_blend_method(name: str) -> BlendMethod:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown blend method {name!r}; available: {', '.join(list_blend_methods())}") from None
+    return _METHODS.get(name)
 
 
 def list_blend_methods() -> tuple[str, ...]:
-    return tuple(_METHODS)
+    return _METHODS.names()
 
 
 @dataclass(frozen=True)

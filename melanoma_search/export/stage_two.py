@@ -18,12 +18,12 @@ import pandas as pd
 from melanoma_search.data.layouts import load_table
 from melanoma_search.ensemble.blend import Blend
 from melanoma_search.ensemble.calibration import choose_operating_points
-from melanoma_search.errors import ConfigError
+from melanoma_search.errors import ConfigError, MelanomaSearchError
 from melanoma_search.metrics import lesions_per_cancer, top_k_sensitivity
 from melanoma_search.search import records
 from melanoma_search.search.spec import StageTwoSpec
-from melanoma_search.stage_two.features import list_groups
-from melanoma_search.stage_two.learners import list_learners
+from melanoma_search.stage_two.features import get_group
+from melanoma_search.stage_two.learners import get_learner
 from melanoma_search.stage_two.model import StageTwo
 from melanoma_search.stage_two.study import (
     StageTwoData,
@@ -43,14 +43,16 @@ Log = Callable[[str], None]
 
 def check_stage_two_spec(spec: StageTwoSpec, *, where: str) -> None:
     """The section's learners and groups are registered (checked before any trial or refit)."""
-    for name in spec.learners:
-        if name not in list_learners():
-            raise ConfigError(f"{where}: stage_two.learners: unknown learner {name!r}; available: "
-                              f"{', '.join(list_learners())}")
-    for name in spec.groups:
-        if name not in list_groups():
-            raise ConfigError(f"{where}: stage_two.groups: unknown feature group {name!r}; available: "
-                              f"{', '.join(list_groups())}")
+    try:
+        for name in spec.learners:
+            get_learner(name)
+    except MelanomaSearchError as exc:
+        raise ConfigError(f"{where}: stage_two.learners: {exc}") from None
+    try:
+        for name in spec.groups:
+            get_group(name)
+    except MelanomaSearchError as exc:
+        raise ConfigError(f"{where}: stage_two.groups: {exc}") from None
 
 
 def _data(result: Blend, oof_rows: pd.DataFrame, spec: StageTwoSpec, *, origin: str | None,

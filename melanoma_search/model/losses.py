@@ -26,6 +26,7 @@ from pydantic import AfterValidator, Field
 from torch import nn
 
 from melanoma_search.data.prepare import MELANOMA
+from melanoma_search.registry import Registry
 from melanoma_search.schema import StrictModel
 
 __all__ = [
@@ -222,7 +223,7 @@ class LossEntry:
                       and getattr(config, key) != LossConfig.model_fields[key].default)
 
 
-_LOSSES: dict[str, LossEntry] = {}
+_LOSSES: Registry[LossEntry] = Registry("loss")
 
 
 def register_loss(*names: str, targets: tuple[Target, ...] = ("binary", "diagnosis"), head: str | None = None,
@@ -237,10 +238,8 @@ def register_loss(*names: str, targets: tuple[Target, ...] = ("binary", "diagnos
 
     def decorate(build: Callable[[LossConfig, Target], nn.Module]) -> Callable[[LossConfig, Target], nn.Module]:
         for name in names:
-            if name in _LOSSES:
-                raise ValueError(f"loss {name!r} is already registered")
-            _LOSSES[name] = LossEntry(name=name, build=build, targets=targets, head=head,
-                                      classes_for_binary=classes_for_binary, reads=per_target)
+            _LOSSES.add(name, LossEntry(name=name, build=build, targets=targets, head=head,
+                                        classes_for_binary=classes_for_binary, reads=per_target))
         return build
 
     return decorate
@@ -248,14 +247,11 @@ def register_loss(*names: str, targets: tuple[Target, ...] = ("binary", "diagnos
 
 def list_losses(target: Target | None = None) -> tuple[str, ...]:
     """Registered loss names (those supporting ``target`` when given)."""
-    return tuple(n for n, e in _LOSSES.items() if target is None or target in e.targets)
+    return tuple(e.name for e in _LOSSES if target is None or target in e.targets)
 
 
 def get_loss(name: str) -> LossEntry:
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(_LOSSES)}") from None
+    return _LOSSES.get(name)
 
 
 def _known_loss(name: str) -> str:

@@ -32,6 +32,7 @@ import pandas as pd
 from melanoma_search.data.columns import numeric_columns
 from melanoma_search.data.layouts import SITES
 from melanoma_search.errors import DataError
+from melanoma_search.registry import Registry
 
 __all__ = ["FeatureGroup", "Inputs", "build_features", "get_group", "list_groups", "register_group"]
 
@@ -57,29 +58,24 @@ class FeatureGroup:
     """Its features look across a patient's lesions (``predict`` says so, and counts the rows without a patient)."""
 
 
-_GROUPS: dict[str, FeatureGroup] = {}
+_GROUPS: Registry[FeatureGroup] = Registry("stage-two feature group", error=DataError)
 
 
 def register_group(name: str, *, summary: str, needs_patients: bool = False
                    ) -> Callable[[Callable[[Inputs], pd.DataFrame]], Callable[[Inputs], pd.DataFrame]]:
     def decorate(make: Callable[[Inputs], pd.DataFrame]) -> Callable[[Inputs], pd.DataFrame]:
-        if name in _GROUPS:
-            raise ValueError(f"feature group {name!r} is already registered")
-        _GROUPS[name] = FeatureGroup(name=name, make=make, summary=summary, needs_patients=needs_patients)
+        _GROUPS.add(name, FeatureGroup(name=name, make=make, summary=summary, needs_patients=needs_patients))
         return make
 
     return decorate
 
 
 def get_group(name: str) -> FeatureGroup:
-    try:
-        return _GROUPS[name]
-    except KeyError:
-        raise DataError(f"unknown stage-two feature group {name!r}; available: {', '.join(_GROUPS)}") from None
+    return _GROUPS.get(name)
 
 
 def list_groups() -> tuple[str, ...]:
-    return tuple(_GROUPS)
+    return _GROUPS.names()
 
 
 @register_group("image", summary="the members' out-of-fold scores (each fold model's percentile) and their mean")

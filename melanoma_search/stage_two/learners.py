@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 
 from melanoma_search.errors import ConfigError
+from melanoma_search.registry import Registry
 
 __all__ = ["Learner", "get_learner", "list_learners", "register_learner"]
 
@@ -50,25 +51,20 @@ class Learner:
                               "pip install 'melanoma_search[trees]'")
 
 
-_LEARNERS: dict[str, Learner] = {}
+_LEARNERS: Registry[Learner] = Registry("stage-two learner", error=ConfigError)
 
 
 def register_learner(learner: Learner) -> Learner:
-    if learner.name in _LEARNERS:
-        raise ValueError(f"learner {learner.name!r} is already registered")
-    _LEARNERS[learner.name] = learner
+    _LEARNERS.add(learner.name, learner)
     return learner
 
 
 def get_learner(name: str) -> Learner:
-    try:
-        return _LEARNERS[name]
-    except KeyError:
-        raise ConfigError(f"unknown stage-two learner {name!r}; available: {', '.join(_LEARNERS)}") from None
+    return _LEARNERS.get(name)
 
 
 def list_learners() -> tuple[str, ...]:
-    return tuple(_LEARNERS)
+    return _LEARNERS.names()
 
 
 def _threads() -> int:

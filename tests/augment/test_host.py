@@ -72,7 +72,7 @@ def test_a_new_policy_is_one_table_entry(lesion: np.ndarray, monkeypatch: pytest
     from melanoma_search.augment.device import BatchPolicy
     from melanoma_search.augment.policies import Policy, get_policy, list_policies, register_policy
 
-    monkeypatch.setattr(policies, "_POLICIES", dict(policies._POLICIES))
+    monkeypatch.setattr(policies, "_POLICIES", policies._POLICIES.copy())
     register_policy(Policy("flips+blur", on_device=BatchPolicy(dihedral=True),
                            loader_equivalent=lambda: [A.HorizontalFlip(p=0.5)],
                            in_loader=lambda: [A.GaussianBlur(blur_limit=(3, 3), p=1.0)]))

@@ -181,7 +181,7 @@ def test_a_new_layout_is_one_registered_reader(tmp_path: Path, ham_dir: Path, ha
     from melanoma_search.data.config import DataConfig
     from melanoma_search.data.layouts import list_layouts, register_layout
 
-    monkeypatch.setattr(layouts, "_LAYOUTS", dict(layouts._LAYOUTS))
+    monkeypatch.setattr(layouts, "_LAYOUTS", layouts._LAYOUTS.copy())
 
     @register_layout("tsv", detect=lambda root: (root / "ground_truth.tsv").is_file(), priority=5)
     def _read_tsv(root: Path) -> list[layouts.Part]:

@@ -94,7 +94,7 @@ def test_stage_two_bad_input_ends_in_one_line(exported: Path, tmp_path: Path) ->
     bad = {**SPEC, "stage_two": {**SPEC["stage_two"], "learners": ["random_forest"]}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     run = call_module(tmp_path, "melanoma_search.run", "--study", "bad.yaml", "--dry-run")
-    assert run.returncode == 2 and "stage_two.learners: unknown learner 'random_forest'" in run.stderr
+    assert run.returncode == 2 and "stage_two.learners: unknown stage-two learner 'random_forest'" in run.stderr
     absent = {**SPEC, "stage_two": {**SPEC["stage_two"], "columns": ["tbp_lv_H"]}}
     (exported / "absent.yaml").write_text(yaml.safe_dump(absent))
     run = call_module(exported, "melanoma_search.run", "--study", "absent.yaml", "--study-name", "absent",

@@ -84,7 +84,7 @@ def test_a_new_loss_is_one_registered_builder(monkeypatch: pytest.MonkeyPatch) -
     from melanoma_search.model.losses import get_loss, list_losses, output_layout, register_loss
     from melanoma_search.train.config import check_value, parse_config
 
-    monkeypatch.setattr(losses, "_LOSSES", dict(losses._LOSSES))  # registered for this test only
+    monkeypatch.setattr(losses, "_LOSSES", losses._LOSSES.copy())  # registered for this test only
 
     class HingeLoss(nn.Module):
         def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

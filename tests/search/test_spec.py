@@ -57,7 +57,7 @@ def test_errors_name_the_key_path(tmp_path: Path) -> None:
         load_spec(_write(tmp_path, spec))
     message = str(info.value)
     assert "space.modle.name: not a config key; did you mean 'model.name'?" in message
-    assert "space.loss.name: choice 'hinge': unknown loss 'hinge'; allowed: bce" in message
+    assert "space.loss.name: choice 'hinge': unknown loss 'hinge'; available: bce" in message
     assert "space.loss.gamma.when: 'loss.nmae' is neither a searched parameter nor a fixed setting" in message
     assert "enqueue[0].loss.name: 'focal' is not one of ['bce', 'hinge']" in message
 

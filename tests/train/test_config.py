@@ -28,7 +28,7 @@ def test_bad_value_names_key_allowed_values_and_input() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"loss": {"name": "hinge"}, "tta": 3, "augment": {"hair": 1.5}})
     message = str(info.value)
-    assert "loss.name: unknown loss 'hinge'; allowed: bce, ce, focal" in message and "(got 'hinge')" in message
+    assert "loss.name: unknown loss 'hinge'; available: bce, ce, focal" in message and "(got 'hinge')" in message
     assert "tta: Input should be 1, 2, 4 or 8 (got 3)" in message
     assert "augment.hair: Input should be less than or equal to 1 (got 1.5)" in message
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from melanoma_search.registry import Registry
+
 if TYPE_CHECKING:
     from melanoma_search.data.prepare import PreparedData
     from melanoma_search.search.worker import WorkerJob
@@ -71,25 +73,20 @@ class Backend(abc.ABC):
         """Run the job's trials until its budget is spent; ``runs``: an owner-only folder for per-run files."""
 
 
-_BACKENDS: dict[str, type[Backend]] = {}
+_BACKENDS: Registry[type[Backend]] = Registry("backend")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
-    if cls.name in _BACKENDS:
-        raise ValueError(f"backend {cls.name!r} is already registered")
-    _BACKENDS[cls.name] = cls
+    _BACKENDS.add(cls.name, cls)
     return cls
 
 
 def list_backends() -> tuple[str, ...]:
-    return tuple(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def get_backend(name: str) -> type[Backend]:
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; allowed: {', '.join(_BACKENDS)}") from None
+    return _BACKENDS.get(name)
 
 
 def backend_flags(cls: type[Backend]) -> list[tuple[str, str]]:
