@@ -139,7 +139,7 @@ def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig
     if origin is not None and spec.stage_two.enabled and spec.stage_two.columns:
         table = load_table(origin, layout=base_config.data.layout, keep=spec.stage_two.columns,
                            require_images=False)
-        numeric_columns(table.loc[table["split"].eq("train")], spec.stage_two.columns)  # text or inf: refused now
+        numeric_columns(table, spec.stage_two.columns)  # text or inf, in training or test rows: refused now
 
 
 def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Path, pairs: list[tuple[str, Any]],
