@@ -11,7 +11,8 @@ One exported study (its trials already run), exported twice with the real ``expo
 Both ensembles then score the labelled outside images exactly as ``predict`` does (the same fold outputs: the score
 is identical, only the thresholds and the map differ). Printed for each operating point: the sensitivity and
 specificity promised (out of fold) and delivered outside, the paired bootstrap difference of the delivered figures
-(calibrate-on minus plain, images resampled), and the expected calibration error of the probability. The outside
+(calibrate-on minus plain, images resampled), the expected calibration error of the probability, and the AUC in
+search and outside (the same in both arms: the score does not change). The outside
 set is small (242 images, 57 melanomas): a few melanomas move a sensitivity by 0.02 each. It cannot show another
 collection, nor images other than those calibrated on (here the images calibrated on are the images scored, as a
 user scoring a batch would give them).
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
 from melanoma_search.data.layouts import load_table
 from melanoma_search.ensemble import load_ensemble
@@ -56,6 +58,8 @@ def _delivered(ensemble_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, Any], 
     points = ensemble.operating_points()
     flags = {n: (scored["score"].to_numpy() >= points[n].threshold).astype(float) for n in POINTS}
     figures: dict[str, Any] = {"deployed_scale": ensemble.manifest.get("deployed_scale"),
+                               "in_search_auc": ensemble.manifest.get("blend_oof_auc"),
+                               "outside_auc": float(roc_auc_score(target, scored["score"].to_numpy())),
                                "ece": calibration_summary(target, scored["probability"].to_numpy()).ece}
     for name in POINTS:
         figures[name] = {"promised_sensitivity": points[name].sensitivity,
