@@ -156,6 +156,7 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
     progress = TrialProgress(metric_names=session.runner.objective.metric_names, n_trials=job.n_trials,
                              timeout=job.timeout, log=log, launch=job.launch, started=job.started)
     ran: list[FrozenTrial] = []
+    ticketless = False  # the next trial starts without a ticket, as the retry of this run's killed worker's trial
 
     def tagged(trial: optuna.Trial) -> float | tuple[float, ...]:
         session.current = trial.number
@@ -163,6 +164,12 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
         if not study_budget.admits(study, trial.number):  # lost a race for the study's last place: train nothing
             trial.set_user_attr("fail_reason", study_budget.reason())
             raise StudyBudgetSpent(study_budget.reason())
+        if ticketless and not _is_retry(trial) and budget is not None and not budget.take():
+            # another worker took the retry and Optuna gave this one a new trial, which needs a ticket: none is left
+            # (checked before training: afterwards the run would hold one trial more than it was given)
+            reason = "the run's trials were all taken while this worker waited for a re-queued trial: trains nothing"
+            trial.set_user_attr("fail_reason", reason)
+            raise StudyBudgetSpent(reason)
         return session.runner(trial)
 
     def finished(_: optuna.Study, trial: FrozenTrial) -> None:
@@ -181,6 +188,7 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
             break
         if budget is not None and not budget.take(ticket=not retry):
             break
+        ticketless = retry
         share = session.runner.gpu_share
         with share.shared() if share is not None else contextlib.nullcontext():
             study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
@@ -190,12 +198,12 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
                 what = "a full disk" if isinstance(fault, DiskFullError) else "an image that cannot be decoded"
                 log(f"trial {ran[-1].number} stopped on {what}: re-queued as trial {retry_number}")
             raise fault
-        if retry and ran and "failed_trial" not in ran[-1].system_attrs:
-            # Optuna ran an older enqueued trial instead of the retry: that one does need a ticket
-            assert budget is not None
-            if not budget.take():
-                break
     return ran
+
+
+def _is_retry(trial: optuna.Trial) -> bool:
+    """A re-queued trial of a killed or preempted worker (its ticket was taken when it first started)."""
+    return "failed_trial" in trial.study._storage.get_trial_system_attrs(trial._trial_id)
 
 
 def _wait_for_places(study: optuna.Study, study_budget: StudyBudget, *, budget: TrialBudget | None, heartbeat: int,
