@@ -202,10 +202,7 @@ def _measure_outside(result: Blend, checks: _Checks, staging: Path, *, oof_rows:
     scale = DeployedScale.measure(per_fold, source=f"the outside images of --validate {validate} (no labels read)")
     if scale is None:
         return result, checks, scored, False
-    result = result.with_deployed_scale(scale)
-    checks = _out_of_fold_checks(result, oof_rows, log=log)
-    recalibrate(staging, result, _manifest_checks(checks))
-    return result, checks, scored, True
+    return *_described_with(result, scale, staging, oof_rows=oof_rows, log=log), scored, True
 
 
 def _measure_on_unlabelled(result: Blend, staging: Path, *, oof_rows: pd.DataFrame, images: str | Path,
@@ -230,6 +227,13 @@ def _measure_on_unlabelled(result: Blend, staging: Path, *, oof_rows: pd.DataFra
     if scale is None:
         raise DataError(f"--calibrate-on {images}: {len(rows)} image(s); measuring how the fold models combine "
                         "needs at least 10")
+    return _described_with(result, scale, staging, oof_rows=oof_rows, log=log)
+
+
+def _described_with(result: Blend, scale: DeployedScale, staging: Path, *, oof_rows: pd.DataFrame,
+                    log: Callable[[str], None]) -> tuple[Blend, _Checks]:
+    """The blend and its out-of-fold checks described on the combination ``scale`` measured, and the staged folder's
+    calibration and manifest replaced to match (sealed again)."""
     result = result.with_deployed_scale(scale)
     checks = _out_of_fold_checks(result, oof_rows, log=log)
     recalibrate(staging, result, _manifest_checks(checks))
