@@ -18,12 +18,18 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 
 __all__ = [
+    "AUC",
     "DEFAULT_MIN_TPR",
     "PairedDifference",
+    "RankMetric",
     "auc_standard_error",
+    "bootstrap_draws",
+    "fold_mean",
     "lesions_per_cancer",
     "paired_auc_difference",
     "partial_auc",
+    "rank_metric",
+    "resampled_unit",
     "top_k_sensitivity",
 ]
 
@@ -44,6 +50,88 @@ def partial_auc(target: ArrayLike, score: ArrayLike, *, min_tpr: float = DEFAULT
     max_fpr = 1.0 - min_tpr
     standardised = roc_auc_score(flipped, -np.asarray(score, dtype=np.float64), max_fpr=max_fpr)
     return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (standardised - 0.5))
+
+
+def fold_mean(metric: Callable[[np.ndarray, np.ndarray], float], target: ArrayLike, score: ArrayLike,
+              folds: ArrayLike | None) -> float:
+    """``metric`` of each fold's rows, averaged over the folds (NaN when no fold has both classes).
+
+    Out-of-fold rows are scored by different fold models, each on its own scale: pooling their raw scores into one
+    AUC mixes the scales and penalises a configuration for its fold models' disagreement in calibration, not for
+    how they rank (Forman and Scholz, SIGKDD Explorations 12(1), 2010, recommend the mean of the per-fold figures).
+    A fold lacking a class (a resample can drop its melanomas) is left out of the mean; ``folds=None``: one fold.
+    """
+    target, score = np.asarray(target, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    labels = np.zeros(len(target)) if folds is None else np.asarray(folds)
+    values = []
+    for fold in np.unique(labels):
+        rows = labels == fold
+        if 0 < target[rows].sum() < rows.sum():
+            values.append(float(metric(target[rows], score[rows])))
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class RankMetric:
+    """What a study is judged by, of out-of-fold scores: the mean over folds of a rank metric of (labels, scores).
+
+    One owner, so the objective a trial returns, the figure it records, the blend's choice of members and the
+    export's and card's headline are the same number. ``name``: how it is recorded in a study (``auc``,
+    ``pauc@0.8``); ``label``: how it is printed.
+    """
+
+    name: str
+    label: str
+    per_fold: Callable[[np.ndarray, np.ndarray], float]
+
+    def __call__(self, target: ArrayLike, score: ArrayLike, folds: ArrayLike | None = None) -> float:
+        return fold_mean(self.per_fold, target, score, folds)
+
+
+def _auc(target: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(target, score))
+
+
+#: ROC AUC, the SIIM-ISIC 2020 metric.
+AUC = RankMetric(name="auc", label="AUC", per_fold=_auc)
+
+
+def rank_metric(name: str) -> RankMetric:
+    """The metric recorded as ``name``: ``auc``, or ``pauc@T`` (partial AUC above sensitivity T, ISIC 2024's at
+    0.8). An objective name (a study recorded before the metric was) is read the way stage two always read it:
+    one naming ``pauc`` is judged by the partial AUC above 80 %, any other by AUC."""
+    if name == "auc":
+        return AUC
+    if name.startswith("pauc@"):
+        try:
+            floor = float(name.removeprefix("pauc@"))
+        except ValueError:
+            raise ValueError(f"metric {name!r}: pauc@T needs a number T, e.g. pauc@0.8") from None
+        if not 0.0 <= floor < 1.0:
+            raise ValueError(f"metric {name!r}: the sensitivity floor must be in [0, 1)")
+        return RankMetric(name=f"pauc@{floor:g}", label=f"pAUC above {floor:.0%} sensitivity",
+                          per_fold=lambda target, score: partial_auc(target, score, min_tpr=floor))
+    if "pauc" in name:
+        return rank_metric(f"pauc@{DEFAULT_MIN_TPR:g}")
+    return AUC
+
+
+def resampled_unit(groups: ArrayLike | None) -> str:
+    """What a bootstrap over ``groups`` resamples, in words for the output and the card."""
+    return "images" if groups is None else "patients"
+
+
+def bootstrap_draws(n: int, *, groups: ArrayLike | None = None, resamples: int, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of ``resamples`` bootstrap samples of ``n`` rows: whole groups resampled where ``groups`` is
+    given (a patient's lesions move together: one patient's images are not independent evidence, Obuchowski,
+    Biometrics 1997), single rows otherwise."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return [rng.integers(0, n, n) for _ in range(resamples)]
+    codes, _ = pd.factorize(pd.Series(np.asarray(groups)).astype(str), sort=True)
+    members = pd.Series(np.arange(n)).groupby(codes).apply(np.asarray).tolist()
+    count = len(members)
+    return [np.concatenate([members[i] for i in rng.integers(0, count, count)]) for _ in range(resamples)]
 
 
 def auc_standard_error(auc: float, *, positives: int, negatives: int) -> float:
@@ -69,28 +157,27 @@ class PairedDifference:
 
 
 def paired_auc_difference(target: ArrayLike, ours: ArrayLike, theirs: ArrayLike, *, resamples: int = 2000,
-                          seed: int = 0, metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc_score
-                          ) -> PairedDifference:
+                          seed: int = 0, metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc_score,
+                          groups: ArrayLike | None = None) -> PairedDifference:
     """How much better ``ours`` ranks the images than ``theirs``, and how sure that is.
 
     Two ensembles scored on the same images have AUCs that move together with the sample, so their difference is
     far less noisy than either AUC's own standard error suggests (about 0.03 on 242 images): the bootstrap resamples
-    images, each with both scores (``scipy.stats.bootstrap``, ``paired=True``), to say by how much. ``metric``:
-    another score of (labels, scores), e.g. :func:`partial_auc`.
+    images, each with both scores, to say by how much; with ``groups`` (patient ids) it resamples whole patients
+    (:func:`bootstrap_draws`). ``metric``: another score of (labels, scores), e.g. :func:`partial_auc`.
+    Percentile intervals; resamples lacking a class are skipped.
     """
-    from scipy import stats
-
     target, ours, theirs = (np.asarray(a, dtype=np.float64) for a in (target, ours, theirs))
     if not len(target) == len(ours) == len(theirs):
         raise ValueError("a paired difference needs both score sets on the same images")
 
-    def difference(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return float(metric(labels, a) - metric(labels, b))
+    def difference(rows: np.ndarray | slice) -> float:
+        return float(metric(target[rows], ours[rows]) - metric(target[rows], theirs[rows]))
 
-    boot = stats.bootstrap((target, ours, theirs), difference, paired=True, vectorized=False,
-                           n_resamples=resamples, method="percentile", random_state=np.random.default_rng(seed))
-    low, high = boot.confidence_interval
-    return PairedDifference(difference=difference(target, ours, theirs), standard_error=float(boot.standard_error),
+    draws = bootstrap_draws(len(target), groups=groups, resamples=resamples, seed=seed)
+    boot = np.array([difference(d) for d in draws if 0 < target[d].sum() < len(d)])
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return PairedDifference(difference=difference(slice(None)), standard_error=float(boot.std(ddof=1)),
                             low=float(low), high=float(high))
 
 

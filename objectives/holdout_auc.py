@@ -8,6 +8,7 @@ from __future__ import annotations
 from melanoma_search.train import RunResult
 
 DIRECTIONS = ("maximize",)
+METRIC = "auc"  # what the blend chooses members by and the export reports (melanoma_search.metrics)
 METRIC_NAMES = ("holdout_auc",)
 
 

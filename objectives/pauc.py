@@ -1,4 +1,5 @@
-"""pauc: pooled out-of-fold partial AUC above 80 % sensitivity over all K folds (ISIC 2024's metric, 0 to 0.2).
+"""pauc: out-of-fold partial AUC above 80 % sensitivity over all K folds, the mean of the folds' (ISIC 2024's
+metric, 0 to 0.2).
 
 For a study aimed at the screening end of the ROC curve: two configurations with the same AUC can flag very
 different numbers of benign lesions at the sensitivity a clinic works at. Cross-validated and reported fold by fold
@@ -12,6 +13,7 @@ from melanoma_search.train import RunResult
 
 MIN_TPR = 0.8
 DIRECTIONS = ("maximize",)
+METRIC = f"pauc@{MIN_TPR}"  # the blend chooses members by it too (melanoma_search.metrics)
 METRIC_NAMES = ("pauc_80",)
 REPORT = "fold"
 

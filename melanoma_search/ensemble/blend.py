@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.candidates import Candidate
 from melanoma_search.ensemble.methods import cross_half, get_blend_method
@@ -35,7 +34,7 @@ from melanoma_search.ensemble.scale import (
     weighted_mean,
 )
 from melanoma_search.errors import ConfigError
-from melanoma_search.metrics import partial_auc
+from melanoma_search.metrics import AUC, RankMetric, rank_metric
 from melanoma_search.train.results import fold_predictions
 
 __all__ = ["Blend", "blend_candidates"]
@@ -57,9 +56,9 @@ class Blend:
     shipped: np.ndarray
     """Each row's score under the final weights, by the one fold model that scored it out of fold."""
     auc: float
-    """The blend's OOF AUC, never scored on the rows its weights were chosen on."""
+    """The blend's OOF AUC (the mean of the folds'), never scored on the rows its weights were chosen on."""
     pauc: float
-    """Its OOF partial AUC above 80 % sensitivity (ISIC 2024), on the same rows and scores."""
+    """Its OOF partial AUC above 80 % sensitivity (ISIC 2024), on the same rows and scores (the folds' mean)."""
     best_member_auc: float
     """The best candidate's AUC on these rows (it was chosen on them: optimistic by about a blend's gain)."""
     best_member: str
@@ -77,6 +76,15 @@ class Blend:
     deployed_scale: DeployedScale | None = None
     """What combining a new image's fold models removes, measured on the test split (``None``: no test split, or
     one fold model per member); ``export --validate`` measures it on the outside images instead."""
+    folds: np.ndarray | None = None
+    """Each row's fold (whose model scored it out of fold): every out-of-fold figure is the mean of the folds'."""
+    metric: str = "auc"
+    """The study's metric (:func:`~melanoma_search.metrics.rank_metric` name) the method chose the weights by."""
+
+    @property
+    def value(self) -> float:
+        """The blend on the study's metric (``metric``), on the rows its weights were not chosen on."""
+        return rank_metric(self.metric)(self.target, self.oof_blend, self.folds)
 
     @property
     def calibration_scores(self) -> np.ndarray:
@@ -91,8 +99,9 @@ class Blend:
         return dataclasses.replace(self, deployed_scale=scale)
 
 
-def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
-    """Align the candidates on their common OOF rows, rank each fold model on its own scale and blend them."""
+def blend_candidates(candidates: list[Candidate], *, method: str, metric: RankMetric = AUC) -> Blend:
+    """Align the candidates on their common OOF rows, rank each fold model on its own scale and blend them, the
+    weights chosen by ``metric`` (the study's)."""
     chosen_method = get_blend_method(method)
     common = set(candidates[0].oof["image_name"])
     for member in candidates[1:]:
@@ -100,32 +109,39 @@ def blend_candidates(candidates: list[Candidate], *, method: str) -> Blend:
     if not common:
         raise ConfigError("the chosen trials share no out-of-fold rows (were they trained on different folds?)")
     rows = sorted(common)
-    target = candidates[0].oof.set_index("image_name").loc[rows, "target"].to_numpy()
+    first = candidates[0].oof.set_index("image_name").loc[rows]
+    target = first["target"].to_numpy()
+    folds = first["fold"].to_numpy() if "fold" in first else None
     ranked = {m.name: pd.Series(oof_percentiles(m.oof), index=m.oof["image_name"]).loc[rows].to_numpy()
               for m in candidates}
-    singles = {name: float(roc_auc_score(target, scores)) for name, scores in ranked.items()}
-    weights = {n: w for n, w in chosen_method.choose(ranked, target).items() if w > 0}
+    singles = {name: AUC(target, scores, folds) for name, scores in ranked.items()}
+    weights = {n: w for n, w in chosen_method.choose(ranked, target, metric=metric, folds=folds).items() if w > 0}
     shipped = weighted_mean(ranked, weights)
-    oof_blend = cross_half(chosen_method, ranked, target) if chosen_method.fitted else shipped
+    fitted = chosen_method.fitted
+    oof_blend = cross_half(chosen_method, ranked, target, metric=metric, folds=folds) if fitted else shipped
     by_name = {m.name: m for m in candidates}
     members = [by_name[n] for n in weights]
-    best = max(singles, key=lambda n: singles[n])
+    best = max(ranked, key=lambda n: metric(target, ranked[n], folds))
     test, scale = _blend_test(members, weights)
     return Blend(members=members, weights=weights, names=rows, target=target, oof_ranked=ranked, oof_blend=oof_blend,
-                 shipped=shipped, auc=float(roc_auc_score(target, oof_blend)), pauc=partial_auc(target, oof_blend),
+                 shipped=shipped, auc=AUC(target, oof_blend, folds),
+                 pauc=rank_metric("pauc@0.8")(target, oof_blend, folds),
                  best_member_auc=singles[best], best_member=best, test=test, method=method,
-                 in_sample_auc=float(roc_auc_score(target, shipped)) if chosen_method.fitted else None,
+                 in_sample_auc=AUC(target, shipped, folds) if fitted else None,
                  member_aucs=singles, candidates=list(candidates),
-                 best_member_cross_half_auc=_best_single_cross_half(ranked, target), deployed_scale=scale)
+                 best_member_cross_half_auc=_best_single_cross_half(ranked, target, metric=metric, folds=folds),
+                 deployed_scale=scale, folds=folds, metric=metric.name)
 
 
-def _best_single_cross_half(ranked: dict[str, np.ndarray], target: np.ndarray) -> float | None:
-    """The AUC of the best single candidate chosen on each half of the rows and scored on the other."""
+def _best_single_cross_half(ranked: dict[str, np.ndarray], target: np.ndarray, *, metric: RankMetric,
+                            folds: np.ndarray | None) -> float | None:
+    """The AUC of the best single candidate chosen (by ``metric``) on each half of the rows and scored on the
+    other."""
     try:
-        scores = cross_half(get_blend_method("best-single"), ranked, target)
+        scores = cross_half(get_blend_method("best-single"), ranked, target, metric=metric, folds=folds)
     except ConfigError:  # a half without a melanoma
         return None
-    return float(roc_auc_score(target, scores))
+    return AUC(target, scores, folds)
 
 
 def _fold_reference(member: Candidate, fold: int) -> np.ndarray:

@@ -28,7 +28,7 @@ class Candidate:
     """A finished trial with its downloaded predictions and, per fold, its weights and metadata encoder.
 
     After a refit (:mod:`melanoma_search.ensemble.refit`) ``oof`` covers every fold, ``weight_files`` holds one model
-    per fold (the member is their average) and ``cv_auc`` is the pooled out-of-fold AUC.
+    per fold (the member is their average) and ``cv_auc`` is the out-of-fold AUC (the mean of the folds').
     """
 
     number: int

@@ -3,8 +3,9 @@
 A ``holdout_auc`` study trains each trial on fold 0 only: fast to search, but its one model saw 80 % of the data and
 its one score came from one fold. Before export, each chosen configuration is trained on the folds it lacks (with the
 same config, so the same seeds per fold); the member's out-of-fold predictions then cover every training row, its
-pooled ``cv_auc`` is an honest estimate over all of them, and its prediction is the average of its K fold models,
-the bagging the 2020 winners shipped. ``cv_auc`` studies already hold every fold and are not retrained.
+``cv_auc`` (the mean of its folds' AUCs) is an honest estimate over all of them, and its prediction is the average of
+its K fold models, the bagging the 2020 winners shipped. ``cv_auc`` studies already hold every fold and are not
+retrained.
 
 Each refitted fold is written to ``storage/<study>/study-<key>/refit/trial-NNNNN/fold<k>/`` (the study's own folder,
 :func:`~melanoma_search.search.study.study_folder`) and marked done last, so a killed refit resumes with the folds it
@@ -37,7 +38,7 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
                      log: Callable[[str], None] = print) -> dict[int, float]:
     """Train every candidate on each fold it lacks (weights, when ``need_weights``, or predictions), in place.
 
-    Returns ``{trial number: pooled out-of-fold AUC}``, the ``cv_auc`` of each candidate.
+    Returns ``{trial number: out-of-fold AUC (the mean of its folds')}``, the ``cv_auc`` of each candidate.
     """
     from melanoma_search.train.loop import fit_with_oom_retry, prepare_for
 

@@ -31,7 +31,6 @@ from melanoma_search.stage_two.study import (
     ablation,
     choose,
     fit_trial,
-    metric_for,
     run_study,
     trial_params,
 )
@@ -143,19 +142,19 @@ def stage_two_step(study: optuna.Study, result: Blend, oof_rows: pd.DataFrame, *
     if (why := _cannot_cross_fit(data.folds)) is not None:
         log(f"stage two skipped: {why}; the rest of the export ships without it")
         return None
-    name, metric = metric_for(str(study.user_attrs.get(records.OBJECTIVE, "cv_auc")))
+    metric = records.metric(study)
     stage = _open(study, spec)
     with tempfile.TemporaryDirectory() as tmp:
         run_study(data, study=stage, learners=spec.learners, groups=groups, n_trials=spec.n_trials,
-                  seeds=spec.seeds, metric=metric, upload=_uploader(store, Path(tmp)), log=log)
+                  seeds=spec.seeds, metric=metric.per_fold, upload=_uploader(store, Path(tmp)), log=log)
         choice = choose(stage, data, oofs=_oofs(stage, store, data, Path(tmp)), blend_honest=result.oof_blend,
-                        metric_name=name, metric=metric)
+                        metric=metric)
     for line in choice.lines():
         log(line)
     learner, params, chosen = trial_params(choice.trial)
     fitted = fit_trial(data, learner=learner, params=params, groups=chosen, seeds=spec.seeds)
     outcome = StageTwoOutcome(study_name=stage.study_name, choice=choice, oof=fitted.oof, learners=fitted.learners,
-                              ablation=ablation(data, choice.trial, seeds=spec.seeds, metric=metric),
+                              ablation=ablation(data, choice.trial, seeds=spec.seeds, metric=metric.per_fold),
                               importance=fitted.learners.importance(),
                               clinical=_clinical(data, {"blend": result.oof_blend, "stage two": choice.honest}))
     if choice.ships:

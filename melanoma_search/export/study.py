@@ -43,6 +43,7 @@ from melanoma_search.ensemble.refit import refit_candidates
 from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
 from melanoma_search.errors import ConfigError, DataError, StorageError
 from melanoma_search.export.stage_two import check_stage_two_spec, stage_two_step, stage_two_submission
+from melanoma_search.metrics import rank_metric
 from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
 from melanoma_search.report.card import model_card
 from melanoma_search.report.outside import Validation, outside_scores, validate_ensemble
@@ -82,10 +83,12 @@ def _blend_lines(result: Blend) -> list[str]:
     versus = ("" if result.best_member_cross_half_auc is None else
               f" vs the best single member chosen on one half of the rows and scored on the other "
               f"{result.best_member_cross_half_auc:.4f}")
+    metric = rank_metric(result.metric)
+    chosen_by = "" if metric.name == "auc" else f"; chosen by the study's {metric.label}: {result.value:.4f}"
     lines = [f"blend of {len(result.members)} of {len(result.candidates)} candidate(s) ({result.method}): OOF AUC "
              f"{result.auc:.4f}{honest}{versus} (the best member on every row, where it was chosen: "
              f"{result.best_member_auc:.4f}, {result.best_member}), on {len(result.target)} OOF row(s); OOF pAUC "
-             f"above 80% sensitivity {result.pauc:.4f} (of 0.2)",
+             f"above 80% sensitivity {result.pauc:.4f} (of 0.2){chosen_by}; each the mean of the folds' figures",
              f"  the in-search figures still carry the choice of these {len(result.candidates)} candidate(s) among "
              "the study's trials by their out-of-fold objective: the outside check (--validate) is the unbiased one"]
     for candidate in result.candidates:
@@ -152,8 +155,9 @@ class _Checks:
 
 def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[[str], None]) -> _Checks:
     """The operating points and the probability's calibration of the score that ships: the final weights' blend of
-    the out-of-fold rows, as the combination of fold models scores them (``result.calibration_scores``), the
-    calibration cross-fitted over its halves."""
+    the out-of-fold rows, as the combination of fold models is estimated to score them
+    (``result.calibration_scores``: thresholds, rates and probabilities only), the calibration cross-fitted over its
+    halves; the subgroups' AUCs of the out-of-fold scores as they are (``result.shipped``)."""
     scores = result.calibration_scores
     points = choose_operating_points(result.target, scores)
     calibration = calibration_summary(result.target, cross_fitted_probability(scores, result.target))
@@ -162,7 +166,9 @@ def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[
     for point in points:
         log(f"  {point.line()}")
     log(calibration.line("of the calibrated probability, out of fold (map fitted on the other half)"))
-    groups = subgroups(oof_rows, result.target, scores, points=points, where="Out of fold")
+    estimated = result.deployed_scale is not None
+    groups = subgroups(oof_rows, result.target, result.shipped, points=points, where="Out of fold",
+                       rates_on=scores if estimated else None)
     return _Checks(points=points, calibration=calibration, oof_groups=groups)
 
 
@@ -171,9 +177,10 @@ def _scale_line(result: Blend) -> str:
     one fold model but ``predict`` combines several (they then promise fewer flags than it gives)."""
     scale = result.deployed_scale
     if scale is not None:
-        return ("scale: a new image's fold models are combined; out-of-fold rows scored by one fold model are read as "
-                f"that combination scores them (the variance combining removes, {scale.variance:.3f} in probit "
-                f"units, measured on {scale.source}, {scale.n_images} images)")
+        return ("scale: a new image's fold models are combined; for the operating points and the probability, out-of-"
+                "fold rows scored by one fold model are read as that combination is estimated to score them (the "
+                f"variance combining removes, {scale.variance:.3f} in probit units, measured on {scale.source}, "
+                f"{scale.n_images} images): their rates are estimates; every AUC is of the scores as they are")
     folds = max((len(m.folds) for m in result.members), default=1)
     if folds < 2:
         return "scale: one fold model per member, as predict scores new images"
@@ -388,7 +395,7 @@ def _members(plan: _Plan, store: FileSystemArtifactStore, *, work: Path, log: Ca
     if len(candidates) < plan.top_k:
         log(f"{len(candidates)} of the {plan.top_k} member(s) asked for: the study has no more usable finished "
             "trials (the lines above say which were skipped and why)")
-    result = blend_candidates(candidates, method=plan.method)
+    result = blend_candidates(candidates, method=plan.method, metric=records.metric(study))
     for line in _blend_lines(result):
         log(line)
     return result

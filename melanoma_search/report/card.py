@@ -83,11 +83,13 @@ def _scale_line(blend: Blend) -> str:
     scale = blend.deployed_scale
     if scale is not None:
         return (f"- Scale: `score` combines every member's fold models (per fold the members' blend, then the folds' "
-                f"probits averaged). The probability map, the operating points and every out-of-fold figure below "
-                f"describe that combination: the out-of-fold rows, each scored by one fold model, are read as the "
-                f"combination would score them, removing the variance the fold models' disagreement adds "
-                f"({scale.variance:.3f} in probit units, measured on {scale.source}, {scale.n_images} images, no "
-                "labels read). So they describe what `predict` returns.")
+                f"probits averaged). The probability map and the operating points (thresholds, sensitivity, "
+                f"specificity) are **estimates** for that combination: the out-of-fold rows, each scored by one fold "
+                f"model, are read as the combination would score them, removing the variance the fold models' "
+                f"disagreement adds ({scale.variance:.3f} in probit units, measured on {scale.source}, "
+                f"{scale.n_images} images, no labels read; the shrinkage reads each row's class, so it moves "
+                "only thresholds, rates and probabilities). Every AUC and partial AUC below, subgroups included, is "
+                "of the out-of-fold scores as they are.")
     return ("- Scale: the probability map, the operating points and the out-of-fold figures describe **one fold "
             "model** per member (no test split, no `--calibrate-on` and no `--validate` images measured how much "
             "combining the fold models changes the score, or each member has one fold model). Where `predict` "

@@ -49,7 +49,7 @@ class Validation:
     outside_pauc: dict[str, float]
     """Member name (and ``blend``) -> partial AUC above 80 % sensitivity on the outside images (0 to 0.2)."""
     in_search: dict[str, float]
-    """Member name (and ``blend``) -> the AUC the search reported (pooled out-of-fold)."""
+    """Member name (and ``blend``) -> the AUC the search reported (out of fold, the mean of the folds')."""
     standard_error: float
     """Of the blend's outside AUC (Hanley-McNeil)."""
     rows_without_meta: int

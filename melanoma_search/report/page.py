@@ -58,8 +58,8 @@ def _curves_figure(result: Blend, *, report_each: str) -> go.Figure:
                                     name=f"{member.name} (reported to the pruner)"))
     x_title = "epoch of the fold"
     if fallback:
-        x_title += (" (members without history: folds finished, value the pooled AUC so far)" if report_each == "fold"
-                    else " (members without history: epochs counted over folds)")
+        x_title += (" (members without history: folds finished, value the mean AUC of the folds so far)"
+                    if report_each == "fold" else " (members without history: epochs counted over folds)")
     figure.update_layout(title="Learning curves of the members: each fold's validation AUC after every epoch",
                          xaxis_title=x_title, yaxis_title="validation AUC on the fold's own held-out rows",
                          width=700, height=460)
@@ -204,7 +204,8 @@ def _head(study: Any, result: Blend) -> list[str]:
         f"<p>{len(study.trials)} trials. Blend of {len(result.members)} member(s) ({html.escape(result.method)}): OOF "
         f"AUC <b>{result.auc:.4f}</b>, partial AUC above 80 % sensitivity <b>{result.pauc:.4f}</b> (of 0.2), against "
         f"the best single member's AUC {result.best_member_auc:.4f} ({html.escape(result.best_member)}). Each "
-        "candidate's AUC below is its search objective and, where it covers every fold, its pooled cv_auc.</p>",
+        "candidate's AUC below is its search objective and, where it covers every fold, its cv_auc (the mean of "
+        "its folds' AUCs).</p>",
         "<h2>Candidates and blend weights</h2>", _members_table(result),
     ]
 

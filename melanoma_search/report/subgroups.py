@@ -4,6 +4,12 @@ sex, age band, anatomical site and source collection, with counts and intervals 
 A group with fewer than :data:`MIN_EACH` melanomas or benign images says "too few" instead of a number: an AUC on
 five melanomas moves by more than any difference worth reading. Intervals: AUC +- 1.96 Hanley-McNeil standard errors,
 proportions Wilson's (``scipy.stats.binomtest``).
+
+The AUC and partial AUC of a group are always those of the scores as they are (out of fold: the shipped blend of
+the fold model that scored each row, on the ensemble's common percentile scale, pooled over the group's rows): an
+estimate that reads the labels to move scores would inflate any rank figure by construction. The rates at the
+operating points may be read on other scores (``rates_on``: the out-of-fold rows as the combination of fold models
+is estimated to score them), and the table then says they are estimates.
 """
 
 from __future__ import annotations
@@ -85,17 +91,19 @@ def _proportion(hits: int, total: int) -> str:
 
 
 def subgroups(rows: pd.DataFrame, target: np.ndarray, score: np.ndarray, *, points: list[OperatingPoint],
-              where: str) -> Subgroups:
-    """Figures per group of ``rows`` (the scored images' metadata, in the order of ``target`` and ``score``)."""
+              where: str, rates_on: np.ndarray | None = None) -> Subgroups:
+    """Figures per group of ``rows`` (the scored images' metadata, in the order of ``target`` and ``score``): rank
+    figures of ``score``, rates at the operating points of ``rates_on`` (default ``score``)."""
     from fairlearn.metrics import MetricFrame
 
     target, score = np.asarray(target, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    rated = score if rates_on is None else np.asarray(rates_on, dtype=np.float64)
 
-    def auc(y: np.ndarray, s: np.ndarray) -> float:
-        return float(roc_auc_score(y, s)) if _enough(y) else float("nan")
+    def auc(y: np.ndarray, at: np.ndarray) -> float:  # ``at``: the group's row positions (see y_pred below)
+        return float(roc_auc_score(y, score[at.astype(int)])) if _enough(y) else float("nan")
 
-    def pauc(y: np.ndarray, s: np.ndarray) -> float:
-        return partial_auc(y, s) if _enough(y) else float("nan")
+    def pauc(y: np.ndarray, at: np.ndarray) -> float:
+        return partial_auc(y, score[at.astype(int)]) if _enough(y) else float("nan")
 
     def melanomas(y: np.ndarray, s: np.ndarray) -> int:
         return int(np.sum(y))
@@ -105,17 +113,20 @@ def subgroups(rows: pd.DataFrame, target: np.ndarray, score: np.ndarray, *, poin
 
     metrics: dict[str, Any] = {"images": images, "melanomas": melanomas, "auc": auc, "pauc": pauc}
     for point in points:
-        def sensitivity(y: np.ndarray, s: np.ndarray, t: float = point.threshold) -> str:
+        def sensitivity(y: np.ndarray, at: np.ndarray, t: float = point.threshold) -> str:
+            s = rated[at.astype(int)]
             return _proportion(int(np.sum((s >= t) & (y > 0.5))), int(np.sum(y > 0.5))) if _enough(y) else ""
 
-        def specificity(y: np.ndarray, s: np.ndarray, t: float = point.threshold) -> str:
+        def specificity(y: np.ndarray, at: np.ndarray, t: float = point.threshold) -> str:
+            s = rated[at.astype(int)]
             return _proportion(int(np.sum((s < t) & (y < 0.5))), int(np.sum(y < 0.5))) if _enough(y) else ""
 
         metrics[f"sens@{point.name}"] = sensitivity
         metrics[f"spec@{point.name}"] = specificity
     frames = []
     for attribute, groups in _groupings(rows.reset_index(drop=True)).items():
-        frame = MetricFrame(metrics=metrics, y_true=target, y_pred=score,
+        # y_pred carries each row's position, so a metric reads the group's rank scores and rated scores alike
+        frame = MetricFrame(metrics=metrics, y_true=target, y_pred=np.arange(len(target), dtype=np.float64),
                             sensitive_features=groups.rename(attribute)).by_group.reset_index()
         frame = frame.rename(columns={attribute: "group"})
         frame.insert(0, "attribute", attribute)
@@ -125,4 +136,7 @@ def subgroups(rows: pd.DataFrame, target: np.ndarray, score: np.ndarray, *, poin
               for a, m, n in zip(table["auc"], table["melanomas"], table["images"], strict=True)]
     table.insert(table.columns.get_loc("auc") + 1, "auc_low", table["auc"] - 1.96 * np.asarray(errors))
     table.insert(table.columns.get_loc("auc_low") + 1, "auc_high", table["auc"] + 1.96 * np.asarray(errors))
+    if rates_on is not None:
+        where += (" (AUC and pAUC of the out-of-fold scores as they are; sensitivity and specificity at the operating "
+                  "points estimated for the combination of fold models)")
     return Subgroups(where=where, table=table)

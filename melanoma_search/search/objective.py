@@ -11,11 +11,15 @@ An objective is a Python file in ``objectives/`` (in the working directory, or t
     Which folds a trial trains and validates.
 ``score(result) -> tuple[float, ...]``
     The values of a finished :class:`~melanoma_search.train.RunResult`.
+``METRIC`` (optional, ``"auc"`` by default)
+    The rank metric of out-of-fold scores the study is judged by (``"auc"`` or ``"pauc@0.8"``,
+    :func:`melanoma_search.metrics.rank_metric`): recorded in the study, so the export chooses the blend's members and
+    reports its headline by the same metric the trials were searched on.
 ``REPORT`` (optional, ``"epoch"`` by default)
     What one pruning step is. ``"epoch"``: each epoch's validation AUC (a one-fold objective, pruned within its
-    fold). ``"fold"``: after each fold, the pooled out-of-fold AUC of the folds trained so far (the honest score of
-    the kept weights), so a cross-validated trial is compared with the others on the same folds and pruned between
-    folds: a poor configuration costs one fold model, a good one comes out bagged over every fold.
+    fold). ``"fold"``: after each fold, the objective's value of the folds trained so far, at step k after k fold models
+    (the honest score of the kept weights), so a cross-validated trial is compared with the others on the same folds and
+    pruned between folds: a poor configuration costs one fold model, a good one comes out bagged over every fold.
 
 Single-objective studies report so the pruner can stop a trial early; Optuna cannot prune multi-objective trials, so
 those run to the end.
@@ -31,6 +35,7 @@ from types import ModuleType
 from typing import Literal
 
 from melanoma_search.errors import ConfigError
+from melanoma_search.metrics import AUC, RankMetric, rank_metric
 from melanoma_search.train.loop import RunResult
 
 __all__ = ["Objective", "load_objective", "objective_dirs"]
@@ -46,6 +51,8 @@ class Objective:
     path: Path
     report_each: Literal["epoch", "fold"] = "epoch"
     """What a pruning step is (the objective file's ``REPORT``)."""
+    metric: RankMetric = AUC
+    """The rank metric of out-of-fold scores the study is judged by (the file's ``METRIC``)."""
 
     @property
     def reports(self) -> bool:
@@ -81,6 +88,11 @@ def load_objective(name: str, *, search_dirs: Sequence[Path] | None = None) -> O
     if report_each not in ("epoch", "fold"):
         raise ConfigError(f"objective {path}: REPORT must be 'epoch' or 'fold', got {report_each!r}")
 
+    try:
+        metric = rank_metric(str(getattr(module, "METRIC", "auc")))
+    except ValueError as exc:
+        raise ConfigError(f"objective {path}: {exc}") from None
+
     def score(result: RunResult) -> tuple[float, ...]:
         value = module.score(result)
         values = tuple(float(v) for v in (value if isinstance(value, Sequence) else (value,)))
@@ -89,7 +101,7 @@ def load_objective(name: str, *, search_dirs: Sequence[Path] | None = None) -> O
         return values
 
     return Objective(name=name, directions=directions, metric_names=tuple(module.METRIC_NAMES),
-                     folds=module.folds, score=score, path=path, report_each=report_each)
+                     folds=module.folds, score=score, path=path, report_each=report_each, metric=metric)
 
 
 def _import(path: Path) -> ModuleType:

@@ -176,6 +176,7 @@ def _open_for_run(spec: StudySpec, objective: Objective, *, url: str, name: str,
                         study_name=name, seed=seed)
     opened.set_user_attr(records.SPEC, spec.model_dump(mode="json", by_alias=True))
     opened.set_user_attr(records.OBJECTIVE, objective.name)
+    opened.set_user_attr(records.METRIC, objective.metric.name)
     for key, value in attrs.items():  # the data's origin, the artifact store (export finds the trials' files there)
         opened.set_user_attr(key, value)
     before = len(opened.trials)

@@ -289,6 +289,7 @@ def open_study(
     if created:  # the creator names the study's folder; everyone else reads it (see _study_key)
         study.set_user_attr(records.STUDY_KEY, uuid.uuid4().hex[:12])
     _study_key(study)
+    records.settle_first_step(study, created=created)
     return study
 
 

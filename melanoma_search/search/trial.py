@@ -27,6 +27,7 @@ import yaml
 
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, DiskFullError, ImageError, MelanomaSearchError, Preempted
+from melanoma_search.search import records
 from melanoma_search.search.artifacts import ArtifactWriter, roc_svg
 from melanoma_search.search.disk import disk_full
 from melanoma_search.search.gpu_share import GpuShare
@@ -293,16 +294,22 @@ class TrialRunner:
 
 class _Reporter:
     """Reports a trial's steps to Optuna and asks the pruner: each epoch's validation AUC, or after each fold the
-    pooled out-of-fold AUC of the folds so far (the objective's ``report_each``).
+    objective's value of the folds so far (the objective's ``report_each``).
 
     On an out-of-memory retry only the steps the failed attempt did not reach are reported (``earlier``): Optuna
     ignores a second report of a step, so re-reporting would leave the pruner reading the failed attempt's curve as
     if it were the retry's. The retry's own values of those steps go to the ``oom_retry_curve`` attribute instead;
     the pruner was already asked at those steps (and let the trial go on).
+
+    Step k is reported after k fold models (or k epochs over the folds) are done, so a pruner's rungs count
+    resources: Hyperband's and successive halving's first rung, ``min_resource * reduction_factor ** rate``, is the
+    first fold for ``min_resource: 1``; counted from 0, as before, nothing could be pruned until the second fold. A
+    study that reported from 0 before keeps doing so (``records.first_step``): its trials stay comparable.
     """
 
     def __init__(self, trial: optuna.Trial, *, objective: Objective, earlier: set[int], log: Log) -> None:
         self.trial, self.objective, self.earlier, self.log = trial, objective, earlier, log
+        self.first = records.first_step(trial.study)
         self.reported: set[int] = set()
         self.epochs_run = 0
         self._folds: list[FoldResult] = []
@@ -311,15 +318,16 @@ class _Reporter:
     def epoch(self, stats: EpochStats) -> None:
         self.epochs_run += 1
         if self.objective.report_each == "epoch":
-            self._report(stats.step, stats.val_auc, where=f"fold {stats.fold} epoch {stats.epoch}")
+            self._report(self.first + stats.step, stats.val_auc, where=f"fold {stats.fold} epoch {stats.epoch}")
 
     def fold(self, result: FoldResult) -> None:
         self._folds.append(result)
         if self.objective.report_each == "fold" and self.objective.reports:
-            # the objective itself, on the folds so far (its pooled AUC, pAUC, ...): what the pruner compares
+            # the objective itself, on the folds so far (the mean of their AUCs, pAUCs, ...): what the pruner compares
             so_far = RunResult(folds=list(self._folds), classes=(), device="", seconds=0.0, peak_memory_mb=0.0)
             value = self.objective.score(so_far)[0]
-            self._report(len(self._folds) - 1, value, where=f"fold {result.fold} ({len(self._folds)} fold(s) done)")
+            self._report(self.first + len(self._folds) - 1, value,
+                         where=f"fold {result.fold} ({len(self._folds)} fold(s) done)")
 
     def _report(self, step: int, value: float, *, where: str) -> None:
         name = self.objective.metric_names[0]

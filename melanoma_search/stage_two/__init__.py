@@ -20,7 +20,7 @@ from melanoma_search.stage_two.features import (
 )
 from melanoma_search.stage_two.learners import Learner, get_learner, list_learners, register_learner
 from melanoma_search.stage_two.model import StageTwo
-from melanoma_search.stage_two.study import Choice, StageTwoData, ablation, choose, fit_trial, metric_for, run_study
+from melanoma_search.stage_two.study import Choice, StageTwoData, ablation, choose, fit_trial, run_study
 
 __all__ = [
     "Choice",
@@ -40,7 +40,6 @@ __all__ = [
     "get_learner",
     "list_groups",
     "list_learners",
-    "metric_for",
     "register_group",
     "register_learner",
     "run_study",

@@ -6,7 +6,10 @@ Each trial's value is the image study's objective (AUC, or partial AUC above 80 
 honest out-of-fold scores (:mod:`.crossfit`). Choosing the best of N trials on those rows flatters it, so the choice
 is scored the way the blend's weights are: the best trial on one half of the patients scores the other half, both
 ways, and that is what stands beside the blend's own honest score, with the paired bootstrap difference on the same
-rows. Stage two ships only when it beats the blend there.
+rows. Stage two ships only when it beats the blend there by more than one standard error of that difference (the
+one-standard-error rule, Hastie et al., The Elements of Statistical Learning 7.10: the simpler model stands unless
+the more complex one is better by more than the noise of the comparison); the bootstrap resamples whole patients
+where the rows have them.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import optuna
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from melanoma_search.data.patients import patient_groups
 from melanoma_search.errors import ConfigError
-from melanoma_search.metrics import PairedDifference, paired_auc_difference, partial_auc
+from melanoma_search.metrics import PairedDifference, RankMetric, paired_auc_difference, partial_auc, resampled_unit
 from melanoma_search.stage_two.crossfit import CrossFit, FoldLearners, cross_fit
 from melanoma_search.stage_two.features import Inputs, build_features
 from melanoma_search.stage_two.learners import get_learner
@@ -38,7 +42,6 @@ __all__ = [
     "ablation",
     "choose",
     "fit_trial",
-    "metric_for",
     "run_study",
     "subsets",
     "trial_params",
@@ -61,13 +64,6 @@ class StageTwoData:
 
     def inputs(self) -> Inputs:
         return Inputs(rows=self.rows, images=self.images, columns=self.columns)
-
-
-def metric_for(objective: str) -> tuple[str, Metric]:
-    """The image study's objective as stage two scores it: ``pauc`` objectives by partial AUC, the rest by AUC."""
-    if "pauc" in objective:
-        return "pauc", partial_auc
-    return "auc", lambda target, score: float(roc_auc_score(target, score))
 
 
 def subsets(groups: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -146,21 +142,31 @@ class Choice:
     auc_difference: PairedDifference
     pauc_difference: PairedDifference
     metric: str
+    """The image study's metric (:func:`~melanoma_search.metrics.rank_metric` name): what decides."""
+    difference: PairedDifference
+    """Stage two minus the blend on ``metric``, with its bootstrap standard error: what decides."""
+    resampled: str = "images"
+    """What the bootstraps resampled: ``patients`` where the rows have them, else ``images``."""
 
     @property
     def ships(self) -> bool:
-        """Stage two beats the blend on the objective's metric, on rows it was not chosen on."""
-        difference = self.pauc_difference if self.metric == "pauc" else self.auc_difference
-        return difference.difference > 0
+        """The one-standard-error rule: stage two beats the blend on the objective's metric, on rows it was not
+        chosen on, by more than one standard error of the paired difference."""
+        return self.difference.difference > self.difference.standard_error
+
+    def rule(self) -> str:
+        d = self.difference
+        verdict = "ships" if self.ships else "not shipped"
+        return (f"{verdict}: on {self.metric}, stage two minus the blend is {d.difference:+.4f} against one standard "
+                f"error of {d.standard_error:.4f} (it ships only above one standard error; bootstrap over "
+                f"{self.resampled}), on rows it was not chosen on")
 
     def lines(self) -> list[str]:
-        verdict = "ships: it beats the blend" if self.ships else "not shipped: it does not beat the blend"
-        verdict += f" on {self.metric.upper()}, on rows it was not chosen on"
         return [f"stage two (trial {self.trial.number}: {self.trial.params['learner']} on "
                 f"{self.trial.params['groups']}) chosen on one half of the patients, scored on the other:",
                 f"  AUC {self.auc[0]:.4f} vs the blend's {self.auc[1]:.4f}: difference {self.auc_difference}",
                 f"  pAUC {self.pauc[0]:.4f} vs the blend's {self.pauc[1]:.4f}: difference {self.pauc_difference}",
-                f"  {verdict}"]
+                f"  {self.rule()}"]
 
 
 @dataclass
@@ -187,7 +193,8 @@ class StageTwoOutcome:
 
         return {"shipped": self.model is not None, "study": self.study_name, "trial": choice.trial.number,
                 "learner": choice.trial.params["learner"], "groups": choice.trial.params["groups"],
-                "metric": choice.metric, "auc": list(choice.auc), "pauc": list(choice.pauc),
+                "metric": choice.metric, "rule": choice.rule(), "resampled": choice.resampled,
+                "auc": list(choice.auc), "pauc": list(choice.pauc),
                 "auc_difference": paired(choice.auc_difference), "pauc_difference": paired(choice.pauc_difference),
                 "ablation": self.ablation, "importance": self.importance.head(25).round(5).to_dict(),
                 "clinical": self.clinical,
@@ -203,24 +210,31 @@ def _patient_halves(patients: pd.Series, *, seed: int = 0) -> np.ndarray:
 
 
 def choose(study: optuna.Study, data: StageTwoData, *, oofs: dict[int, np.ndarray], blend_honest: np.ndarray,
-           metric_name: str, metric: Metric) -> Choice:
+           metric: RankMetric) -> Choice:
     """The best trial on all rows, and the like-for-like comparison with the blend (see the module docstring).
-    ``oofs``: trial number -> its out-of-fold scores, for the study's finished trials."""
+    ``oofs``: trial number -> its out-of-fold scores, for the study's finished trials. Trials are ranked by the
+    metric over all their rows (stage two's fold learners are scored together, like the blend they replace)."""
     if not oofs:
         raise ConfigError(f"stage-two study {study.study_name!r} has no finished trial to choose from")
+    score = metric.per_fold
     first = _patient_halves(data.rows["patient_id"])
     honest = np.zeros(len(data.target))
     for pick_rows, score_rows in ((first, ~first), (~first, first)):
-        best = max(oofs, key=lambda n: metric(data.target[pick_rows], oofs[n][pick_rows]))
+        best = max(oofs, key=lambda n: score(data.target[pick_rows], oofs[n][pick_rows]))
         honest[score_rows] = oofs[best][score_rows]
-    number = max(oofs, key=lambda n: metric(data.target, oofs[n]))
+    number = max(oofs, key=lambda n: score(data.target, oofs[n]))
     trial = next(t for t in study.trials if t.number == number)
     target = data.target
-    return Choice(trial=trial, honest=honest, blend=blend_honest, target=target, metric=metric_name,
+    groups = patient_groups(data.rows.reset_index(drop=True))
+
+    def paired(how: Metric) -> PairedDifference:
+        return paired_auc_difference(target, honest, blend_honest, metric=how, groups=groups)
+
+    return Choice(trial=trial, honest=honest, blend=blend_honest, target=target, metric=metric.name,
                   auc=(float(roc_auc_score(target, honest)), float(roc_auc_score(target, blend_honest))),
                   pauc=(partial_auc(target, honest), partial_auc(target, blend_honest)),
-                  auc_difference=paired_auc_difference(target, honest, blend_honest),
-                  pauc_difference=paired_auc_difference(target, honest, blend_honest, metric=partial_auc))
+                  auc_difference=paired(roc_auc_score), pauc_difference=paired(partial_auc),
+                  difference=paired(score), resampled=resampled_unit(groups))
 
 
 def ablation(data: StageTwoData, trial: optuna.trial.FrozenTrial, *, seeds: int, metric: Metric

@@ -1,6 +1,6 @@
 """``python -m melanoma_search.train``: train one configuration and write its predictions.
 
-Prints a line per epoch and ends with ``val_auc=<pooled OOF AUC>``; writes ``oof.csv``, ``test.csv``,
+Prints a line per epoch and ends with ``val_auc=<OOF AUC, the mean of the folds'>``; writes ``oof.csv``, ``test.csv``,
 ``config.yaml`` (the resolved config), ``metrics.yaml`` and the best weights per fold to the output folder.
 Without ``--config`` it trains the defaults on the embedded synthetic set.
 """

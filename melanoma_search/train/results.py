@@ -1,4 +1,4 @@
-"""What training returns: per-epoch stats, per-fold results, and the run's pooled results with their files.
+"""What training returns: per-epoch stats, per-fold results, and the run's results with their files.
 
 Plain data, so a search trial, the ``train`` CLI, a benchmark or a test reads the same object.
 """
@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from melanoma_search.metrics import DEFAULT_MIN_TPR, partial_auc
+from melanoma_search.metrics import AUC, DEFAULT_MIN_TPR, RankMetric, rank_metric
 
 if TYPE_CHECKING:
     from melanoma_search.train.config import TrainConfig
@@ -111,16 +110,21 @@ class RunResult:
     def oof(self) -> pd.DataFrame:
         return pd.concat([f.oof for f in self.folds], ignore_index=True)
 
+    def score(self, metric: RankMetric) -> float:
+        """``metric`` of the out-of-fold predictions (primary-source rows only), each fold model's rows scored on
+        their own and the folds averaged (:func:`~melanoma_search.metrics.fold_mean`): fold models on different
+        scales are not penalised for it."""
+        oof = self.oof
+        return metric(oof["target"], oof["pred"], oof["fold"] if "fold" in oof else None)
+
     @property
     def auc(self) -> float:
-        """Pooled out-of-fold ROC AUC over every trained fold (primary-source rows only)."""
-        oof = self.oof
-        return float(roc_auc_score(oof["target"], oof["pred"]))
+        """Out-of-fold ROC AUC: the mean of the trained folds' AUCs (:meth:`score`)."""
+        return self.score(AUC)
 
     def pauc(self, *, min_tpr: float = DEFAULT_MIN_TPR) -> float:
-        """Pooled out-of-fold partial AUC above ``min_tpr`` sensitivity (ISIC 2024's metric at 0.8)."""
-        oof = self.oof
-        return partial_auc(oof["target"], oof["pred"], min_tpr=min_tpr)
+        """Out-of-fold partial AUC above ``min_tpr`` sensitivity (ISIC 2024's metric at 0.8), averaged over folds."""
+        return self.score(rank_metric(f"pauc@{min_tpr:g}"))
 
     @property
     def history(self) -> pd.DataFrame:
@@ -169,6 +173,7 @@ class RunResult:
         metrics = {
             "val_auc": self.auc,
             "val_pauc": self.pauc(),
+            "val_definition": "the mean over folds of each fold model's figure on its own validation rows",
             "fold_aucs": self.fold_aucs,
             "checkpoint": self.folds[0].checkpoint if self.folds else None,
             "best_epochs": [f.best_epoch for f in self.folds],

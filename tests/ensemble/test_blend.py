@@ -20,6 +20,7 @@ from melanoma_search.ensemble.methods import (
 )
 from melanoma_search.ensemble.scale import fold_percentiles, oof_percentiles, percentiles, weighted_mean
 from melanoma_search.errors import ConfigError
+from melanoma_search.metrics import AUC, RankMetric, partial_auc, rank_metric
 
 
 @pytest.fixture()
@@ -110,8 +111,9 @@ def test_a_new_blend_method_is_one_registered_function(tmp_path: Path) -> None:
     name = "top-two"
     if name not in list_blend_methods():
         @register_blend(name, fitted=True, summary="the two best candidates, equally weighted")
-        def _top_two(scores: dict[str, np.ndarray], target: np.ndarray) -> dict[str, float]:
-            return {n: 0.5 for n in sorted(scores, key=lambda n: -roc_auc_score(target, scores[n]))[:2]}
+        def _top_two(scores: dict[str, np.ndarray], target: np.ndarray, *, metric: RankMetric = AUC,
+                     folds: np.ndarray | None = None) -> dict[str, float]:
+            return {n: 0.5 for n in sorted(scores, key=lambda n: -metric(target, scores[n], folds))[:2]}
 
     rng = np.random.default_rng(1)
     target = np.r_[np.ones(30), np.zeros(90)]
@@ -150,8 +152,8 @@ def test_what_ships_is_the_final_weights_blend_and_its_rival_is_chosen_the_same_
     assert np.allclose(result.calibration_scores, result.shipped)  # no test split: nothing measured to remove
     assert result.best_member_cross_half_auc is not None
     assert result.best_member_cross_half_auc <= result.best_member_auc
-    best_on_halves = cross_half(get_blend_method("best-single"), result.oof_ranked, target)
-    assert result.best_member_cross_half_auc == pytest.approx(roc_auc_score(target, best_on_halves))
+    best_on_halves = cross_half(get_blend_method("best-single"), result.oof_ranked, target, folds=result.folds)
+    assert result.best_member_cross_half_auc == pytest.approx(AUC(target, best_on_halves, result.folds))
     rng = np.random.default_rng(4)  # six equally good candidates: the best on all rows is the luckiest one
     alike = {f"m{i}": 0.8 * target + rng.normal(0, 1, len(target)) for i in range(6)}
     tied = blend_candidates(_candidates(tmp_path, alike, target), method="greedy")
@@ -159,3 +161,50 @@ def test_what_ships_is_the_final_weights_blend_and_its_rival_is_chosen_the_same_
     assert tied.best_member_cross_half_auc < tied.best_member_auc - 0.005  # the in-sample maximum flatters
     rank = blend_candidates(_candidates(tmp_path, scores, target), method="rank")
     assert np.allclose(rank.shipped, rank.oof_blend)  # nothing fitted: one blend
+
+
+def _two_kinds(n: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and two scorings: ``broad`` ranks well overall but hides a fifth of the melanomas among the lowest
+    scores; ``screen`` ranks less well overall but leaves no melanoma that far below the benign lesions (the high-
+    sensitivity end ISIC 2024's partial AUC reads)."""
+    rng = np.random.default_rng(3)
+    target = (rng.random(n) < 0.25).astype(float)
+    hidden = (target == 1) & (rng.random(n) < 0.22)
+    broad = np.where(hidden, rng.normal(-2.0, 0.3, n), 4.0 * target + rng.normal(0, 1, n))
+    screen = 0.8 * target + rng.normal(0, 1, n)
+    return target, broad, screen
+
+
+def test_the_blend_chooses_by_the_studys_metric(tmp_path: Path) -> None:
+    """A pauc study's blend is chosen for its partial AUC, an AUC study's for AUC: the same two candidates, the
+    other one chosen (on d4b4a5f every method maximised AUC whatever the objective)."""
+    target, broad, screen = _two_kinds()
+    pauc = rank_metric("pauc@0.8")
+    assert roc_auc_score(target, broad) > roc_auc_score(target, screen)
+    assert partial_auc(target, screen) > partial_auc(target, broad)
+    names = [f"ISIC_{i:04d}" for i in range(len(target))]
+    candidates = [Candidate(number=number, value=0.0, params={}, folder=tmp_path, seconds=1.0, test=None,
+                            oof=pd.DataFrame({"image_name": names, "target": target, "pred": pred,
+                                              "fold": np.arange(len(target)) % 2}))
+                  for number, pred in enumerate((broad, screen))]
+    by_auc = blend_candidates(candidates, method="best-single", metric=AUC)
+    by_pauc = blend_candidates(candidates, method="best-single", metric=pauc)
+    assert set(by_auc.weights) == {"trial-00000"} and set(by_pauc.weights) == {"trial-00001"}
+    assert by_pauc.metric == "pauc@0.8" and by_pauc.value == pytest.approx(by_pauc.pauc)
+    assert set(greedy_selection({"a": broad, "b": screen}, target, metric=pauc).weights) >= {"b"}
+
+
+def test_fold_models_that_rank_perfectly_on_different_scales_score_one(tmp_path: Path) -> None:
+    """Out-of-fold AUC is the mean of the folds': two fold models that each rank their rows perfectly, one in
+    [0, 0.2] and one in [0.6, 1], score 1.0 in the blend, where pooling their raw scores (as d4b4a5f's objective
+    did) scores less."""
+    target = np.tile([0.0, 0.0, 1.0, 0.0, 1.0, 0.0], 20)
+    folds = np.repeat([0, 1], 60)
+    raw = np.where(folds == 0, 0.2 * (target * 0.5 + np.linspace(0, 0.4, 120)),
+                   0.6 + 0.4 * (target * 0.5 + np.linspace(0, 0.4, 120)))
+    assert roc_auc_score(target, raw) < 0.9  # pooled raw: the scales, not the ranking, decide
+    names = [f"ISIC_{i:04d}" for i in range(120)]
+    oof = pd.DataFrame({"image_name": names, "target": target, "pred": raw, "fold": folds})
+    result = blend_candidates([Candidate(number=0, value=1.0, params={}, folder=tmp_path, oof=oof, test=None,
+                                         seconds=1.0)], method="rank")
+    assert result.auc == 1.0 and result.member_aucs == {"trial-00000": 1.0} and result.best_member_auc == 1.0

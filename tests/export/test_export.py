@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
 from tests.studies import call_module, run_module, run_study
@@ -272,6 +273,12 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
     oof_groups = ensemble.manifest["subgroups_oof"]
     assert {g["attribute"] for g in oof_groups} >= {"sex", "source"}
     assert sum(g["images"] for g in oof_groups if g["attribute"] == "source") == 90
+    # a subgroup's AUC is that of the shipped out-of-fold scores as they are (``oof``), never of the label-shrunk
+    # estimate the operating points are read on (``score``, whose AUC is higher by construction: d4b4a5f showed it)
+    (every_row,) = [g for g in oof_groups if g["attribute"] == "source"]  # one collection: all 90 rows
+    assert every_row["auc"] == pytest.approx(roc_auc_score(calibration["target"], calibration["oof"]))
+    assert roc_auc_score(calibration["target"], calibration["score"]) > every_row["auc"]
+    assert "sensitivity and specificity at the operating points estimated for the combination" in card
     outside = ensemble.manifest["validation"]["subgroups"]
     assert sum(g["images"] for g in outside if g["attribute"] == "sex") == 200
     report = (study_dir / "card" / "report.html").read_text()

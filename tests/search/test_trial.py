@@ -63,24 +63,26 @@ def test_an_out_of_memory_retry_reports_only_new_steps(tmp_path: Path, memory_hu
         recorded = yaml.safe_load(f.read())
     assert (recorded["batch_size"], recorded["accum_steps"]) == (8, 2)  # the config that trained the weights
     assert "trial 0: out of memory at batch 16; retrying at batch 8" in capsys.readouterr().out
-    # step 0 stays the first attempt's; the retry's own value of it is kept beside, steps 1-2 are the retry's
-    assert sorted(trial.intermediate_values) == [0, 1, 2]
-    assert list(trial.user_attrs["oom_retry_curve"]) == ["0"]
+    # step 1 (one epoch done) stays the first attempt's; the retry's own value of it is kept beside, 2-3 are the retry's
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+    assert list(trial.user_attrs["oom_retry_curve"]) == ["1"]
     assert not [w for w in caught if "already reported" in str(w.message)]  # Optuna was never asked twice
     assert trial.user_attrs["train_seconds"] < trial.user_attrs["wall_seconds"]
     assert optuna.load_study(study_name="tiny", storage=summary.storage_url).trials[0].number == trial.number
 
 
 def test_a_cross_validated_trial_reports_each_fold(tmp_path: Path) -> None:
-    """cv_auc reports the pooled out-of-fold AUC after each fold; the last step is the trial's value."""
+    """cv_auc reports its value of the folds so far after each fold, at step k after k fold models; the last step
+    is the trial's value."""
     spec = write_spec(tmp_path, objective="cv_auc", fixed={"epochs": 2, "batch_size": 16, "image_size": 32,
                                                           "model": {"name": "resnet18"}},
                       space={"lr": {"low": 1.0e-3, "high": 2.0e-3}}, budget={"n_trials": 1})
     summary = start_run(str(spec), storage_dir=tmp_path / "storage", log=lambda line: None)
     trial = summary.study.trials[0]
     assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
-    assert sorted(trial.intermediate_values) == [0, 1, 2]  # one step per fold, not one per epoch
-    assert trial.intermediate_values[2] == pytest.approx(trial.value)  # all folds pooled: the cv_auc itself
+    assert sorted(trial.intermediate_values) == [1, 2, 3]  # one step per fold, not one per epoch
+    assert trial.intermediate_values[3] == pytest.approx(trial.value)  # all folds: the cv_auc itself
+    assert summary.study.user_attrs["first_step"] == 1
     assert trial.user_attrs["epochs_run"] == 6 and len(trial.user_attrs["fold_aucs"]) == 3
 
 
@@ -93,7 +95,7 @@ def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, capsys:
     summary = start_run(str(spec), storage_dir=tmp_path / "storage", log=lambda line: None)
     trial = summary.study.trials[0]
     assert trial.state == TrialState.PRUNED
-    assert list(trial.intermediate_values) == [0] and trial.user_attrs["epochs_run"] == 2  # fold 0 only
+    assert list(trial.intermediate_values) == [1] and trial.user_attrs["epochs_run"] == 2  # fold 0 only
     assert "trial 0 pruned at fold 0 (1 fold(s) done)" in capsys.readouterr().out
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from melanoma_search.stage_two.study import StageTwoData, ablation, choose, metric_for, run_study, subsets
+from melanoma_search.metrics import AUC, rank_metric
+from melanoma_search.stage_two.study import StageTwoData, ablation, choose, run_study, subsets
 
 
 def _data(seed: int = 0, n: int = 240) -> StageTwoData:
@@ -34,7 +35,7 @@ def test_the_study_resumes_to_its_total_and_its_choice_is_honest(tmp_path: Path)
     def upload(trial: optuna.Trial, oof: pd.DataFrame) -> None:
         kept[trial.number] = oof.set_index("image_name").loc[data.rows.index, "stage_two"].to_numpy()
 
-    name, metric = metric_for("cv_auc")
+    metric = AUC.per_fold
     lines: list[str] = []
     options = {"learners": ("lightgbm",), "groups": ("image", "tabular", "patient"), "seeds": 1, "metric": metric,
                "upload": upload, "log": lines.append}
@@ -44,15 +45,19 @@ def test_the_study_resumes_to_its_total_and_its_choice_is_honest(tmp_path: Path)
     assert len(again.trials) == 3 and "3 trial(s) finished, 0 to run" in lines[-1]  # resumed, nothing added
     assert set(again.trials[0].params["groups"].split("+")) <= {"image", "tabular", "patient"}
     blend = data.images["m1"].to_numpy()
-    choice = choose(again, data, oofs=kept, blend_honest=blend, metric_name=name, metric=metric)
+    choice = choose(again, data, oofs=kept, blend_honest=blend, metric=AUC)
     best_everywhere = max(kept.values(), key=lambda oof: metric(data.target, oof))
     assert choice.auc[0] <= metric(data.target, best_everywhere) + 1e-12  # chosen elsewhere: never flatters
-    assert choice.auc[1] == metric(data.target, blend) and choice.ships == (choice.auc_difference.difference > 0)
+    assert choice.auc[1] == metric(data.target, blend)
+    # the one-standard-error rule decides, with the bootstrap over the synthetic patients (they have several lesions)
+    assert choice.ships == (choice.difference.difference > choice.difference.standard_error)
+    assert choice.difference == choice.auc_difference and choice.resampled == "patients"
     assert choice.ships  # the within-patient size step is far stronger than the image score here
+    assert "it ships only above one standard error; bootstrap over patients" in choice.rule()
     assert set(ablation(data, choice.trial, seeds=1, metric=metric)) == set(choice.trial.params["groups"].split("+"))
 
 
 def test_a_trial_draws_a_non_empty_set_of_groups() -> None:
     choices = subsets(("image", "metadata", "patient"))
     assert len(choices) == 7 and all(choices.values()) and choices["image+patient"] == ("image", "patient")
-    assert metric_for("pauc")[0] == "pauc" and metric_for("holdout_auc")[0] == "auc"
+    assert rank_metric("pauc").name == "pauc@0.8" and rank_metric("holdout_auc") is AUC  # older studies' names
