@@ -8,6 +8,9 @@ through an ``image_path`` column, else by name in ``images/`` beside the CSV). O
   for ranking, and what a Kaggle submission's ``target`` is (the 2020 and 2024 metrics read only the order);
 * ``probability``: P(melanoma), the score calibrated on the blend's out-of-fold predictions (isotonic); it carries
   the training set's melanoma rate, so it is right for images from a similar population;
+* with ``--prevalence P`` (or an ensemble exported with it), ``probability`` is moved from the training rows' melanoma
+  rate to P (prior shift, Saerens et al. 2002; the ranking and flags are unchanged) and each operating point's PPV,
+  NPV and lesions flagged per melanoma found at P are printed;
 * with ``--operating-point NAME`` (``sens90``, ``sens95``, ``youden``: thresholds the export chose on the out-of-fold
   blend, listed in the output), ``flag_NAME``: 1 where ``score`` reaches it.
 
@@ -51,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="the scores (default: <storage-dir>/<the ensemble's study>/predict/scores.csv)")
     parser.add_argument("--operating-point", metavar="NAME",
                         help="add a flag_NAME column (1: flagged) at one of the ensemble's operating points")
+    parser.add_argument("--prevalence", type=float, metavar="P",
+                        help="the melanoma rate where these images come from (e.g. 0.02): probability is moved to it "
+                             "from the training rows' rate (default: the rate the ensemble was exported with, if any)")
     args = parser.parse_args(argv)
     return handled(lambda: _predict(args), interrupted="interrupted: no scores written")
 
@@ -101,6 +107,19 @@ def _one_fold_note(ensemble: Ensemble, stage: StageTwo | None) -> str | None:
             "(re-export with --calibrate-on IMAGES to fit them to these scores)")
 
 
+def _prevalence(given: float | None, ensemble: Ensemble) -> float | None:
+    """The melanoma rate to move the probability to: ``--prevalence``, else the one the ensemble was exported with;
+    refused (one line) outside (0, 1) or for an ensemble without a calibrated probability."""
+    from melanoma_search.ensemble.prevalence import check_prevalence
+    from melanoma_search.errors import ConfigError
+
+    rate = ensemble.prevalence if given is None else check_prevalence(given)
+    if rate is not None and ensemble.trained_prevalence is None:
+        raise ConfigError("--prevalence: this ensemble has no calibrated probability (exported by an earlier "
+                          "version): export the study again")
+    return rate
+
+
 def _predict(args: argparse.Namespace) -> int:
     from melanoma_search.data.layouts import read_images_to_score
     from melanoma_search.ensemble import load_ensemble
@@ -111,6 +130,7 @@ def _predict(args: argparse.Namespace) -> int:
     ensemble = load_ensemble(args.ensemble)
     stage = StageTwo.read(ensemble)
     points = ensemble.operating_points()
+    prevalence = _prevalence(args.prevalence, ensemble)
     if args.operating_point is not None and args.operating_point not in points:
         raise ConfigError(f"--operating-point {args.operating_point}: this ensemble has "
                           f"{', '.join(points) or 'none (exported by an earlier version)'}")
@@ -128,6 +148,11 @@ def _predict(args: argparse.Namespace) -> int:
             flags = np.where(scores["scored_by"].eq("stage two"), scores["stage_two_score"] >= two.threshold,
                              scores["image_score"] >= point.threshold)
         scores[f"flag_{point.name}"] = np.asarray(flags).astype(int)
+    if prevalence is not None:
+        from melanoma_search.ensemble.prevalence import shift_prior
+
+        scores["probability"] = shift_prior(scores["probability"].to_numpy(float), deployed=prevalence,
+                                            trained=float(ensemble.trained_prevalence or prevalence))
     out = Path(args.out) if args.out else Path(args.storage_dir) / ensemble.study / "predict" / "scores.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out, index=False)
@@ -140,6 +165,12 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  operating point {point.line()} (out of fold)")
     else:
         _say_stage_two(scores, stage, points, flagged=args.operating_point)
+    if prevalence is not None:
+        from melanoma_search.ensemble.prevalence import prevalence_lines
+
+        for line in prevalence_lines(list(points.values()), prevalence=prevalence,
+                                     trained=float(ensemble.trained_prevalence or prevalence)):
+            print(line)
     if (note := _one_fold_note(ensemble, stage)) is not None:
         print(note)
     if meta_members := ensemble.meta_members():

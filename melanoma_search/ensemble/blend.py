@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from melanoma_search.ensemble.bbc import BiasCorrected
 from melanoma_search.ensemble.candidates import Candidate
 from melanoma_search.ensemble.methods import cross_half, get_blend_method
 from melanoma_search.ensemble.scale import (
@@ -80,6 +81,8 @@ class Blend:
     """Each row's fold (whose model scored it out of fold): every out-of-fold figure is the mean of the folds'."""
     metric: str = "auc"
     """The study's metric (:func:`~melanoma_search.metrics.rank_metric` name) the method chose the weights by."""
+    bias_corrected: BiasCorrected | None = None
+    """What choosing the members among the study's trials costs (BBC-CV), where the export measured it."""
 
     @property
     def value(self) -> float:

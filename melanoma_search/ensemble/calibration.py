@@ -6,7 +6,8 @@ melanoma". ``probability`` maps it through isotonic regression of the labels on 
 it never reorders images; it reads the training set's melanoma rate). An operating point is a threshold on the score:
 ``sens90`` / ``sens95`` are the highest thresholds that keep out-of-fold sensitivity at 0.90 / 0.95, ``youden`` the one
 maximising sensitivity + specificity - 1. Each comes with its out-of-fold sensitivity and specificity and bootstrap
-95 % intervals (images resampled, threshold fixed), because a few hundred melanomas leave them uncertain.
+95 % intervals (threshold fixed; whole patients resampled where the rows have patient ids that group images, images
+otherwise), because a few hundred melanomas leave them uncertain.
 
 How well the probability holds (Brier score, expected calibration error, reliability curve) is described in
 :mod:`melanoma_search.report.calibration`.
@@ -36,10 +37,13 @@ class OperatingPoint:
     specificity: float
     sensitivity_ci: tuple[float, float]
     specificity_ci: tuple[float, float]
+    resampled: str = "images"
+    """What the intervals' bootstrap resampled: ``patients`` or ``images``."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "sensitivity": self.sensitivity, "specificity": self.specificity,
-                "sensitivity_ci": list(self.sensitivity_ci), "specificity_ci": list(self.specificity_ci)}
+                "sensitivity_ci": list(self.sensitivity_ci), "specificity_ci": list(self.specificity_ci),
+                "resampled": self.resampled}
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> OperatingPoint:
@@ -47,7 +51,7 @@ class OperatingPoint:
         spec_low, spec_high = (float(v) for v in data["specificity_ci"])
         return cls(name=name, threshold=float(data["threshold"]), sensitivity=float(data["sensitivity"]),
                    specificity=float(data["specificity"]), sensitivity_ci=(sens_low, sens_high),
-                   specificity_ci=(spec_low, spec_high))
+                   specificity_ci=(spec_low, spec_high), resampled=str(data.get("resampled", "images")))
 
     def line(self) -> str:
         s_lo, s_hi = self.sensitivity_ci
@@ -71,12 +75,14 @@ def _threshold(target: np.ndarray, score: np.ndarray, sensitivity: float | None)
     return float(thresholds[int(np.argmax(tpr >= sensitivity - 1e-12))])  # the first (highest) that keeps it
 
 
-def choose_operating_points(target: np.ndarray, score: np.ndarray, *, resamples: int = 1000, seed: int = 0
-                            ) -> list[OperatingPoint]:
-    """The operating points of :data:`POINTS` on out-of-fold scores, with bootstrap intervals of their rates."""
+def choose_operating_points(target: np.ndarray, score: np.ndarray, *, resamples: int = 1000, seed: int = 0,
+                            groups: np.ndarray | None = None) -> list[OperatingPoint]:
+    """The operating points of :data:`POINTS` on out-of-fold scores, with bootstrap intervals of their rates
+    (``groups``: the rows' patients, resampled whole; see :func:`~melanoma_search.metrics.bootstrap_draws`)."""
+    from melanoma_search.metrics import bootstrap_draws, resampled_unit
+
     target, score = np.asarray(target, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(target), len(target)) for _ in range(resamples)]
+    draws = bootstrap_draws(len(target), groups=groups, resamples=resamples, seed=seed)
     points = []
     for name, sensitivity in POINTS.items():
         threshold = _threshold(target, score, sensitivity)
@@ -86,7 +92,8 @@ def choose_operating_points(target: np.ndarray, score: np.ndarray, *, resamples:
         low, high = np.percentile(boot, [2.5, 97.5], axis=0)
         points.append(OperatingPoint(name=name, threshold=threshold, sensitivity=sens, specificity=spec,
                                      sensitivity_ci=(float(low[0]), float(high[0])),
-                                     specificity_ci=(float(low[1]), float(high[1]))))
+                                     specificity_ci=(float(low[1]), float(high[1])),
+                                     resampled=resampled_unit(groups)))
     return points
 
 

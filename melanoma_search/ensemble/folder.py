@@ -225,6 +225,18 @@ class Ensemble:
         fit = fit_probability(self.calibration["score"].to_numpy(float), self.calibration["target"].to_numpy(float))
         return np.asarray(fit.predict(np.asarray(blended, dtype=float)))
 
+    @property
+    def trained_prevalence(self) -> float | None:
+        """The melanoma rate of the out-of-fold rows the probability was calibrated on (``None``: no calibration)."""
+        return None if self.calibration is None else float(self.calibration["target"].mean())
+
+    @property
+    def prevalence(self) -> float | None:
+        """The melanoma rate where the ensemble is used, as exported with ``--prevalence`` (``None``: not given;
+        the probability then carries :attr:`trained_prevalence`)."""
+        recorded = self.manifest.get("prevalence") or {}
+        return None if recorded.get("deployed") is None else float(recorded["deployed"])
+
     def operating_points(self) -> dict[str, OperatingPoint]:
         """The thresholds the export chose on the out-of-fold blend (``sens90``, ``sens95``, ``youden``)."""
         recorded = self.manifest.get("operating_points") or {}

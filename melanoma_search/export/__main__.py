@@ -59,11 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "it, and without a test split or --validate, they describe one fold model and promise fewer "
                         "flags than predict gives)")
     parser.add_argument("--device", default="auto", help="for --validate and --calibrate-on: cpu, cuda, cuda:N or auto")
+    parser.add_argument("--prevalence", type=float, metavar="P",
+                        help="the melanoma rate where the ensemble will be used (e.g. 0.02): each operating point's "
+                             "PPV, NPV and lesions flagged per melanoma found there, in the output, report and card; "
+                             "recorded in the ensemble, so predict moves the probability to it")
     stage = parser.add_mutually_exclusive_group()
     stage.add_argument("--stage-two", dest="stage_two", action="store_true", default=None,
                        help="run stage two: trees over the members' out-of-fold scores, the metadata and the "
                        "patient's other lesions, searched in the study NAME-stage-two (default: the spec's "
-                       "stage_two.enabled); shipped only when it beats the blend on rows it was not chosen on")
+                       "stage_two.enabled); shipped only when it beats the blend on rows it was not chosen on by more "
+                       "than one standard error")
     stage.add_argument("--no-stage-two", dest="stage_two", action="store_false",
                        help="do not run stage two, whatever the spec says")
     return parser
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_study(args.study, storage=args.storage, storage_dir=args.storage_dir, top_k=args.top_k,
                      method=args.method, out=args.out, ensemble_dir=args.ensemble_dir, refit=args.refit,
                      validate=args.validate, calibrate_on=args.calibrate_on, device=args.device,
-                     stage_two=args.stage_two)
+                     stage_two=args.stage_two, prevalence=args.prevalence)
         return 0
 
     return handled(export, interrupted="interrupted: finished refit folds are kept (in the study's refit folder) "

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import yaml
 
+from melanoma_search.data.patients import patient_groups
 from melanoma_search.ensemble.blend import Blend, blend_candidates
 from melanoma_search.ensemble.calibration import OperatingPoint, choose_operating_points
 from melanoma_search.ensemble.candidates import Candidate, collect_candidates
@@ -39,11 +40,12 @@ from melanoma_search.ensemble.folder import (
     write_ensemble,
 )
 from melanoma_search.ensemble.methods import get_blend_method
+from melanoma_search.ensemble.prevalence import check_prevalence, prevalence_lines
 from melanoma_search.ensemble.refit import refit_candidates
-from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
+from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend, weighted_mean
 from melanoma_search.errors import ConfigError, DataError, StorageError
 from melanoma_search.export.stage_two import check_stage_two_spec, stage_two_step, stage_two_submission
-from melanoma_search.metrics import rank_metric
+from melanoma_search.metrics import rank_metric, resampled_unit
 from melanoma_search.report.calibration import Calibration, calibration_summary, cross_fitted_probability
 from melanoma_search.report.card import model_card
 from melanoma_search.report.outside import Validation, outside_scores, validate_ensemble
@@ -159,10 +161,12 @@ def _out_of_fold_checks(result: Blend, oof_rows: pd.DataFrame, *, log: Callable[
     (``result.calibration_scores``: thresholds, rates and probabilities only), the calibration cross-fitted over its
     halves; the subgroups' AUCs of the out-of-fold scores as they are (``result.shipped``)."""
     scores = result.calibration_scores
-    points = choose_operating_points(result.target, scores)
+    patients = patient_groups(oof_rows)
+    points = choose_operating_points(result.target, scores, groups=patients)
     calibration = calibration_summary(result.target, cross_fitted_probability(scores, result.target))
     log(_scale_line(result))
-    log("operating points, chosen on the shipped out-of-fold blend (95% bootstrap intervals):")
+    log(f"operating points, chosen on the shipped out-of-fold blend (95% bootstrap intervals, "
+        f"{resampled_unit(patients)} resampled):")
     for point in points:
         log(f"  {point.line()}")
     log(calibration.line("of the calibrated probability, out of fold (map fitted on the other half)"))
@@ -260,7 +264,7 @@ def _ship_stage_two(staging: Path, stage: StageTwoOutcome | None) -> None:
 def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna.Study, method: str,
                   configs: dict[str, TrainConfig], training: pd.DataFrame, oof_rows: pd.DataFrame,
                   validate: str | Path | None, calibrate_on: str | Path | None, device: str,
-                  stage: StageTwoOutcome | None, log: Callable[[str], None]
+                  stage: StageTwoOutcome | None, log: Callable[[str], None], prevalence: float | None = None
                   ) -> tuple[Blend, _Checks, str, list[Saliency]]:
     """Write the ensemble folder beside ``target`` and swap it in only once complete and checked: its manifest,
     the combination of fold models measured on ``calibrate_on``'s unlabelled images, the outside check
@@ -272,6 +276,8 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
         write_ensemble(result, out=staging, study_name=study.study_name, method=method,
                        lineage=records.lineage(study), training=training, extra=_manifest_checks(checks))
         _ship_stage_two(staging, stage)
+        if result.bias_corrected is not None:
+            record_in_manifest(staging, "bias_corrected", result.bias_corrected.to_dict())
         if calibrate_on is not None and (measured := _measure_on_unlabelled(
                 result, staging, oof_rows=oof_rows, images=calibrate_on, device=resolve_device(device),
                 log=log)) is not None:
@@ -291,12 +297,15 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
                                               points=checks.points, where=f"Outside ({validate})")
             record_in_manifest(staging, "validation",
                                {**validation.to_dict(), "subgroups": checks.outside_groups.to_dict()})
+        if prevalence is not None:  # predict moves the probability to it unless told another rate
+            record_in_manifest(staging, "prevalence", {"deployed": prevalence,
+                                                       "trained": float(result.target.mean())})
         looked = saliency_maps(load_ensemble(staging), oof_rows, result.target, result.shipped,
                                folds=dict(zip(oof_rows["image_name"], oof_rows["fold"], strict=True)))
         card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
                           subgroups="\n\n".join(g.markdown() for g in checks.groups()),
-                          stage_two=None if stage is None else stage.about())
+                          stage_two=None if stage is None else stage.about(), prevalence=prevalence)
         add_file(staging, "model_card.md", card)
     return result, checks, card, looked
 
@@ -312,7 +321,7 @@ def _folder_step(plan: _Plan, result: Blend, checks: _Checks, *, configs: dict[s
     result, checks, card, looked = _write_folder(
         result, checks, target=target, study=plan.study, method=plan.method, configs=configs, training=training,
         oof_rows=oof_rows, validate=plan.validate, calibrate_on=plan.calibrate_on, device=device, stage=stage,
-        log=log)
+        log=log, prevalence=plan.prevalence)
     if plan.ensemble_dir is not None:
         log(f"ensemble: {target}, with its model card (score new images with python -m melanoma_search.predict "
             f"--ensemble {target})")
@@ -334,7 +343,8 @@ class _Plan:
     stage_two: bool | None = None
     calibrate_on: str | Path | None = None
     """Unlabelled images to measure the combination of fold models on (``--calibrate-on``)."""
-    """Run stage two (``None``: as the spec's ``stage_two.enabled`` says)."""
+    prevalence: float | None = None
+    """The melanoma rate where the ensemble is used (``--prevalence``)."""
 
     @property
     def need_weights(self) -> bool:
@@ -344,11 +354,13 @@ class _Plan:
 def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int | None, method: str | None,
           refit: bool | None, out: str | Path | None, ensemble_dir: str | Path | None,
           validate: str | Path | None, stage_two: bool | None = None,
-          calibrate_on: str | Path | None = None) -> _Plan:
+          calibrate_on: str | Path | None = None, prevalence: float | None = None) -> _Plan:
     """The options with the spec's ``export:`` defaults filled in, each checked before any work (a refit takes
     hours on a CPU: an unknown method or a folder that may not be replaced must stop the export first)."""
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k {top_k}: must be at least 1 (the number of trials to blend)")
+    if prevalence is not None:
+        check_prevalence(prevalence)
     study = _load_study(study_name, storage=storage, storage_dir=storage_dir)
     defaults = ExportSpec.model_validate(records.export_section(study))
     method = defaults.method if method is None else method
@@ -366,7 +378,7 @@ def _plan(study_name: str, *, storage: str | None, storage_dir: Path, top_k: int
     return _Plan(study=study, top_k=defaults.top_k if top_k is None else top_k, method=method,
                  refit=defaults.refit if refit is None else refit, out=out,
                  ensemble_dir=None if ensemble_dir is None else Path(ensemble_dir), validate=validate,
-                 storage_dir=storage_dir, stage_two=stage_two, calibrate_on=calibrate_on)
+                 storage_dir=storage_dir, stage_two=stage_two, calibrate_on=calibrate_on, prevalence=prevalence)
 
 
 def _refuse_inside(out: Path, ensemble_dir: Path) -> None:
@@ -399,6 +411,41 @@ def _members(plan: _Plan, store: FileSystemArtifactStore, *, work: Path, log: Ca
     for line in _blend_lines(result):
         log(line)
     return result
+
+
+def _with_bias_corrected(result: Blend, plan: _Plan, store: FileSystemArtifactStore, *, training: pd.DataFrame,
+                         work: Path, log: Callable[[str], None]) -> Blend:
+    """The blend with its BBC-CV estimate (:mod:`melanoma_search.ensemble.bbc`): the export's choice of members made
+    again on bootstrap samples of every finished trial's own out-of-fold rows (those all of them share)."""
+    import dataclasses
+
+    from melanoma_search.ensemble.bbc import bias_corrected
+    from melanoma_search.ensemble.scale import oof_percentiles
+
+    trials = collect_candidates(plan.study, store, top_k=len(plan.study.trials), need_weights=False,
+                                work=work / "bbc", log=lambda line: None)
+    common = set.intersection(*(set(t.oof["image_name"]) for t in trials))
+    rows = sorted(common)
+    if len(trials) < 2 or len(rows) < 20:
+        log("bias-corrected estimate: not measured (it needs at least two finished trials sharing out-of-fold rows)")
+        return result
+    first = trials[0].oof.set_index("image_name").loc[rows]
+    target, folds = first["target"].to_numpy(float), first["fold"].to_numpy() if "fold" in first else None
+    scores = {t.name: pd.Series(oof_percentiles(t.oof), index=t.oof["image_name"]).loc[rows].to_numpy()
+              for t in trials}
+    metric, method = records.metric(plan.study), get_blend_method(plan.method)
+    chosen = method.choose(dict(sorted(scores.items(), key=lambda kv: -metric(target, kv[1], folds))[:plan.top_k]),
+                           target, metric=metric, folds=folds)
+    naive = metric(target, weighted_mean({n: scores[n] for n in chosen}, chosen), folds)
+    patients = patient_groups(training.set_index("image_name").loc[rows].reset_index())
+    estimate = bias_corrected(scores, target, folds=folds, groups=patients, top_k=plan.top_k, method=method,
+                              metric=metric, in_search=naive)
+    if estimate is None:
+        log("bias-corrected estimate: not measured (no bootstrap sample left rows of both classes out)")
+        return result
+    log(f"{estimate.line()} (the choice made and scored on the same {len(rows)} row(s); "
+        f"{'every' if len(rows) == len(result.names) else 'only these'} out-of-fold rows of the blend)")
+    return dataclasses.replace(result, bias_corrected=estimate)
 
 
 def _write_submission(result: Blend, out: Path, *, log: Callable[[str], None], stage: StageTwoOutcome | None,
@@ -456,6 +503,7 @@ def export_study(
     calibrate_on: str | Path | None = None,
     device: str = "auto",
     stage_two: bool | None = None,
+    prevalence: float | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Blend the best ``top_k`` trials of ``study_name`` and write the submission, report and ensemble folder.
@@ -465,7 +513,9 @@ def export_study(
     ``validate``: a labelled dataset folder of outside images to score the ensemble on; ``calibrate_on``: unlabelled
     images (a folder, or a CSV as ``predict`` reads it) on which to measure how much combining each member's fold
     models removes, so the operating points and probabilities describe what ``predict`` returns; ``stage_two``: run
-    stage two (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``). ``top_k``,
+    stage two (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``); ``prevalence``: the
+    melanoma rate where the ensemble is used (each operating point's PPV and NPV there in the output, the report and
+    the card; ``predict`` moves the probability to it). ``top_k``,
     ``method`` and ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else
     5, rank and refit.
     """
@@ -477,12 +527,13 @@ def export_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = _plan(study_name, storage=storage, storage_dir=Path(storage_dir), top_k=top_k, method=method,
                  refit=refit, out=out, ensemble_dir=ensemble_dir, validate=validate, stage_two=stage_two,
-                 calibrate_on=calibrate_on)
+                 calibrate_on=calibrate_on, prevalence=prevalence)
     store = FileSystemArtifactStore(str(records.artifact_dir(plan.study, storage_dir=plan.storage_dir)))
     with tempfile.TemporaryDirectory() as tmp:
         result = _members(plan, store, work=Path(tmp), log=log)
         configs = member_configs(result.members)
         training = training_images(configs)
+        result = _with_bias_corrected(result, plan, store, training=training, work=Path(tmp), log=log)
         oof_rows = training.set_index("image_name").loc[result.names].reset_index()  # in the blend's row order
         checks = _out_of_fold_checks(result, oof_rows, log=log)
         stage = stage_two_step(plan.study, result, oof_rows, store=store, enabled=plan.stage_two, log=log,
@@ -492,9 +543,13 @@ def export_study(
         result, checks, card, looked = _folder_step(plan, result, checks, configs=configs, training=training,
                                                     oof_rows=oof_rows, device=device, stage=stage, work=Path(tmp),
                                                     log=log)
+        if plan.prevalence is not None:
+            for line in prevalence_lines(checks.points, prevalence=plan.prevalence,
+                                         trained=float(result.target.mean())):
+                log(line)
         report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
                               points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
-                              card=card, saliency=looked, stage_two=stage)
+                              card=card, saliency=looked, stage_two=stage, prevalence=plan.prevalence)
         log(f"report: {report}")
     return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=plan.ensemble_dir,
                         validation=checks.validation, stage_two=stage)

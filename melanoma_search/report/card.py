@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from melanoma_search.data.patients import patient_groups
 from melanoma_search.ensemble.blend import Blend
 from melanoma_search.ensemble.calibration import OperatingPoint
-from melanoma_search.metrics import auc_standard_error
+from melanoma_search.metrics import AUC, auc_standard_error, bootstrap_draws
 from melanoma_search.report.calibration import Calibration
 from melanoma_search.report.outside import Validation
 from melanoma_search.search import records
@@ -99,17 +101,32 @@ def _scale_line(blend: Blend) -> str:
             "returns.")
 
 
-def _performance(blend: Blend, calibration: Calibration, validation: Validation | None) -> list[str]:
+def _in_search_error(blend: Blend, patients: np.ndarray | None) -> tuple[float, str]:
+    """The in-search AUC's standard error: a bootstrap over patients where the rows group by patient (a patient's
+    lesions are not independent), else Hanley and McNeil's from the class sizes; and which it is."""
+    if patients is None:
+        positives = int(blend.target.sum())
+        return auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives), "images"
+    values = [AUC(blend.target[d], blend.oof_blend[d], None if blend.folds is None else blend.folds[d])
+              for d in bootstrap_draws(len(blend.target), groups=patients, resamples=500)]
+    return float(np.nanstd(values, ddof=1)), "patients resampled"
+
+
+def _performance(blend: Blend, calibration: Calibration, validation: Validation | None,
+                 patients: np.ndarray | None = None) -> list[str]:
     positives = int(blend.target.sum())
-    se = auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives)
+    se, unit = _in_search_error(blend, patients)
     versus = ("" if blend.best_member_cross_half_auc is None else
               f" Against the best single member chosen the same way (on one half, scored on the other): "
               f"{blend.best_member_cross_half_auc:.4f}.")
     lines = ["## Performance", _scale_line(blend),
              f"- In search (out of fold, {len(blend.target)} images, {positives} melanomas): AUC {blend.auc:.4f} "
-             f"(standard error about {se:.3f}), partial AUC above 80 % sensitivity {blend.pauc:.4f} of 0.2.{versus} "
+             f"(standard error about {se:.3f}, {unit}; the mean of the folds' AUCs), partial AUC above 80 % "
+             f"sensitivity {blend.pauc:.4f} of 0.2.{versus} "
              "It still carries the choice of the members among the study's trials by their out-of-fold score: the "
              "outside check is the unbiased figure.",
+             *([] if blend.bias_corrected is None else [
+                 f"- Corrected for choosing the members: {blend.bias_corrected.line()}."]),
              f"- {calibration.line('of the probability, out of fold (isotonic fitted on the other half)')}."]
     if validation is None:
         return [*lines, "- Outside: not measured (export with `--validate PATH` to score images from elsewhere)."]
@@ -129,9 +146,20 @@ def _performance(blend: Blend, calibration: Calibration, validation: Validation 
     return lines
 
 
+def _at_rate(points: list[OperatingPoint], blend: Blend, prevalence: float | None) -> list[str]:
+    """Each operating point's meaning at the melanoma rate where the ensemble is used, and the probability's move."""
+    if prevalence is None:
+        return []
+    from melanoma_search.ensemble.prevalence import prevalence_lines
+
+    first, *rest = prevalence_lines(points, prevalence=prevalence, trained=float(blend.target.mean()))
+    return ["", f"At the melanoma rate where it is used: {first}", "", *(f"- {line.strip()}" for line in rest)]
+
+
 def _points_section(points: list[OperatingPoint], validation: Validation | None) -> list[str]:
     outside = validation is not None
-    lines = ["## Operating points (chosen out of fold; 95 % bootstrap intervals)",
+    unit = points[0].resampled if points else "images"
+    lines = [f"## Operating points (chosen out of fold; 95 % bootstrap intervals, {unit} resampled)",
              "| point | threshold on score | sensitivity | specificity |" + (
                  " sensitivity outside | specificity outside |" if outside else ""),
              "|---|---|---|---|" + ("---|---|" if outside else "")]
@@ -152,7 +180,7 @@ def _calibration_rows(blend: Blend, training: pd.DataFrame) -> str:
     sources = ", ".join(sorted(rows["source"].dropna().astype(str).unique())) or "the training collection"
     return (f"- The probability carries the melanoma rate of the {len(blend.target)} rows its map was fitted on "
             f"({blend.target.mean():.1%}, {sources}); where melanoma is rarer (screening), the same score means a "
-            "lower probability.")
+            "lower probability: `predict --prevalence P` (or an export with it) moves it to the rate P.")
 
 
 def _limits(sources: list[str], validation: Validation | None, uses_meta: list[str], blend: Blend,
@@ -193,19 +221,28 @@ def _stage_two_section(about: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _patients(training: pd.DataFrame, blend: Blend) -> np.ndarray | None:
+    """The blend's out-of-fold rows' patients, where they group images (see :func:`patient_groups`)."""
+    if "image_name" not in training:
+        return None
+    return patient_groups(training.drop_duplicates("image_name").set_index("image_name").loc[blend.names]
+                          .reset_index())
+
+
 def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training: pd.DataFrame,
                points: list[OperatingPoint], calibration: Calibration, validation: Validation | None,
-               subgroups: str | None, stage_two: Mapping[str, Any] | None = None) -> str:
+               subgroups: str | None, stage_two: Mapping[str, Any] | None = None,
+               prevalence: float | None = None) -> str:
     """The card, in Markdown. ``configs``: each member's training config; ``subgroups``: the subgroup table;
-    ``stage_two``: the manifest's stage-two entry."""
+    ``stage_two``: the manifest's stage-two entry; ``prevalence``: the melanoma rate where it is used."""
     uses_meta = [m.name for m in blend.members if configs[m.name].model.meta]
     sources = sorted(training["source"].astype(str).unique())
     lines = [f"# Model card: melanoma_search ensemble of study `{study.study_name}`", "",
              *_use_sections(sources),
              "## Training data", *_training_section(training), "",
              *_how_made(study, blend, configs),
-             *_performance(blend, calibration, validation), "",
-             *_points_section(points, validation), "",
+             *_performance(blend, calibration, validation, _patients(training, blend)), "",
+             *_points_section(points, validation), *_at_rate(points, blend, prevalence), "",
              *_stage_two_section(stage_two), "",
              "## Subgroups", subgroups or "Not computed.", "",
              *_limits(sources, validation, uses_meta, blend, training)]

@@ -206,17 +206,22 @@ def _head(study: Any, result: Blend) -> list[str]:
         f"the best single member's AUC {result.best_member_auc:.4f} ({html.escape(result.best_member)}). Each "
         "candidate's AUC below is its search objective and, where it covers every fold, its cv_auc (the mean of "
         "its folds' AUCs).</p>",
+        *([] if result.bias_corrected is None else [f"<p>{html.escape(result.bias_corrected.line())}.</p>"]),
         "<h2>Candidates and blend weights</h2>", _members_table(result),
     ]
 
 
 def _tables(points: list[OperatingPoint] | None, validation: Validation | None,
-            subgroups: list[Subgroups] | None) -> list[str]:
+            subgroups: list[Subgroups] | None, at_rate: list[str]) -> list[str]:
     parts = []
     if points:
         parts += ["<h2>Operating points</h2><p>Thresholds on the blend's score chosen on the out-of-fold rows "
-                  "(95 % bootstrap intervals); <code>predict --operating-point NAME</code> flags images at one.</p>",
+                  f"(95 % bootstrap intervals, {points[0].resampled} resampled); <code>predict --operating-point "
+                  "NAME</code> flags images at one.</p>",
                   _points_table(points, validation)]
+        if at_rate:
+            parts.append("<h3>At the melanoma rate where it is used</h3><ul>" + "".join(
+                f"<li>{html.escape(line.strip())}</li>" for line in at_rate) + "</ul>")
     if validation is not None:
         parts += ["<h2>Outside check: in-search vs outside AUC</h2>", _validation_section(validation)[0]]
     for groups in subgroups or []:
@@ -258,14 +263,21 @@ def _rendered(sections: list[tuple[str, str, go.Figure | str]]) -> list[str]:
 def write_report(study: Any, result: Blend, path: Path, *, validation: Validation | None = None,
                  points: list[OperatingPoint] | None = None, calibration: Calibration | None = None,
                  subgroups: list[Subgroups] | None = None, card: str | None = None,
-                 saliency: list[Saliency] | None = None, stage_two: StageTwoOutcome | None = None) -> Path:
-    """Write the report to ``path`` and return it."""
+                 saliency: list[Saliency] | None = None, stage_two: StageTwoOutcome | None = None,
+                 prevalence: float | None = None) -> Path:
+    """Write the report to ``path`` and return it (``prevalence``: the melanoma rate where it is used, for each
+    operating point's PPV and NPV there)."""
     sections: list[tuple[str, str, go.Figure | str]] = [
         (title, "", figure) for title, figure in _figures(study, result, validation, calibration)]
     if stage_two is not None:
         sections.append(("Stage two: trees over the image scores, the metadata and the patient's other lesions",
                          *_stage_two_section(stage_two)))
-    parts = [*_head(study, result), *_tables(points, validation, subgroups), *_rendered(sections)]
+    at_rate: list[str] = []
+    if points and prevalence is not None:
+        from melanoma_search.ensemble.prevalence import prevalence_lines
+
+        at_rate = prevalence_lines(points, prevalence=prevalence, trained=float(result.target.mean()))
+    parts = [*_head(study, result), *_tables(points, validation, subgroups, at_rate), *_rendered(sections)]
     if saliency:
         parts += ["<h2>Where the members looked (Grad-CAM, out of fold)</h2><p>Each member's fold model that scored "
                   "the image out of fold; red is what raised its melanoma output. A map on a ruler, hair, ink or the "

@@ -21,6 +21,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.folder import EnsembleError, load_ensemble
+from melanoma_search.ensemble.prevalence import shift_prior
 from tests.studies import call_module, run_module, run_study
 
 SPEC = {
@@ -247,8 +248,14 @@ def test_export_validate_prints_in_search_and_outside_auc(study_dir: Path, ham_s
 def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) -> None:
     """Operating points, calibration, subgroups, saliency and the model card, from one export with --validate."""
     run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "2", "--out", "card/sub.csv",
-                      "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu")
+                      "--ensemble-dir", "card/ensemble", "--validate", str(ham_subset), "--device", "cpu",
+                      "--prevalence", "0.02")
     assert run.returncode == 0, run.stderr
+    # what choosing 2 of the study's trials costs, measured without training (BBC-CV)
+    assert "bias-corrected (BBC-CV: the choice of the top 2 of " in run.stdout
+    # at the rate where it is used: each point's PPV / NPV / flags per melanoma, in the output and the card
+    assert "prevalence 2.0%: probabilities moved from the training rows' melanoma rate" in run.stdout
+    assert "sens90 at 2.0% melanoma: PPV " in run.stdout
     assert "operating points, chosen on the shipped out-of-fold blend" in run.stdout
     assert "measured on the study's test split (no labels read), 12 images" in run.stdout  # the combination's scale
     assert "sens90: score >= " in run.stdout and "operating point sens90 outside: sensitivity" in run.stdout
@@ -264,6 +271,9 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
     assert "- 90 images (" in card and f"Outside ({ham_subset}: 200 images, 60 melanomas)" in card
     assert "- Scale: `score` combines every member's fold models" in card and "study's test split" in card
     assert "The probability carries the melanoma rate of the 90 rows its map was fitted on (" in card
+    assert "At the melanoma rate where it is used: prevalence 2.0%" in card and "- youden at 2.0% melanoma" in card
+    assert "Corrected for choosing the members: bias-corrected (BBC-CV" in card
+    assert ensemble.prevalence == 0.02 and ensemble.manifest["bias_corrected"]["top_k"] == 2
     assert ensemble.deployed_scale is not None and ensemble.deployed_scale.folds == 3
     check = ensemble.manifest["validation"]["scale_check"]  # the outside images described both ways, paired
     assert set(check["points"]) == {"sens90", "sens95", "youden"} and "ece_difference" in check
@@ -292,6 +302,15 @@ def test_what_the_ensemble_tells_its_users(study_dir: Path, ham_subset: Path) ->
     scores = pd.read_csv(study_dir / "card" / "flags.csv")
     assert list(scores.columns) == ["image_name", "score", "probability", "flag_youden"]
     assert (scores["flag_youden"] == (scores["score"] >= points["youden"].threshold)).all()
+    # the exported rate moves the probability (prior shift), never the score; --prevalence picks another one
+    trained = float(calibration["target"].mean())
+    unmoved = ensemble.probability(scores["score"].to_numpy())
+    assert "prevalence 2.0%" in flagged.stdout
+    assert scores["probability"].to_numpy() == pytest.approx(shift_prior(unmoved, trained=trained, deployed=0.02))
+    assert (scores["probability"] <= unmoved + 1e-12).all() and trained > 0.02
+    wrong = call_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
+                        str(_test_csv(study_dir)), "--out", "card/y.csv", "--prevalence", "2")
+    assert wrong.returncode == 2 and "--prevalence 2: the melanoma rate where the ensemble is used" in wrong.stderr
     unknown = call_module(study_dir, "melanoma_search.predict", "--ensemble", "card/ensemble", "--images",
                           str(_test_csv(study_dir)), "--out", "card/x.csv", "--operating-point", "sens99")
     assert unknown.returncode == 2 and "this ensemble has sens90, sens95, youden" in unknown.stderr
