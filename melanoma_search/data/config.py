@@ -46,7 +46,19 @@ class DataConfig(StrictModel):
     """Extra dataset folders used in training folds only (e.g. ISIC 2019)."""
     duplicates: str | None = None
     """A duplicate-pair list; ``ISIC_2020_Training_Duplicates.csv`` in ``dir`` is used when present."""
+    near_duplicates: int | None = Field(40, ge=0, le=255)
+    """Near-duplicate images (a resized or re-encoded copy: perceptual hashes at most this many of 256 bits apart,
+    :mod:`melanoma_search.data.near_duplicates`) share a fold, as a patient's images do; ``null`` turns the pass off
+    (e.g. to resume a study whose folds were made without it)."""
     n_folds: int = Field(5, ge=2, le=20)
+    validate_external: bool = False
+    """Put the ``external`` datasets' rows into the folds too (as the 2020 winners did), instead of training only:
+    the objective still scores the primary rows, and each trial records the all-rows AUC beside it
+    (``oof_auc_all_rows``)."""
+    group_folds_by: Literal["patient", "source"] = "patient"
+    """What a fold keeps whole: each patient's images, or each source collection (leave-collection-out: ISIC 2024
+    teams found that holding out whole hospitals tracked the leaderboard better; needs at least ``n_folds``
+    collections among the rows the folds split)."""
     folds: tuple[int, ...] | Literal["all"] = (0,)
     """Which folds to train and validate (``all`` for full cross-validation)."""
     fold_seed: int = 42

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma_search.data.pseudo import PSEUDO_SOURCE
 from melanoma_search.errors import DataError
 
 __all__ = ["EXTERNAL_FOLD", "assign_folds", "drop_duplicates", "read_duplicate_list"]
@@ -53,6 +54,9 @@ def assign_folds(
     n_folds: int = 5,
     seed: int = 42,
     use_fold_key: bool = True,
+    linked: pd.Series | None = None,
+    validate_external: bool = False,
+    group_by: str = "patient",
 ) -> pd.Series:
     """Return the fold of every row of ``table`` (test rows get ``NaN``, external rows :data:`EXTERNAL_FOLD`).
 
@@ -62,6 +66,11 @@ def assign_folds(
         seed: Shuffling seed; the same table and seed give the same folds.
         use_fold_key: Honour the dataset's own ``fold_key`` (e.g. ``tfrecord``) where it has one, mapped by
             ``key % n_folds`` so that 15 TFRecords make 5 folds of 3 files each, as in the winning solution.
+        linked: A group label per row (indexed like ``table``; rows absent have none): rows sharing a label are
+            kept in one fold with all their patients' rows (near-duplicate images of different patient ids).
+        validate_external: Deal external rows into the folds too (validated like the primary rows) instead of
+            :data:`EXTERNAL_FOLD`; pseudo-labelled rows always only train.
+        group_by: ``patient`` (each patient's images in one fold) or ``source`` (each collection in one fold).
     """
     if n_folds < 2:
         raise DataError(f"n_folds must be at least 2, got {n_folds}")
@@ -69,17 +78,50 @@ def assign_folds(
     train = table["split"].eq("train")
     external = train & table["is_external"].astype(bool)
     primary = train & ~external
+    if validate_external:  # pseudo-labelled rows are external too, and only ever train
+        source = table["source"] if "source" in table else pd.Series("", index=table.index)
+        primary |= external & source.ne(PSEUDO_SOURCE)
+        external &= ~primary
     folds[external] = EXTERNAL_FOLD
     rows = table.loc[primary]
     if rows.empty:
         raise DataError("no primary (non-external) training rows to split into folds")
     keys = rows["fold_key"]
-    if use_fold_key and keys.notna().all():
+    if use_fold_key and keys.notna().all() and group_by == "patient" and not validate_external:
         folds[primary] = (keys.astype(int) % n_folds).astype(float)
     else:
-        folds[primary] = _patient_folds(rows, n_folds=n_folds, seed=seed)
+        grouped = _linked_patients(rows, linked)
+        if group_by == "source":
+            grouped = grouped.assign(patient_id=grouped["source"].astype(str))
+            if grouped["patient_id"].nunique() < n_folds:
+                raise DataError(f"data.group_folds_by: source: {grouped['patient_id'].nunique()} collection(s) "
+                                f"({', '.join(sorted(grouped['patient_id'].unique()))}) cannot fill {n_folds} folds "
+                                "with one collection each; use n_folds up to that number, or group by patient")
+        elif group_by != "patient":
+            raise DataError(f"data.group_folds_by: {group_by!r}; allowed: patient, source")
+        folds[primary] = _patient_folds(grouped, n_folds=n_folds, seed=seed)
     _check_folds(table, folds, n_folds=n_folds)
     return folds
+
+
+def _linked_patients(rows: pd.DataFrame, linked: pd.Series | None) -> pd.DataFrame:
+    """``rows`` with ``patient_id`` replaced by one id per set of patients that ``linked`` ties together (a patient
+    whose image has a near-duplicate in another patient's images joins that patient); unchanged without links."""
+    if linked is None:
+        return rows
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    label = linked.reindex(rows.index)
+    patient_codes, patients = pd.factorize(rows["patient_id"].astype(str))
+    tied = label.notna().to_numpy()
+    link_codes, _ = pd.factorize(label[tied])
+    n = len(patients) + int(link_codes.max(initial=-1)) + 1
+    graph = coo_matrix((np.ones(int(tied.sum())), (patient_codes[tied], len(patients) + link_codes)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first = pd.Series(patients[np.argsort(component[: len(patients)], kind="stable")],
+                      index=np.sort(component[: len(patients)])).groupby(level=0).first()
+    return rows.assign(patient_id=first.loc[component[patient_codes]].to_numpy())
 
 
 def _patient_folds(rows: pd.DataFrame, *, n_folds: int, seed: int) -> np.ndarray:

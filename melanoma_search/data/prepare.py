@@ -72,9 +72,13 @@ def prepare_data(
     synthetic_dir: str = "storage/cache",
     synthetic_params: dict[str, int] | None = None,
     pseudo: PseudoConfig | None = None,
+    near_duplicates: int | None = None,
+    cache_dir: str = "storage/cache",
+    validate_external: bool = False,
+    group_folds_by: str = "patient",
 ) -> PreparedData:
     """Read the dataset at ``root`` (the synthetic set when ``None``) plus external sets and pseudo-labelled rows,
-    and assign folds."""
+    and assign folds (near-duplicate images in one fold when ``near_duplicates`` gives their hash distance)."""
     if root is None:
         folder = ensure_synthetic_dataset(synthetic_dir, **(synthetic_params or {}))
     else:
@@ -93,7 +97,9 @@ def prepare_data(
     names = read_duplicate_list(dup_path) if (duplicates or dup_path.is_file()) else None
     table = drop_duplicates(table, duplicates=names)
     table = add_derived_columns(table)
-    table["fold"] = assign_folds(table, n_folds=n_folds, seed=fold_seed)
+    linked = None if near_duplicates is None else _near_duplicate_links(table, near_duplicates, cache_dir=cache_dir)
+    table["fold"] = assign_folds(table, n_folds=n_folds, seed=fold_seed, linked=linked,
+                                 validate_external=validate_external, group_by=group_folds_by)
     table["cache_row"] = np.arange(len(table))
     diagnosis = table["diagnosis"].where(table["diagnosis"].notna(), np.nan)
     diagnosis = diagnosis.where(table["target"].ne(1), MELANOMA)
@@ -111,10 +117,33 @@ def prepare_data(
                         origin=str(folder))
 
 
+def _near_duplicate_links(table: pd.DataFrame, max_distance: int, *, cache_dir: str) -> pd.Series | None:
+    """Each labelled training row's near-duplicate group (:mod:`melanoma_search.data.near_duplicates`), said in one
+    line when there are any; ``None`` when no two images are near-duplicates (the folds are then as before)."""
+    from melanoma_search.data.near_duplicates import near_duplicate_groups, perceptual_hashes
+
+    rows = table.index[table["split"].eq("train") & table["source"].ne(PSEUDO_SOURCE)]
+    if len(rows) < 2:
+        return None
+    groups = near_duplicate_groups(perceptual_hashes(table.loc[rows, "image_path"].astype(str).tolist(),
+                                                     cache_dir=cache_dir), max_distance=max_distance)
+    linked = pd.Series(groups, index=rows)
+    shared = linked.duplicated(keep=False)
+    if not shared.any():
+        return None
+    patients = table.loc[rows[shared.to_numpy()]].groupby(linked[shared])["patient_id"].nunique()
+    _log.warning("near-duplicates: %d image(s) in %d group(s) (perceptual hashes within %d of 256 bits), %d of the "
+                 "groups across patients; each group is kept in one fold (data.near_duplicates: null turns this off)",
+                 int(shared.sum()), int(linked[shared].nunique()), max_distance, int((patients > 1).sum()))
+    return linked
+
+
 def load_dataset(config: DataConfig) -> PreparedData:
     """Read the dataset a ``data:`` section names (the synthetic set when ``dir`` is empty)."""
     return prepare_data(root=config.dir, layout=config.layout, external=config.external,
                         duplicates=config.duplicates, n_folds=config.n_folds, fold_seed=config.fold_seed,
                         missing_images=config.missing_images, unknown_sites=config.unknown_sites,
                         synthetic_dir=config.cache_dir,
-                        synthetic_params=config.synthetic.model_dump(), pseudo=config.pseudo)
+                        synthetic_params=config.synthetic.model_dump(), pseudo=config.pseudo,
+                        near_duplicates=config.near_duplicates, cache_dir=config.cache_dir,
+                        validate_external=config.validate_external, group_folds_by=config.group_folds_by)

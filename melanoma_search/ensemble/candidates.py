@@ -18,7 +18,7 @@ import yaml
 
 from melanoma_search.errors import ConfigError
 from melanoma_search.search import records
-from melanoma_search.train.results import fold_predictions, weight_files
+from melanoma_search.train.results import fold_predictions, primary_rows, weight_files
 
 __all__ = ["Candidate", "collect_candidates", "signature"]
 
@@ -116,8 +116,9 @@ def collect_candidates(study: Any, store: Any, *, top_k: int, need_weights: bool
         test = _read_if(folder / "test.csv")
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
         metrics = yaml.safe_load((folder / "metrics.yaml").read_text()) if (folder / "metrics.yaml").is_file() else {}
+        oof = primary_rows(pd.read_csv(folder / "oof.csv"))  # external rows validated too: the all-rows figure only
         chosen.append(Candidate(number=trial.number, value=trial.values[0], params=dict(trial.params), folder=folder,
-                                oof=pd.read_csv(folder / "oof.csv"), test=test, seconds=seconds, weight_files=files,
+                                oof=oof, test=test, seconds=seconds, weight_files=files,
                                 encoders=dict(metrics.get("meta_encoders") or {}),
                                 classes=list(metrics.get("classes") or []), curve=dict(trial.intermediate_values),
                                 history=_read_if(folder / "history.csv"),

@@ -131,19 +131,28 @@ class Ensemble:
     calibration: pd.DataFrame | None = None
     """The blend's out-of-fold ``score`` and ``target`` (ensembles exported before it existed have none)."""
     training: pd.DataFrame | None = None
-    """``image_name`` and ``sha256`` of every image the study trained on (none in earlier exports)."""
+    """``image_name``, ``sha256`` and ``phash`` (a 256-bit perceptual hash in hex; absent in earlier exports) of
+    every image the study trained on (none in earlier exports)."""
     deployed_scale: DeployedScale | None = None
     """What combining a new image's fold models removes, which the calibration describes (``None``: not measured)."""
 
     def trained_on(self, rows: pd.DataFrame) -> list[str]:
-        """The names of ``rows`` (``image_name``, ``image_path``) that are training images of this ensemble, by name
-        or by file content (a copy under another name); empty when the ensemble has no training list."""
+        """The names of ``rows`` (``image_name``, ``image_path``) that are training images of this ensemble: by name,
+        by file content (a copy under another name) or, where the training list has perceptual hashes, as a
+        near-duplicate (a resized or re-encoded copy, :mod:`melanoma_search.data.near_duplicates`); empty when the
+        ensemble has no training list."""
         if self.training is None:
             return []
         names = set(self.training["image_name"].astype(str))
         digests = set(self.training["sha256"])
-        return [str(name) for name, path in zip(rows["image_name"], rows["image_path"], strict=True)
-                if str(name) in names or (Path(path).is_file() and file_digest(Path(path)) in digests)]
+        seen = np.array([str(name) in names or (Path(path).is_file() and file_digest(Path(path)) in digests)
+                         for name, path in zip(rows["image_name"], rows["image_path"], strict=True)], dtype=bool)
+        if "phash" in self.training and len(rows):
+            from melanoma_search.data.near_duplicates import hashes_from_hex, near_duplicates_of, perceptual_hashes
+
+            seen |= near_duplicates_of(perceptual_hashes(rows["image_path"].astype(str).tolist()),
+                                       hashes_from_hex(self.training["phash"]))
+        return rows["image_name"].astype(str)[seen].tolist()
 
     def score(self, rows: pd.DataFrame, *, device: torch.device, allow_missing_meta: bool = False,
               batch_size: int = 32) -> pd.DataFrame:
@@ -345,7 +354,8 @@ def load_ensemble(root: str | os.PathLike[str]) -> Ensemble:
         raise EnsembleError(f"{manifest_path} lists no members")
     listed = manifest.get("files", {})
     calibration = pd.read_csv(root / _CALIBRATION) if _CALIBRATION in listed else None
-    training = pd.read_csv(root / _TRAINING, dtype={"image_name": str}) if _TRAINING in listed else None
+    training = (pd.read_csv(root / _TRAINING, dtype={"image_name": str, "phash": str}, keep_default_na=False)
+                if _TRAINING in listed else None)
     recorded = manifest.get("deployed_scale")
     return Ensemble(root=root, manifest=manifest, members=members, calibration=calibration, training=training,
                     deployed_scale=DeployedScale.from_dict(recorded) if isinstance(recorded, dict) else None)
@@ -477,8 +487,12 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
     (out / _CALIBRATION).write_text(_calibration_table(result))
     if training is not None:
+        from melanoma_search.data.near_duplicates import hashes_to_hex, perceptual_hashes
+
+        paths = [str(p) if p else "" for p in training["image_path"]]
         pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
-                      "sha256": [file_digest(Path(p)) if p else "" for p in training["image_path"]]}).drop_duplicates(
+                      "sha256": [file_digest(Path(p)) if p else "" for p in paths],
+                      "phash": hashes_to_hex(perceptual_hashes(paths))}).drop_duplicates(
             "image_name").to_csv(out / _TRAINING, index=False)
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {

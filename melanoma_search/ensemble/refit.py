@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import roc_auc_score
 
 from melanoma_search.ensemble.candidates import Candidate
+from melanoma_search.metrics import AUC
 from melanoma_search.train.config import TrainConfig, apply_overrides, parse_config
-from melanoma_search.train.results import fold_column, fold_predictions, weights_file
+from melanoma_search.train.results import fold_column, fold_predictions, primary_rows, weights_file
 
 __all__ = ["refit_candidates"]
 
@@ -85,7 +85,7 @@ def refit_candidates(candidates: list[Candidate], *, refit_dir: Path, need_weigh
         if missing:
             member.test = _merge_tests(tests)
         if len(member.folds) > 1:
-            cv_aucs[member.number] = float(roc_auc_score(member.oof["target"], member.oof["pred"]))
+            cv_aucs[member.number] = AUC(member.oof["target"], member.oof["pred"], member.oof["fold"])
             member.cv_auc = cv_aucs[member.number]
             log(f"{member.name}: cv_auc {member.cv_auc:.4f} over {len(member.folds)} folds "
                 f"(search value, fold 0: {member.value:.4f})")
@@ -98,7 +98,7 @@ def _tagged(log: Callable[[str], None], name: str, fold: int, line: str) -> None
 
 def _merge_fold(member: Candidate, out: Path, fold: int) -> None:
     """Add one refitted fold's predictions, weights and encoder to the member (replacing that fold's old ones)."""
-    oof = pd.read_csv(out / "oof.csv")
+    oof = primary_rows(pd.read_csv(out / "oof.csv"))
     member.oof = pd.concat([member.oof[member.oof["fold"] != fold], oof], ignore_index=True)
     member.weight_files[fold] = out / weights_file(fold)
     metrics = yaml.safe_load((out / "metrics.yaml").read_text())

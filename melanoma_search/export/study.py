@@ -227,8 +227,8 @@ def _measure_on_unlabelled(result: Blend, staging: Path, *, oof_rows: pd.DataFra
     rows = read_images_to_score(images)
     if seen := ensemble.trained_on(rows):
         raise DataError(f"--calibrate-on {images}: {len(seen)} of its {len(rows)} image(s) are images this "
-                        f"ensemble's study trained on ({', '.join(seen[:3])}): a fold model that trained on an "
-                        "image scores it unlike a new one; give images the study never saw")
+                        f"ensemble's study trained on, or near-duplicates of them ({', '.join(seen[:3])}): a fold "
+                        "model that trained on an image scores it unlike a new one; give images the study never saw")
     log(f"calibrate-on: scoring {len(rows)} unlabelled image(s) of {images} with every fold model")
     per_fold = per_fold_blend(ensemble.fold_scores(rows, device=device, allow_missing_meta=True), result.weights)
     if per_fold is None:

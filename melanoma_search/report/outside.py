@@ -116,8 +116,8 @@ def outside_scores(ensemble: Ensemble, path: str | Path, *, device: torch.device
     if seen:
         shown = ", ".join(seen[:3]) + (", ..." if len(seen) > 3 else "")
         raise DataError(f"--validate {path}: {len(seen)} of its {len(rows)} image(s) are images this ensemble's "
-                        f"study trained on, by name or by file content ({shown}): an outside check needs images the "
-                        "study never saw")
+                        "study trained on, by name, by file content or as a near-duplicate (a resized or re-encoded "
+                        f"copy) ({shown}): an outside check needs images the study never saw")
     if ensemble.training is None:
         log(f"(no training image list in {ensemble.root}: an earlier export; overlap with {path} not checked)")
     rows.attrs["has_meta"] = True  # whatever metadata the set has is used; missing fields are encoded as missing

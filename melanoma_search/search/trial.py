@@ -260,6 +260,8 @@ class TrialRunner:
         trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
         trial.set_user_attr("oof_auc", round(result.auc, 5))
         trial.set_user_attr("oof_pauc", round(result.pauc(), 5))  # above 80 % sensitivity (ISIC 2024)
+        if (all_rows := result.all_rows_auc) is not None:  # data.validate_external: external rows scored too
+            trial.set_user_attr("oof_auc_all_rows", round(all_rows, 5))
         trial.set_user_attr("checkpoint", config.checkpoint)  # which weights the value scores (see TrainConfig)
         trial.set_user_attr("best_epoch_aucs", [round(f.best_epoch_auc, 5) for f in result.folds])
         trial.set_user_attr("epochs_run", sum(len(f.history) for f in result.folds))

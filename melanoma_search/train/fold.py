@@ -32,7 +32,7 @@ from melanoma_search.train.device import resolve_device, seed_everything
 from melanoma_search.train.loaders import make_loader
 from melanoma_search.train.lr_finder import find_lr
 from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
-from melanoma_search.train.results import EpochStats, FoldResult, weights_file
+from melanoma_search.train.results import EXTERNAL, EpochStats, FoldResult, primary_rows, weights_file
 from melanoma_search.train.resume import ResumeFolder
 from melanoma_search.train.samplers import build_sampler
 from melanoma_search.train.schedules import warmup_cosine
@@ -254,7 +254,8 @@ class _FoldRun:
         self.clock.add(TRAINING_PHASE, out.seconds - out.first_batch_seconds)
         with self.clock.phase("validate"):
             probs, val_loss = self.score(self.val_loader, with_loss=True)
-            auc = float(roc_auc_score(self.rows.val["target"], probs))
+            primary = ~self.rows.val["is_external"].astype(bool).to_numpy()  # external rows: the all-rows figure only
+            auc = float(roc_auc_score(self.rows.val["target"].to_numpy()[primary], np.asarray(probs)[primary]))
         stats = EpochStats(fold=self.fold, epoch=epoch + 1, epochs=config.epochs, step=step_offset + epoch,
                            image_size=self.sizes[epoch], train_loss=out.loss, val_loss=val_loss, val_auc=auc,
                            lr=current_lr, seconds=out.seconds, images_per_s=out.images / max(out.seconds, 1e-9))
@@ -363,10 +364,14 @@ def fit_fold(
             weights_path = str(_save_weights(kept, Path(weights_dir) / weights_file(fold)))
     oof = pd.DataFrame({"image_name": run.rows.val["image_name"].to_numpy(),
                         "target": run.rows.val["target"].to_numpy(), "pred": oof_probs, "fold": fold})
+    if run.rows.val["is_external"].astype(bool).any():  # data.validate_external: scored, kept apart (primary_rows)
+        oof[EXTERNAL] = run.rows.val["is_external"].astype(bool).to_numpy()
+    scored = primary_rows(oof)
     result = FoldResult(fold=fold, checkpoint=config.checkpoint, best_epoch=state.best_epoch,
-                        best_epoch_auc=state.best_auc, auc=float(roc_auc_score(oof["target"], oof["pred"])), oof=oof,
-                        test=test, history=list(state.history), lr=state.lr, seconds=time.perf_counter() - start,
-                        images_per_s=state.images_seen / max(state.train_seconds, 1e-9), weights_path=weights_path,
+                        best_epoch_auc=state.best_auc, auc=float(roc_auc_score(scored["target"], scored["pred"])),
+                        oof=oof, test=test, history=list(state.history), lr=state.lr,
+                        seconds=time.perf_counter() - start, weights_path=weights_path,
+                        images_per_s=state.images_seen / max(state.train_seconds, 1e-9),
                         train_seconds=state.train_seconds)
     log(f"fold {fold} done: val_auc {result.auc:.4f} with the {config.checkpoint} weights (tta={config.tta}); "
         f"best single epoch {state.best_epoch} at {state.best_auc:.4f}; {result.seconds:.0f}s")

@@ -19,8 +19,20 @@ from melanoma_search.metrics import AUC, DEFAULT_MIN_TPR, RankMetric, rank_metri
 if TYPE_CHECKING:
     from melanoma_search.train.config import TrainConfig
 
-__all__ = ["EpochStats", "FoldResult", "RunResult", "fold_column", "fold_of_weights", "fold_predictions",
-           "weight_files", "weights_file"]
+__all__ = ["EXTERNAL", "EpochStats", "FoldResult", "RunResult", "fold_column", "fold_of_weights", "fold_predictions",
+           "primary_rows", "weight_files", "weights_file"]
+
+#: The out-of-fold column that marks an external dataset's row, validated with ``data.validate_external`` (absent
+#: when no such row was validated).
+EXTERNAL = "external"
+
+
+def primary_rows(oof: pd.DataFrame) -> pd.DataFrame:
+    """The out-of-fold rows of the primary dataset: what every objective, blend and figure reads (external rows
+    validated with ``data.validate_external`` only give the all-rows figure beside)."""
+    if EXTERNAL not in oof:
+        return oof
+    return oof.loc[~oof[EXTERNAL].astype(bool)].drop(columns=EXTERNAL).reset_index(drop=True)
 
 
 def weights_file(fold: int) -> str:
@@ -114,8 +126,17 @@ class RunResult:
         """``metric`` of the out-of-fold predictions (primary-source rows only), each fold model's rows scored on
         their own and the folds averaged (:func:`~melanoma_search.metrics.fold_mean`): fold models on different
         scales are not penalised for it."""
-        oof = self.oof
+        oof = primary_rows(self.oof)
         return metric(oof["target"], oof["pred"], oof["fold"] if "fold" in oof else None)
+
+    @property
+    def all_rows_auc(self) -> float | None:
+        """The out-of-fold AUC over the primary and the validated external rows (the folds' mean), or ``None`` when
+        no external row was validated (``data.validate_external``)."""
+        oof = self.oof
+        if EXTERNAL not in oof or not oof[EXTERNAL].any():
+            return None
+        return AUC(oof["target"], oof["pred"], oof["fold"])
 
     @property
     def auc(self) -> float:
@@ -174,6 +195,7 @@ class RunResult:
             "val_auc": self.auc,
             "val_pauc": self.pauc(),
             "val_definition": "the mean over folds of each fold model's figure on its own validation rows",
+            "val_auc_all_rows": self.all_rows_auc,
             "fold_aucs": self.fold_aucs,
             "checkpoint": self.folds[0].checkpoint if self.folds else None,
             "best_epochs": [f.best_epoch for f in self.folds],

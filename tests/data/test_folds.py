@@ -8,6 +8,7 @@ import pytest
 
 from melanoma_search.data.folds import EXTERNAL_FOLD, assign_folds, drop_duplicates, read_duplicate_list
 from melanoma_search.data.layouts import load_table
+from melanoma_search.data.pseudo import PSEUDO_SOURCE
 from melanoma_search.errors import DataError
 
 
@@ -64,6 +65,31 @@ def test_external_rows_only_train() -> None:
     folds = assign_folds(table, n_folds=4)
     assert (folds[table["is_external"]] == EXTERNAL_FOLD).all()
     assert (folds[~table["is_external"]] >= 0).all()
+
+
+def test_external_rows_can_be_validated_and_pseudo_labels_still_only_train() -> None:
+    external = _toy(20, positives=5).assign(is_external=True, image_name=lambda d: "ext" + d.image_name,
+                                            patient_id=lambda d: "ext" + d.patient_id, source="ISIC19")
+    pseudo = _toy(6, positives=0).assign(is_external=True, image_name=lambda d: "ps" + d.image_name,
+                                         patient_id=lambda d: "ps" + d.patient_id, source=PSEUDO_SOURCE)
+    table = pd.concat([_toy(40).assign(source="ISIC20"), external, pseudo], ignore_index=True)
+    folds = assign_folds(table, n_folds=4, validate_external=True)
+    is_external = table["source"].eq("ISIC19")
+    assert (folds[is_external] >= 0).all() and set(folds[is_external]) == {0, 1, 2, 3}  # dealt out like the rest
+    assert (folds[table["source"].eq(PSEUDO_SOURCE)] == EXTERNAL_FOLD).all()
+    per_patient = folds[folds >= 0].groupby(table["patient_id"]).nunique()
+    assert (per_patient == 1).all()
+
+
+def test_folds_can_hold_out_whole_collections() -> None:
+    """Leave-collection-out: each source in one fold; fewer collections than folds is one clear line."""
+    table = pd.concat([_toy(30, positives=8).assign(source=s, patient_id=lambda d, s=s: s + d.patient_id,
+                                                    image_name=lambda d, s=s: s + d.image_name)
+                       for s in ("clinicA", "clinicB", "clinicC")], ignore_index=True)
+    folds = assign_folds(table, n_folds=3, group_by="source")
+    assert (folds.groupby(table["source"]).nunique() == 1).all() and folds.nunique() == 3
+    with pytest.raises(DataError, match="3 collection.s. .clinicA, clinicB, clinicC. cannot fill 4 folds"):
+        assign_folds(table, n_folds=4, group_by="source")
 
 
 def test_fold_without_positives_is_an_error() -> None:

@@ -520,7 +520,8 @@ def test_reading_a_study_never_creates_storage(study_dir: Path) -> None:
 
 
 def test_an_outside_check_refuses_the_studys_own_images(study_dir: Path, tmp_path: Path) -> None:
-    """--validate on training images (here: a copy of them under new names) is refused, by file content."""
+    """--validate on training images is refused: a copy under new names by file content, a resized re-encoded copy
+    by perceptual hash."""
     source = _test_csv(study_dir).parent
     train = pd.read_csv(source / "labels.csv").head(20)
     (tmp_path / "images").mkdir()
@@ -530,6 +531,14 @@ def test_an_outside_check_refuses_the_studys_own_images(study_dir: Path, tmp_pat
     run = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
                       "--out", "own/sub.csv", "--validate", str(tmp_path))
     assert run.returncode == 2 and "20 of its 20 image(s) are images this ensemble's study trained on" in run.stderr
+    # resized and saved again as JPEG: no name or digest matches, the perceptual hash does
+    for index, name in enumerate(train["image_name"]):
+        image = Image.open(source / "images" / f"{name}.jpg").convert("RGB")
+        image.resize((56, 56)).save(tmp_path / "images" / f"renamed_{index}.jpg", "JPEG", quality=70)
+    again = call_module(study_dir, "melanoma_search.export", "--study", "tiny", "--top-k", "1", "--no-refit",
+                        "--out", "own/sub.csv", "--validate", str(tmp_path))
+    assert again.returncode == 2 and "image(s) are images this ensemble's study trained on" in again.stderr
+    assert "as a near-duplicate (a resized or re-encoded copy)" in again.stderr
 
 
 def test_predict_writes_under_storage_by_default_and_names_an_unwritable_out(study_dir: Path) -> None:

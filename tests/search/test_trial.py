@@ -7,12 +7,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import timm
 import torch
 import yaml
 from optuna.trial import TrialState
+from sklearn.metrics import roc_auc_score
 from timm.models import register_model
 
 from melanoma_search.search import start_run
@@ -84,6 +87,31 @@ def test_a_cross_validated_trial_reports_each_fold(tmp_path: Path) -> None:
     assert trial.intermediate_values[3] == pytest.approx(trial.value)  # all folds: the cv_auc itself
     assert summary.study.user_attrs["first_step"] == 1
     assert trial.user_attrs["epochs_run"] == 6 and len(trial.user_attrs["fold_aucs"]) == 3
+
+
+def test_validated_external_rows_give_the_all_rows_figure_beside_the_objective(tmp_path: Path) -> None:
+    """data.validate_external: an external dataset's rows are dealt into the folds and scored, but the objective
+    (and every fold's AUC) reads the primary rows alone; the all-rows AUC is recorded beside it."""
+    from melanoma_search.data.synthetic import ensure_synthetic_dataset
+
+    external = ensure_synthetic_dataset(str(tmp_path / "ext"), n_train=60, n_test=0, size=40, seed=7)
+    data = {**TINY["data"], "external": [str(external)], "validate_external": True}
+    spec = write_spec(tmp_path, objective="cv_auc", data=data,
+                      fixed={"epochs": 1, "batch_size": 16, "image_size": 32, "model": {"name": "resnet18"}},
+                      space={"lr": {"low": 1.0e-3, "high": 2.0e-3}}, budget={"n_trials": 1})
+    summary = start_run(str(spec), storage_dir=tmp_path / "storage", log=lambda line: None)
+    trial = summary.study.trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    metas = optuna.artifacts.get_all_artifact_meta(trial, storage=summary.study._storage)
+    oof_meta = next(m for m in metas if m.filename == "oof.csv")
+    with optuna.artifacts.FileSystemArtifactStore(str(summary.artifact_dir)).open_reader(oof_meta.artifact_id) as f:
+        oof = pd.read_csv(f)
+    assert oof["external"].sum() == 60 and (~oof["external"]).sum() == 90  # every row validated once
+    primary = oof[~oof["external"]]
+    each = [roc_auc_score(g["target"], g["pred"]) for _, g in primary.groupby("fold")]
+    assert trial.value == pytest.approx(np.mean(each), abs=1e-5)  # the objective: primary rows only
+    all_rows = np.mean([roc_auc_score(g["target"], g["pred"]) for _, g in oof.groupby("fold")])
+    assert trial.user_attrs["oof_auc_all_rows"] == pytest.approx(all_rows, abs=1e-5)
 
 
 def test_a_cross_validated_trial_is_pruned_between_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
