@@ -61,3 +61,27 @@ def test_a_trial_draws_a_non_empty_set_of_groups() -> None:
     choices = subsets(("image", "metadata", "patient"))
     assert len(choices) == 7 and all(choices.values()) and choices["image+patient"] == ("image", "patient")
     assert rank_metric("pauc").name == "pauc@0.8" and rank_metric("holdout_auc") is AUC  # older studies' names
+
+
+def test_stage_two_ships_only_above_one_standard_error() -> None:
+    """A positive difference inside the comparison's noise keeps the blend (on d4b4a5f any difference above 0
+    shipped stage two); one above a standard error ships it, and the output says the rule with its figures."""
+    from melanoma_search.metrics import PairedDifference
+    from melanoma_search.stage_two.study import Choice
+
+    trial = optuna.trial.create_trial(params={"learner": "lightgbm", "groups": "image"},
+                                      distributions={"learner": optuna.distributions.CategoricalDistribution(
+                                          ["lightgbm"]), "groups": optuna.distributions.CategoricalDistribution(
+                                          ["image"])}, value=0.9)
+    noisy = PairedDifference(difference=0.004, standard_error=0.009, low=-0.013, high=0.022)
+    clear = PairedDifference(difference=0.030, standard_error=0.009, low=0.012, high=0.048)
+    rows = np.zeros(4)
+
+    def choice(difference: PairedDifference) -> Choice:
+        return Choice(trial=trial, honest=rows, blend=rows, target=rows, auc=(0.9, 0.89), pauc=(0.1, 0.1),
+                      auc_difference=difference, pauc_difference=difference, metric="auc", difference=difference,
+                      resampled="patients")
+
+    assert not choice(noisy).ships and choice(clear).ships
+    assert "not shipped: on auc, stage two minus the blend is +0.0040 against one standard error of 0.0090" in \
+        choice(noisy).lines()[-1]
