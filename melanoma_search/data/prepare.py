@@ -97,9 +97,13 @@ def prepare_data(
     names = read_duplicate_list(dup_path) if (duplicates or dup_path.is_file()) else None
     table = drop_duplicates(table, duplicates=names)
     table = add_derived_columns(table)
-    linked = None if near_duplicates is None else _near_duplicate_links(table, near_duplicates, cache_dir=cache_dir)
+    linked = None
+    if near_duplicates is not None:
+        table, linked = _near_duplicate_links(table, near_duplicates, cache_dir=cache_dir,
+                                              validate_external=validate_external)
     table["fold"] = assign_folds(table, n_folds=n_folds, seed=fold_seed, linked=linked,
                                  validate_external=validate_external, group_by=group_folds_by)
+    table = table.reset_index(drop=True)  # rows may have been dropped (external near-duplicates)
     table["cache_row"] = np.arange(len(table))
     diagnosis = table["diagnosis"].where(table["diagnosis"].notna(), np.nan)
     diagnosis = diagnosis.where(table["target"].ne(1), MELANOMA)
@@ -117,25 +121,36 @@ def prepare_data(
                         origin=str(folder))
 
 
-def _near_duplicate_links(table: pd.DataFrame, max_distance: int, *, cache_dir: str) -> pd.Series | None:
+def _near_duplicate_links(table: pd.DataFrame, max_distance: int, *, cache_dir: str,
+                          validate_external: bool) -> tuple[pd.DataFrame, pd.Series | None]:
     """Each labelled training row's near-duplicate group (:mod:`melanoma_search.data.near_duplicates`), said in one
-    line when there are any; ``None`` when no two images are near-duplicates (the folds are then as before)."""
-    from melanoma_search.data.near_duplicates import near_duplicate_groups, perceptual_hashes
+    line when there are any (``None``: no two images are near-duplicates, and the folds are as before). An external
+    row that duplicates a primary one would train every fold model, the one validating its copy included: it is
+    dropped (counted) unless external rows are validated too, where its group keeps them in one fold."""
+    from melanoma_search.data.near_duplicates import cached_groups
 
     rows = table.index[table["split"].eq("train") & table["source"].ne(PSEUDO_SOURCE)]
     if len(rows) < 2:
-        return None
-    groups = near_duplicate_groups(perceptual_hashes(table.loc[rows, "image_path"].astype(str).tolist(),
-                                                     cache_dir=cache_dir), max_distance=max_distance)
-    linked = pd.Series(groups, index=rows)
+        return table, None
+    linked = pd.Series(cached_groups(table.loc[rows, "image_path"].astype(str).tolist(), cache_dir=cache_dir,
+                                     max_distance=max_distance), index=rows)
     shared = linked.duplicated(keep=False)
     if not shared.any():
-        return None
-    patients = table.loc[rows[shared.to_numpy()]].groupby(linked[shared])["patient_id"].nunique()
+        return table, None
+    external = table.loc[rows, "is_external"].astype(bool)
+    if not validate_external:
+        with_primary = set(linked[~external])
+        leaking = external & linked.isin(with_primary)
+        if leaking.any():
+            _log.warning("near-duplicates: dropping %d external image(s) that duplicate primary images (they would "
+                         "train the fold model that validates their copy)", int(leaking.sum()))
+            table, linked = table.drop(index=leaking.index[leaking]), linked[~leaking]
+            shared = linked.duplicated(keep=False)
+    patients = table.loc[shared.index[shared]].groupby(linked[shared])["patient_id"].nunique()
     _log.warning("near-duplicates: %d image(s) in %d group(s) (perceptual hashes within %d of 256 bits), %d of the "
                  "groups across patients; each group is kept in one fold (data.near_duplicates: null turns this off)",
                  int(shared.sum()), int(linked[shared].nunique()), max_distance, int((patients > 1).sum()))
-    return linked
+    return table, linked
 
 
 def load_dataset(config: DataConfig) -> PreparedData:

@@ -80,3 +80,31 @@ def test_distinct_lesions_are_never_grouped_and_hashes_round_trip(with_copies: P
     assert np.array_equal(hashes_from_hex(hashes_to_hex(originals)), originals)
     broken = perceptual_hashes([str(with_copies / "labels.csv")])  # not an image: its own, never a duplicate
     assert broken[0, -1] == 0 and not near_duplicates_of(broken, originals).any()
+
+
+def test_an_external_copy_of_a_primary_image_is_dropped(with_copies: Path, ham_dir: Path, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """An external image that duplicates a primary one would train the fold model validating its copy: dropped,
+    counted; with data.validate_external it stays, in its copy's fold."""
+    labels = pd.read_csv(with_copies / "labels.csv")
+    used = set(labels["image_name"])
+    others = pd.read_csv(ham_dir / "labels.csv")
+    others = others[~others["image_name"].isin(used)].head(8)
+    external = tmp_path / "external"
+    (external / "images").mkdir(parents=True)
+    for name in others["image_name"]:
+        shutil.copy(ham_dir / "images" / f"{name}.jpg", external / "images" / f"{name}.jpg")
+    original = labels.iloc[1]
+    _copy(with_copies / "images" / f"{original['image_name']}.jpg", external / "images" / "EXT_COPY.jpg", size=180,
+          quality=70)
+    pd.concat([others, pd.DataFrame([original.to_dict() | {"image_name": "EXT_COPY", "patient_id": "EXT_P"}])],
+              ignore_index=True).to_csv(external / "labels.csv", index=False)
+    with caplog.at_level(logging.WARNING, logger="melanoma_search.data.prepare"):
+        prepared = prepare_data(root=str(with_copies), external=(str(external),), n_folds=3, near_duplicates=40,
+                                cache_dir=str(tmp_path / "cache"))
+    names = set(prepared.table["image_name"])
+    assert "EXT_COPY" not in names and set(others["image_name"]) <= names
+    assert "dropping 1 external image(s) that duplicate primary images" in caplog.text
+    kept = prepare_data(root=str(with_copies), external=(str(external),), n_folds=3, near_duplicates=40,
+                        cache_dir=str(tmp_path / "cache"), validate_external=True).table.set_index("image_name")
+    assert kept.loc["EXT_COPY", "fold"] == kept.loc[original["image_name"], "fold"]
