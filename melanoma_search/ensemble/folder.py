@@ -452,13 +452,15 @@ def staged_ensemble(out: Path) -> Iterator[Path]:
 
 def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
                    lineage: dict[str, Any] | None = None, training: pd.DataFrame | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
+                   extra: dict[str, Any] | None = None, cache_dir: str | None = None) -> Path:
     """The self-contained ensemble folder (see :mod:`melanoma_search.ensemble.folder`) in ``out``, which must be
     absent or empty (:func:`staged_ensemble` gives such a folder and swaps it into place).
 
     ``lineage``: for a noisy-student study, its round and teacher (``pseudo`` labels the next round from it).
     ``training``: the study's training images (``image_name``, ``image_path``), listed with their digests so an
-    outside check can refuse them. ``extra``: more manifest entries (operating points, calibration, model card facts).
+    outside check can refuse them (perceptual hashes cached in ``cache_dir``, the study's image cache, so an export
+    again reads no image for them). ``extra``: more manifest entries (operating points, calibration, model card
+    facts).
     """
     import optuna
     import timm
@@ -492,7 +494,7 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
         paths = [str(p) if p else "" for p in training["image_path"]]
         pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
                       "sha256": [file_digest(Path(p)) if p else "" for p in paths],
-                      "phash": hashes_to_hex(perceptual_hashes(paths))}).drop_duplicates(
+                      "phash": hashes_to_hex(perceptual_hashes(paths, cache_dir=cache_dir))}).drop_duplicates(
             "image_name").to_csv(out / _TRAINING, index=False)
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {

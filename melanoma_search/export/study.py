@@ -274,7 +274,8 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
 
     with staged_ensemble(target) as staging:
         write_ensemble(result, out=staging, study_name=study.study_name, method=method,
-                       lineage=records.lineage(study), training=training, extra=_manifest_checks(checks))
+                       lineage=records.lineage(study), training=training, extra=_manifest_checks(checks),
+                       cache_dir=next(iter(configs.values())).data.cache_dir)
         _ship_stage_two(staging, stage)
         if result.bias_corrected is not None:
             record_in_manifest(staging, "bias_corrected", result.bias_corrected.to_dict())
