@@ -89,7 +89,18 @@ class RankMetric:
 
 
 def _auc(target: np.ndarray, score: np.ndarray) -> float:
-    return float(roc_auc_score(target, score))
+    """ROC AUC as the Mann-Whitney statistic of the scores' ranks (ties count half): scikit-learn's value, without
+    its input checks, which cost about 20 times the arithmetic where a blend's greedy selection and the BBC-CV
+    bootstrap call it hundreds of thousands of times."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(target, dtype=np.float64) > 0.5
+    positives = int(positive.sum())
+    negatives = len(positive) - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("AUC needs both melanoma and benign rows")
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 #: ROC AUC, the SIIM-ISIC 2020 metric.
