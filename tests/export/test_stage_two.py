@@ -40,7 +40,9 @@ def test_stage_two_is_a_study_compared_with_the_blend_and_shipped_when_it_beats_
     out = (exported / "export.out").read_text()
     assert "stage two: study 's2-stage-two', 0 trial(s) finished, 3 to run" in out
     assert "chosen on one half of the patients, scored on the other:" in out and "AUC " in out and "pAUC " in out
-    assert "ships: it beats the blend on AUC, on rows it was not chosen on" in out  # patient context is strong here
+    # patient context is strong here: above one standard error of the difference, patients resampled
+    assert "ships: on auc, stage two minus the blend is +" in out
+    assert "(it ships only above one standard error; bootstrap over patients), on rows it was not chosen on" in out
     ensemble = load_ensemble(exported / "ens")
     about = ensemble.manifest["stage_two"]
     assert about["shipped"] and about["auc"][0] > about["auc"][1] and about["auc_difference"]["low"] > 0
