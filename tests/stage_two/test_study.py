@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 
 from melanoma_search.metrics import AUC, rank_metric
 from melanoma_search.stage_two.study import StageTwoData, ablation, choose, run_study, subsets
@@ -51,7 +52,8 @@ def test_the_study_resumes_to_its_total_and_its_choice_is_honest(tmp_path: Path)
     assert choice.auc[1] == metric(data.target, blend)
     # the one-standard-error rule decides, with the bootstrap over the synthetic patients (they have several lesions)
     assert choice.ships == (choice.difference.difference > choice.difference.standard_error)
-    assert choice.difference == choice.auc_difference and choice.resampled == "patients"
+    assert choice.difference.difference == pytest.approx(choice.auc_difference.difference)
+    assert choice.resampled == "patients"
     assert choice.ships  # the within-patient size step is far stronger than the image score here
     assert "it ships only above one standard error; bootstrap over patients" in choice.rule()
     assert set(ablation(data, choice.trial, seeds=1, metric=metric)) == set(choice.trial.params["groups"].split("+"))
