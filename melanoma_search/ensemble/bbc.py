@@ -15,17 +15,21 @@ collection does (``--validate`` measures that).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from melanoma_search.ensemble.methods import BlendMethod
 from melanoma_search.ensemble.scale import weighted_mean
 from melanoma_search.metrics import RankMetric, bootstrap_draws, resampled_unit
 
-__all__ = ["BiasCorrected", "bias_corrected"]
+if TYPE_CHECKING:
+    from melanoma_search.ensemble.candidates import Candidate
+
+__all__ = ["BiasCorrected", "bias_corrected", "estimate_choice"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class BiasCorrected:
     top_k: int
     resamples: int
     resampled: str
+    rows: int = 0
+    """The out-of-fold rows the trials share (the estimate's rows)."""
 
     def line(self) -> str:
         return (f"bias-corrected (BBC-CV: the choice of the top {self.top_k} of {self.trials} trial(s) and the blend "
@@ -52,7 +58,7 @@ class BiasCorrected:
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "estimate": self.estimate, "low": self.low, "high": self.high,
                 "in_search": self.in_search, "trials": self.trials, "top_k": self.top_k,
-                "resamples": self.resamples, "resampled": self.resampled}
+                "resamples": self.resamples, "resampled": self.resampled, "rows": self.rows}
 
 
 def _choose(scores: Mapping[str, np.ndarray], target: np.ndarray, folds: np.ndarray | None, *, rows: np.ndarray,
@@ -88,4 +94,29 @@ def bias_corrected(scores: Mapping[str, np.ndarray], target: np.ndarray, *, fold
     low, high = np.percentile(values, [2.5, 97.5])
     return BiasCorrected(metric=metric.label, estimate=float(np.mean(values)), low=float(low), high=float(high),
                          in_search=in_search, trials=len(scores), top_k=top_k, resamples=len(values),
-                         resampled=resampled_unit(groups))
+                         resampled=resampled_unit(groups), rows=len(target))
+
+
+def estimate_choice(trials: Sequence[Candidate], *, top_k: int, method: BlendMethod, metric: RankMetric,
+                    training: pd.DataFrame) -> BiasCorrected | None:
+    """:func:`bias_corrected` of the export's choice among ``trials`` (each with its own out-of-fold rows, put on
+    one scale fold model by fold model), on the rows all of them share; ``training``: the study's training rows
+    (their patients are resampled whole). The in-search figure beside it is the same choice made and scored on all
+    those rows. ``None`` with fewer than two trials or 20 shared rows."""
+    from melanoma_search.data.patients import patient_groups
+    from melanoma_search.ensemble.scale import oof_percentiles
+
+    rows = sorted(set.intersection(*(set(t.oof["image_name"]) for t in trials))) if trials else []
+    if len(trials) < 2 or len(rows) < 20:
+        return None
+    first = trials[0].oof.set_index("image_name").loc[rows]
+    target = first["target"].to_numpy(float)
+    folds = first["fold"].to_numpy() if "fold" in first else None
+    scores = {t.name: pd.Series(oof_percentiles(t.oof), index=t.oof["image_name"]).loc[rows].to_numpy()
+              for t in trials}
+    everywhere = np.ones(len(rows), dtype=bool)
+    chosen = _choose(scores, target, folds, rows=everywhere, top_k=top_k, method=method, metric=metric)
+    in_search = metric(target, weighted_mean({n: scores[n] for n in chosen}, chosen), folds)
+    patients = patient_groups(training.drop_duplicates("image_name").set_index("image_name").loc[rows].reset_index())
+    return bias_corrected(scores, target, folds=folds, groups=patients, top_k=top_k, method=method, metric=metric,
+                          in_search=in_search)

@@ -42,7 +42,7 @@ from melanoma_search.ensemble.folder import (
 from melanoma_search.ensemble.methods import get_blend_method
 from melanoma_search.ensemble.prevalence import check_prevalence, prevalence_lines
 from melanoma_search.ensemble.refit import refit_candidates
-from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend, weighted_mean
+from melanoma_search.ensemble.scale import DeployedScale, per_fold_blend
 from melanoma_search.errors import ConfigError, DataError, StorageError
 from melanoma_search.export.stage_two import check_stage_two_spec, stage_two_step, stage_two_submission
 from melanoma_search.metrics import rank_metric, resampled_unit
@@ -342,6 +342,7 @@ class _Plan:
     validate: str | Path | None
     storage_dir: Path
     stage_two: bool | None = None
+    """Run stage two (``None``: as the spec's ``stage_two.enabled`` says)."""
     calibrate_on: str | Path | None = None
     """Unlabelled images to measure the combination of fold models on (``--calibrate-on``)."""
     prevalence: float | None = None
@@ -420,32 +421,18 @@ def _with_bias_corrected(result: Blend, plan: _Plan, store: FileSystemArtifactSt
     again on bootstrap samples of every finished trial's own out-of-fold rows (those all of them share)."""
     import dataclasses
 
-    from melanoma_search.ensemble.bbc import bias_corrected
-    from melanoma_search.ensemble.scale import oof_percentiles
+    from melanoma_search.ensemble.bbc import estimate_choice
 
     trials = collect_candidates(plan.study, store, top_k=len(plan.study.trials), need_weights=False,
                                 work=work / "bbc", log=lambda line: None)
-    common = set.intersection(*(set(t.oof["image_name"]) for t in trials))
-    rows = sorted(common)
-    if len(trials) < 2 or len(rows) < 20:
-        log("bias-corrected estimate: not measured (it needs at least two finished trials sharing out-of-fold rows)")
-        return result
-    first = trials[0].oof.set_index("image_name").loc[rows]
-    target, folds = first["target"].to_numpy(float), first["fold"].to_numpy() if "fold" in first else None
-    scores = {t.name: pd.Series(oof_percentiles(t.oof), index=t.oof["image_name"]).loc[rows].to_numpy()
-              for t in trials}
-    metric, method = records.metric(plan.study), get_blend_method(plan.method)
-    chosen = method.choose(dict(sorted(scores.items(), key=lambda kv: -metric(target, kv[1], folds))[:plan.top_k]),
-                           target, metric=metric, folds=folds)
-    naive = metric(target, weighted_mean({n: scores[n] for n in chosen}, chosen), folds)
-    patients = patient_groups(training.set_index("image_name").loc[rows].reset_index())
-    estimate = bias_corrected(scores, target, folds=folds, groups=patients, top_k=plan.top_k, method=method,
-                              metric=metric, in_search=naive)
+    estimate = estimate_choice(trials, top_k=plan.top_k, method=get_blend_method(plan.method),
+                               metric=records.metric(plan.study), training=training)
     if estimate is None:
-        log("bias-corrected estimate: not measured (no bootstrap sample left rows of both classes out)")
+        log("bias-corrected estimate: not measured (it needs two finished trials sharing 20 out-of-fold rows, and "
+            "bootstrap samples that leave rows of both classes out)")
         return result
-    log(f"{estimate.line()} (the choice made and scored on the same {len(rows)} row(s); "
-        f"{'every' if len(rows) == len(result.names) else 'only these'} out-of-fold rows of the blend)")
+    log(f"{estimate.line()} (the choice made and scored on the same {estimate.rows} row(s); "
+        f"{'every' if estimate.rows == len(result.names) else 'only these'} out-of-fold rows of the blend)")
     return dataclasses.replace(result, bias_corrected=estimate)
 
 
