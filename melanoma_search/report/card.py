@@ -106,10 +106,11 @@ def _in_search_error(blend: Blend, patients: np.ndarray | None) -> tuple[float, 
     lesions are not independent), else Hanley and McNeil's from the class sizes; and which it is."""
     if patients is None:
         positives = int(blend.target.sum())
-        return auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives), "images"
+        se = auc_standard_error(blend.auc, positives=positives, negatives=len(blend.target) - positives)
+        return se, "Hanley-McNeil, images independent"
     values = [AUC(blend.target[d], blend.oof_blend[d], None if blend.folds is None else blend.folds[d])
               for d in bootstrap_draws(len(blend.target), groups=patients, resamples=500)]
-    return float(np.nanstd(values, ddof=1)), "patients resampled"
+    return float(np.nanstd(values, ddof=1)), "bootstrap, patients resampled"
 
 
 def _performance(blend: Blend, calibration: Calibration, validation: Validation | None,
