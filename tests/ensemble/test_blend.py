@@ -208,3 +208,18 @@ def test_fold_models_that_rank_perfectly_on_different_scales_score_one(tmp_path:
     result = blend_candidates([Candidate(number=0, value=1.0, params={}, folder=tmp_path, oof=oof, test=None,
                                          seconds=1.0)], method="rank")
     assert result.auc == 1.0 and result.member_aucs == {"trial-00000": 1.0} and result.best_member_auc == 1.0
+
+
+def test_greedy_keeps_the_best_candidate_when_the_halves_start_elsewhere() -> None:
+    """Near-equal candidates: a half may start its selection from another one and never pick the best; the blend
+    still starts from the best on all rows (on cd00ee2's rule a ham-quick export left its best of six out)."""
+    greedy = get_blend_method("greedy")
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        target = (rng.random(300) < 0.25).astype(float)
+        folds = np.arange(300) % 3
+        shared = target + rng.normal(0, 1, 300)  # two near-twins (one adds nothing to the other) and a weaker
+        scores = {"a": shared + rng.normal(0, 0.15, 300), "b": shared + rng.normal(0, 0.15, 300),  # independent one
+                  "c": 0.7 * target + rng.normal(0, 1, 300)}
+        best = max(scores, key=lambda n: AUC(target, scores[n], folds))
+        assert best in greedy.choose(scores, target, metric=AUC, folds=folds), seed
