@@ -120,6 +120,19 @@ def _prevalence(given: float | None, ensemble: Ensemble) -> float | None:
     return rate
 
 
+def _move_probability(scores: pd.DataFrame, ensemble: Ensemble, points: dict[str, OperatingPoint],
+                      prevalence: float | None) -> list[str]:
+    """``scores``' probability moved to the melanoma rate ``prevalence`` (in place; the score and flags stay), and
+    the lines that say so with each operating point's PPV and NPV there; nothing without a rate."""
+    if prevalence is None:
+        return []
+    from melanoma_search.ensemble.prevalence import prevalence_lines, shift_prior
+
+    trained = float(ensemble.trained_prevalence or prevalence)
+    scores["probability"] = shift_prior(scores["probability"].to_numpy(float), deployed=prevalence, trained=trained)
+    return prevalence_lines(list(points.values()), prevalence=prevalence, trained=trained)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from melanoma_search.data.layouts import read_images_to_score
     from melanoma_search.ensemble import load_ensemble
@@ -148,11 +161,7 @@ def _predict(args: argparse.Namespace) -> int:
             flags = np.where(scores["scored_by"].eq("stage two"), scores["stage_two_score"] >= two.threshold,
                              scores["image_score"] >= point.threshold)
         scores[f"flag_{point.name}"] = np.asarray(flags).astype(int)
-    if prevalence is not None:
-        from melanoma_search.ensemble.prevalence import shift_prior
-
-        scores["probability"] = shift_prior(scores["probability"].to_numpy(float), deployed=prevalence,
-                                            trained=float(ensemble.trained_prevalence or prevalence))
+    at_rate = _move_probability(scores, ensemble, points, prevalence)
     out = Path(args.out) if args.out else Path(args.storage_dir) / ensemble.study / "predict" / "scores.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out, index=False)
@@ -165,12 +174,8 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  operating point {point.line()} (out of fold)")
     else:
         _say_stage_two(scores, stage, points, flagged=args.operating_point)
-    if prevalence is not None:
-        from melanoma_search.ensemble.prevalence import prevalence_lines
-
-        for line in prevalence_lines(list(points.values()), prevalence=prevalence,
-                                     trained=float(ensemble.trained_prevalence or prevalence)):
-            print(line)
+    for line in at_rate:
+        print(line)
     if (note := _one_fold_note(ensemble, stage)) is not None:
         print(note)
     if meta_members := ensemble.meta_members():

@@ -38,7 +38,8 @@ def test_study_runs_records_and_resumes(tmp_path: Path) -> None:
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     done = study.trials[0]
     assert 0.0 <= done.value <= 1.0
-    assert done.intermediate_values and sorted(done.intermediate_values) == [0, 1]  # learning curve
+    # the learning curve: step k after k epochs
+    assert done.intermediate_values and sorted(done.intermediate_values) == [1, 2]
     for key in ("fold_aucs", "epochs_run", "wall_seconds", "images_per_s", "peak_memory_mb", "device"):
         assert key in done.user_attrs, key
     assert "arcface" in study.trials[1].user_attrs["fail_reason"]
@@ -200,7 +201,7 @@ def test_sigterm_is_preemption_and_the_same_command_continues_the_trial(tmp_path
     assert sum(f"trial 1 fold 0 epoch {k}/8" in again.stdout for k in range(1, 9)) == 8 - resumed
     trials = _study(tmp_path).trials
     retry = trials[1]
-    assert retry.state == TrialState.COMPLETE and sorted(retry.intermediate_values) == list(range(8))
+    assert retry.state == TrialState.COMPLETE and sorted(retry.intermediate_values) == list(range(1, 9))
     assert len(trials) == 2  # the retry took the preempted trial's place; nothing else ran
     assert not _resume_files(tmp_path)  # removed once the retry finished
 

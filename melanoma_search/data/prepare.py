@@ -98,7 +98,7 @@ def prepare_data(
     table = drop_duplicates(table, duplicates=names)
     table = add_derived_columns(table)
     linked = None
-    if near_duplicates is not None:
+    if near_duplicates is not None and root is not None:  # generated lesions are never copies (and alike at 40 px)
         table, linked = _near_duplicate_links(table, near_duplicates, cache_dir=cache_dir,
                                               validate_external=validate_external)
     table["fold"] = assign_folds(table, n_folds=n_folds, seed=fold_seed, linked=linked,

@@ -450,6 +450,18 @@ def staged_ensemble(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_training_list(out: Path, training: pd.DataFrame, *, cache_dir: str | None) -> None:
+    """Every training image's name, SHA-256 and perceptual hash: what ``--validate`` and ``--calibrate-on`` refuse
+    (a copy, renamed or resized and re-encoded, of an image the study trained on)."""
+    from melanoma_search.data.near_duplicates import hashes_to_hex, perceptual_hashes
+
+    paths = [str(p) if p else "" for p in training["image_path"]]
+    pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
+                  "sha256": [file_digest(Path(p)) if p else "" for p in paths],
+                  "phash": hashes_to_hex(perceptual_hashes(paths, cache_dir=cache_dir))}).drop_duplicates(
+        "image_name").to_csv(out / _TRAINING, index=False)
+
+
 def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
                    lineage: dict[str, Any] | None = None, training: pd.DataFrame | None = None,
                    extra: dict[str, Any] | None = None, cache_dir: str | None = None) -> Path:
@@ -489,13 +501,7 @@ def write_ensemble(result: Blend, *, out: Path, study_name: str, method: str,
                         "value": member.value, "cv_auc": member.cv_auc, "weights": names})
     (out / _CALIBRATION).write_text(_calibration_table(result))
     if training is not None:
-        from melanoma_search.data.near_duplicates import hashes_to_hex, perceptual_hashes
-
-        paths = [str(p) if p else "" for p in training["image_path"]]
-        pd.DataFrame({"image_name": training["image_name"].astype(str).to_numpy(),
-                      "sha256": [file_digest(Path(p)) if p else "" for p in paths],
-                      "phash": hashes_to_hex(perceptual_hashes(paths, cache_dir=cache_dir))}).drop_duplicates(
-            "image_name").to_csv(out / _TRAINING, index=False)
+        _write_training_list(out, training, cache_dir=cache_dir)
     files = {str(p.relative_to(out)): file_digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT_VERSION, "study": study_name, "method": method, "blend_oof_auc": result.auc,

@@ -477,6 +477,21 @@ def _attach_roc(result: Blend, study: optuna.Study, store: FileSystemArtifactSto
     upload_artifact(artifact_store=store, file_path=str(svg), study_or_trial=study, mimetype="image/svg+xml")
 
 
+def _write_report(plan: _Plan, result: Blend, checks: _Checks, *, card: str | None, saliency: list[Saliency],
+                  stage: StageTwoOutcome | None, log: Callable[[str], None]) -> Path:
+    """``report.html`` beside the submission, after what the operating points mean at ``--prevalence``'s rate."""
+    from melanoma_search.report.page import write_report
+
+    for line in [] if plan.prevalence is None else prevalence_lines(
+            checks.points, prevalence=plan.prevalence, trained=float(result.target.mean())):
+        log(line)
+    report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
+                          points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
+                          card=card, saliency=saliency, stage_two=stage, prevalence=plan.prevalence)
+    log(f"report: {report}")
+    return report
+
+
 def export_study(
     study_name: str,
     *,
@@ -503,14 +518,11 @@ def export_study(
     models removes, so the operating points and probabilities describe what ``predict`` returns; ``stage_two``: run
     stage two (:mod:`melanoma_search.stage_two`; ``None``: as the spec's ``stage_two.enabled``); ``prevalence``: the
     melanoma rate where the ensemble is used (each operating point's PPV and NPV there in the output, the report and
-    the card; ``predict`` moves the probability to it). ``top_k``,
-    ``method`` and ``refit`` default to the study spec's ``export:`` section (recorded in the study by the run), else
-    5, rank and refit.
+    the card; ``predict`` moves the probability to it). ``top_k``, ``method`` and ``refit`` default to the study
+    spec's ``export:`` section (recorded in the study by the run), else 5, rank and refit.
     """
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
-
-    from melanoma_search.report.page import write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = _plan(study_name, storage=storage, storage_dir=Path(storage_dir), top_k=top_k, method=method,
@@ -531,13 +543,6 @@ def export_study(
         result, checks, card, looked = _folder_step(plan, result, checks, configs=configs, training=training,
                                                     oof_rows=oof_rows, device=device, stage=stage, work=Path(tmp),
                                                     log=log)
-        if plan.prevalence is not None:
-            for line in prevalence_lines(checks.points, prevalence=plan.prevalence,
-                                         trained=float(result.target.mean())):
-                log(line)
-        report = write_report(plan.study, result, plan.out.with_name("report.html"), validation=checks.validation,
-                              points=checks.points, calibration=checks.calibration, subgroups=checks.groups(),
-                              card=card, saliency=looked, stage_two=stage, prevalence=plan.prevalence)
-        log(f"report: {report}")
+        report = _write_report(plan, result, checks, card=card, saliency=looked, stage=stage, log=log)
     return ExportResult(blend=result, submission=submission, report=report, ensemble_dir=plan.ensemble_dir,
                         validation=checks.validation, stage_two=stage)

@@ -65,8 +65,8 @@ def test_a_killed_trial_continues_from_its_last_finished_epoch(tmp_path: Path) -
     assert resumed >= 2  # the state of every epoch the killed attempt finished (it may have finished a third)
     trained = [line for line in output.splitlines() if f"trial {retry.number} fold 0 epoch " in line]
     assert len(trained) == 4 - resumed  # the retry trained only the epochs the killed attempt lacked
-    assert sorted(retry.intermediate_values) == [0, 1, 2, 3]
-    for step in range(min(resumed, len(killed.intermediate_values))):  # the inherited curve, unchanged
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]  # step k: k epochs done
+    for step in sorted(killed.intermediate_values)[:resumed]:  # the inherited curve, unchanged
         assert retry.intermediate_values[step] == killed.intermediate_values[step]
     assert not list((tmp_path / "storage" / "slow").glob("study-*/resume/*"))  # removed when the retry ended
 
