@@ -128,7 +128,8 @@ def _move_probability(scores: pd.DataFrame, ensemble: Ensemble, points: dict[str
         return []
     from melanoma_search.ensemble.prevalence import prevalence_lines, shift_prior
 
-    trained = float(ensemble.trained_prevalence or prevalence)
+    trained = ensemble.trained_prevalence
+    assert trained is not None  # _prevalence refuses an ensemble without a calibrated probability
     scores["probability"] = shift_prior(scores["probability"].to_numpy(float), deployed=prevalence, trained=trained)
     return prevalence_lines(list(points.values()), prevalence=prevalence, trained=trained)
 

@@ -119,9 +119,9 @@ def _linked_patients(rows: pd.DataFrame, linked: pd.Series | None) -> pd.DataFra
     n = len(patients) + int(link_codes.max(initial=-1)) + 1
     graph = coo_matrix((np.ones(int(tied.sum())), (patient_codes[tied], len(patients) + link_codes)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    first = pd.Series(patients[np.argsort(component[: len(patients)], kind="stable")],
-                      index=np.sort(component[: len(patients)])).groupby(level=0).first()
-    return rows.assign(patient_id=first.loc[component[patient_codes]].to_numpy())
+    # each set of tied patients takes the id of its first patient (in the rows' order)
+    named = pd.Series(patients).groupby(component[: len(patients)]).transform("first").to_numpy()
+    return rows.assign(patient_id=named[patient_codes])
 
 
 def _patient_folds(rows: pd.DataFrame, *, n_folds: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,27 +116,32 @@ def _distances(block: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(a[:, None, :], b[None, :, :])).sum(axis=-1, dtype=np.int32)
 
 
+def _near_blocks(hashes: np.ndarray, index: np.ndarray, reference: np.ndarray, *, max_distance: int
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``index`` of ``hashes`` in blocks of 256 (memory stays at 256 x M x 32 bytes), each with its matrix of
+    "within ``max_distance`` bits" against the hash bytes ``reference`` (M, 32)."""
+    for start in range(0, len(index), 256):
+        block = index[start:start + 256]
+        yield block, _distances(hashes[block, :_BYTES], reference) <= max_distance
+
+
 def near_duplicate_groups(hashes: np.ndarray, *, max_distance: int = DEFAULT_MAX_DISTANCE) -> np.ndarray:
     """Each image's group: images within ``max_distance`` bits of each other, chained, share one (the smallest
     index of the group); an undecodable image is its own. ``hashes``: :func:`perceptual_hashes`' array."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    values, valid = hashes[:, :_BYTES], hashes[:, _BYTES].astype(bool)
-    rows, cols = [], []
-    index = np.flatnonzero(valid)
-    for start in range(0, len(index), 256):  # blocks keep memory at 256 x N x 32 bytes
-        block = index[start:start + 256]
-        near = _distances(values[block], values[index]) <= max_distance
+    index = np.flatnonzero(hashes[:, _BYTES])
+    rows, cols = [np.array([], dtype=int)], [np.array([], dtype=int)]
+    for block, near in _near_blocks(hashes, index, hashes[index, :_BYTES], max_distance=max_distance):
         a, b = np.nonzero(near)
         rows.append(block[a])
         cols.append(index[b])
-    n = len(hashes)
-    r, c = (np.concatenate(rows), np.concatenate(cols)) if rows else (np.array([], int), np.array([], int))
-    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    first = {label: i for i, label in reversed(list(enumerate(labels)))}
-    return np.array([first[label] for label in labels])
+    r, c, n = np.concatenate(rows), np.concatenate(cols), len(hashes)
+    _, labels = connected_components(coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n)),
+                                     directed=False)
+    _, first = np.unique(labels, return_index=True)  # each group's smallest index
+    return first[labels]
 
 
 def near_duplicates_of(hashes: np.ndarray, reference: np.ndarray, *,
@@ -144,11 +149,9 @@ def near_duplicates_of(hashes: np.ndarray, reference: np.ndarray, *,
     """For each image of ``hashes``, whether it is within ``max_distance`` bits of any image of ``reference``
     (both :func:`perceptual_hashes` arrays)."""
     out = np.zeros(len(hashes), dtype=bool)
-    ours, theirs = hashes[:, _BYTES].astype(bool), reference[:, _BYTES].astype(bool)
-    if not ours.any() or not theirs.any():
-        return out
-    index, ref = np.flatnonzero(ours), reference[theirs, :_BYTES]
-    for start in range(0, len(index), 256):
-        block = index[start:start + 256]
-        out[block] = (_distances(hashes[block, :_BYTES], ref) <= max_distance).any(axis=1)
+    theirs = reference[reference[:, _BYTES].astype(bool), :_BYTES]
+    if len(theirs):
+        for block, near in _near_blocks(hashes, np.flatnonzero(hashes[:, _BYTES]), theirs,
+                                        max_distance=max_distance):
+            out[block] = near.any(axis=1)
     return out

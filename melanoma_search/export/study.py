@@ -306,7 +306,8 @@ def _write_folder(result: Blend, checks: _Checks, *, target: Path, study: optuna
         card = model_card(study=study, blend=result, configs=configs, training=training,
                           points=checks.points, calibration=checks.calibration, validation=checks.validation,
                           subgroups="\n\n".join(g.markdown() for g in checks.groups()),
-                          stage_two=None if stage is None else stage.about(), prevalence=prevalence)
+                          stage_two=None if stage is None else stage.about(), prevalence=prevalence,
+                          patients=patient_groups(oof_rows))
         add_file(staging, "model_card.md", card)
     return result, checks, card, looked
 

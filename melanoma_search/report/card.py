@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma_search.data.patients import patient_groups
 from melanoma_search.ensemble.blend import Blend
 from melanoma_search.ensemble.calibration import OperatingPoint
 from melanoma_search.metrics import AUC, auc_standard_error, bootstrap_draws
@@ -222,27 +221,21 @@ def _stage_two_section(about: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def _patients(training: pd.DataFrame, blend: Blend) -> np.ndarray | None:
-    """The blend's out-of-fold rows' patients, where they group images (see :func:`patient_groups`)."""
-    if "image_name" not in training:
-        return None
-    return patient_groups(training.drop_duplicates("image_name").set_index("image_name").loc[blend.names]
-                          .reset_index())
-
-
 def model_card(*, study: Any, blend: Blend, configs: Mapping[str, Any], training: pd.DataFrame,
                points: list[OperatingPoint], calibration: Calibration, validation: Validation | None,
                subgroups: str | None, stage_two: Mapping[str, Any] | None = None,
-               prevalence: float | None = None) -> str:
+               prevalence: float | None = None, patients: np.ndarray | None = None) -> str:
     """The card, in Markdown. ``configs``: each member's training config; ``subgroups``: the subgroup table;
-    ``stage_two``: the manifest's stage-two entry; ``prevalence``: the melanoma rate where it is used."""
+    ``stage_two``: the manifest's stage-two entry; ``prevalence``: the melanoma rate where it is used;
+    ``patients``: the out-of-fold rows' patients where they group images
+    (:func:`~melanoma_search.data.patients.patient_groups`), resampled whole for the in-search AUC's error."""
     uses_meta = [m.name for m in blend.members if configs[m.name].model.meta]
     sources = sorted(training["source"].astype(str).unique())
     lines = [f"# Model card: melanoma_search ensemble of study `{study.study_name}`", "",
              *_use_sections(sources),
              "## Training data", *_training_section(training), "",
              *_how_made(study, blend, configs),
-             *_performance(blend, calibration, validation, _patients(training, blend)), "",
+             *_performance(blend, calibration, validation, patients), "",
              *_points_section(points, validation), *_at_rate(points, blend, prevalence), "",
              *_stage_two_section(stage_two), "",
              "## Subgroups", subgroups or "Not computed.", "",
