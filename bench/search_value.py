@@ -85,12 +85,15 @@ def _module(work: Path, module: str, *args: str) -> float:
     return time.perf_counter() - start
 
 
-def _arm(work: Path, name: str, spec: dict[str, Any], *, timeout: float | None, outside: Path) -> dict[str, Any]:
+def _arm(work: Path, name: str, spec: dict[str, Any], *, timeout: float | None, outside: Path,
+         time_limit: float | None = None) -> dict[str, Any]:
     """Run and export one arm's study, then score its ensemble on the outside images (not timed)."""
     folder = work / name
     path = _write(folder, name, spec)
-    print(f"({name}) run{'' if timeout is None else f' --timeout {timeout:.0f}'}", flush=True)
-    run_args = ["--study", str(path)] + ([] if timeout is None else ["--timeout", str(timeout)])
+    flags = ([] if timeout is None else ["--timeout", str(timeout)]) + (
+        [] if time_limit is None else ["--time-limit", str(time_limit)])
+    print(f"({name}) run {' '.join(flags)}", flush=True)
+    run_args = ["--study", str(path), *flags]
     run_seconds = _module(folder, "run", *run_args)
     export_seconds = _module(folder, "export", "--study", name, "--ensemble-dir", "ensemble")
     ensemble = load_ensemble(folder / "ensemble")
@@ -100,7 +103,14 @@ def _arm(work: Path, name: str, spec: dict[str, Any], *, timeout: float | None, 
     states = [t.state.name for t in study.trials]
     check = validate_ensemble(ensemble, outside, in_search={"blend": float(ensemble.manifest["blend_oof_auc"])},
                               device=resolve_device("auto"), log=lambda line: None)
+    race = study.user_attrs.get("race_agreement")
+    rungs: dict[str, int] = {}
+    for trial in study.trials:
+        place = trial.user_attrs.get("race")
+        if isinstance(place, dict):
+            rungs[str(place.get("rung"))] = rungs.get(str(place.get("rung")), 0) + 1
     row = {"arm": name, "run_s": run_seconds, "export_s": export_seconds, "wall_s": run_seconds + export_seconds,
+           "time_limit": time_limit, "rungs": rungs, "agreement": race,
            "trials": len(states), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
            "members": [f"{m.name} {m.config.model.name}@{m.config.image_size} {m.config.target} "
                        f"{m.config.epochs}ep w={m.weight:.2f}" for m in ensemble.members],
@@ -110,6 +120,10 @@ def _arm(work: Path, name: str, spec: dict[str, Any], *, timeout: float | None, 
     (folder / "result.json").write_text(json.dumps(row))
     print(f"({name}) {row['trials']} trials ({row['complete']} complete, {row['pruned']} pruned), "
           f"{row['wall_s']:.0f}s; in-search {row['in_search']:.4f}, outside {row['outside']:.4f}", flush=True)
+    if time_limit is not None:
+        print(f"({name}) limit {time_limit:.0f}s: run {run_seconds:.0f}s ({run_seconds / time_limit:.1%}), run + "
+              f"export {row['wall_s']:.0f}s ({row['wall_s'] / time_limit:.1%}); trials per rung {rungs}; rank "
+              f"agreement {race}", flush=True)
     return row
 
 
@@ -146,7 +160,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data/ham10000-224")
     parser.add_argument("--outside", default="../shared/data/isic2018-test-ext")
     parser.add_argument("--timeout", type=float, default=1800, help="each search's run --timeout (seconds)")
-    parser.add_argument("--arms", default="c,a,b,h", help="which arms, in order; (a) needs (c)'s wall time")
+    parser.add_argument("--arms", default="c,a,b,h", help="which arms, in order; (a) needs (c)'s wall time; (o) "
+                        "is --old-spec run with --timeout")
+    parser.add_argument("--old-spec", help="arm o: an earlier spec file of the same study (its relative paths are "
+                        "read from the working folder)")
     parser.add_argument("--workdir", default="storage/bench-search-value")
     parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RESULT_JSON",
                         help="take a no-search arm (a1-more-epochs, a2-biggest) from an earlier run's result.json "
@@ -173,8 +190,16 @@ def main() -> None:
         earlier_c = json.loads((Path(path).parents[1] / "c-shipped" / "result.json").read_text())
         reused[label] = {**row, "from": path, "budget_s": earlier_c["run_s"]}
     for arm in arms:
-        if arm == "c":
-            rows["c"] = _arm(work, "c-shipped", shipped, timeout=args.timeout, outside=outside)
+        if arm == "c":  # a racing spec gets the limit kept (--time-limit), any other Optuna's --timeout
+            races = "race" in shipped
+            rows["c"] = _arm(work, "c-shipped", shipped, timeout=None if races else args.timeout, outside=outside,
+                             time_limit=args.timeout if races else None)
+        elif arm == "o":  # an earlier design of the same study (a spec file), as it ran: --timeout
+            if not args.old_spec:
+                raise SystemExit("arm o needs --old-spec PATH (e.g. git show ca1f0bc:search_spaces/ham-cpu.yaml)")
+            old = _absolute(yaml.safe_load(Path(args.old_spec).read_text()))
+            old["data"] = {**old.get("data", {}), "dir": str(Path(args.data_dir).resolve())}
+            rows["o"] = _arm(work, "o-earlier", old, timeout=args.timeout, outside=outside)
         elif arm == "b":
             spec = {**shipped, "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
                     "enqueue": [default]}
@@ -223,7 +248,7 @@ def _summary(rows: dict[str, dict[str, Any]]) -> None:
             print(f"{'':<24}{member}")
     if best is not None:
         print(f"\n(a) = {best} (the better no-search arm by in-search AUC)")
-    for left, right in (("c", best), ("c", "b"), ("c", "h"), ("b", best), ("h", best)):
+    for left, right in (("c", best), ("c", "o"), ("c", "b"), ("c", "h"), ("o", best), ("b", best), ("h", best)):
         if left in rows and right is not None and right in rows:
             a, b = rows[left], rows[right]
             diff = paired_auc_difference(np.asarray(a["target"]), np.asarray(a["scores"]), np.asarray(b["scores"]))

@@ -39,7 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="dataset folder (overrides the spec's data.dir)")
     parser.add_argument("--n-trials", type=int, help="trials this run adds, all its workers together (default: "
                         "the spec's budget.n_trials); each node and each restart counts its own")
-    parser.add_argument("--timeout", type=float, help="seconds for this run (default: the spec's budget)")
+    parser.add_argument("--timeout", type=float, help="Optuna's timeout: no new trial starts after this many "
+                        "seconds, but a running one finishes (so a run can end well after it); default: the spec's "
+                        "budget.timeout")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="seconds the run may take, kept: no trial starts that its predicted cost cannot finish "
+                        "(said in one line), and a spec with a race section races inside it; default: the spec's "
+                        "budget.time_limit (see docs/search.md, 'A kept time limit and the race')")
+    parser.add_argument("--reserve-export", type=float, default=0.0, metavar="SECONDS",
+                        help="with --time-limit: keep this many seconds of it for the export that follows, so run "
+                        "+ export end inside the limit")
+    parser.add_argument("--cost-model", metavar="FILE",
+                        help="a cost model file (storage/NAME/cost_model.json of another study or machine) used as "
+                        "a prior; this machine's measurements correct it")
     parser.add_argument("--max-trials", type=int, help="trials for the whole study, counted in its storage across "
                         "every node and restart (default: the spec's budget.max_trials): the same command on every "
                         "node, and again after a preemption, stops at this total")
@@ -99,14 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     from melanoma_search.search.study import redact
     from melanoma_search.train.config import parse_override
 
-    if args.heartbeat < 0:
-        raise ConfigError(f"--heartbeat {args.heartbeat}: must be 0 (off) or a number of seconds")
-    if args.n_trials is not None and args.n_trials < 1:
-        raise ConfigError(f"--n-trials {args.n_trials}: must be at least 1 (leave it out for the spec's budget)")
-    if args.max_trials is not None and args.max_trials < 1:
-        raise ConfigError(f"--max-trials {args.max_trials}: must be at least 1")
-    if args.timeout is not None and not args.timeout > 0:
-        raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    _check_numbers(args)
     backend = _backend(args)
     assert isinstance(backend, Backend)
     overrides = [parse_override(text) for text in args.overrides]
@@ -127,12 +132,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         n = args.n_trials or spec.budget.n_trials or 10
         dry_run(args.study, n=n, overrides=overrides, data_dir=args.data_dir, seed=args.seed, backend=backend,
-                storage=storage, study_name=study_name, storage_dir=args.storage_dir)
+                storage=storage, study_name=study_name, storage_dir=args.storage_dir, time_limit=args.time_limit,
+                cost_model=args.cost_model)
         return 0
     summary = start_run(args.study, backend=backend, data_dir=args.data_dir, overrides=overrides,
                         n_trials=args.n_trials, timeout=args.timeout, max_trials=args.max_trials, storage=storage,
                         study_name=study_name, storage_dir=args.storage_dir, seed=args.seed,
-                        heartbeat=args.heartbeat, verbose=args.verbose, artifact_home=home, study_attrs=attrs)
+                        heartbeat=args.heartbeat, verbose=args.verbose, artifact_home=home, study_attrs=attrs,
+                        time_limit=args.time_limit, reserve_export=args.reserve_export, cost_model=args.cost_model)
     shown = redact(summary.storage_url).removeprefix("journal:")
     print(f"dashboard: optuna-dashboard {shown} --artifact-dir {summary.artifact_dir}")
     outcome = summary.outcome
@@ -148,6 +155,22 @@ def _run(args: argparse.Namespace) -> int:
               "from their last finished epoch", file=sys.stderr)
         return 130
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Counts and seconds that mean nothing (a negative heartbeat, no trials, a limit of zero) are refused at once."""
+    if args.heartbeat < 0:
+        raise ConfigError(f"--heartbeat {args.heartbeat}: must be 0 (off) or a number of seconds")
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError(f"--n-trials {args.n_trials}: must be at least 1 (leave it out for the spec's budget)")
+    if args.max_trials is not None and args.max_trials < 1:
+        raise ConfigError(f"--max-trials {args.max_trials}: must be at least 1")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(f"--time-limit {args.time_limit:g}: must be a positive number of seconds")
+    if args.reserve_export and args.time_limit is None:
+        raise ConfigError("--reserve-export: only with --time-limit (the seconds it keeps are part of the limit)")
 
 
 def _check_export_method(spec: StudySpec, *, study: str) -> None:

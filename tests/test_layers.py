@@ -1,5 +1,5 @@
-"""The house's shape: imports point down the pipeline (data/augment -> model -> train -> search -> ensemble ->
-stage two -> report, with portable and semi-supervised beside the report -> export -> CLIs).
+"""The house's shape: imports point down the pipeline (data/augment -> model -> train -> search and budget ->
+ensemble -> stage two -> report, with portable and semi-supervised beside the report -> export -> CLIs).
 
 Every ``melanoma_search`` import in the package, at module level or inside a function, is checked against the
 layer order, so a cycle (like the old export <-> report one) or an arrow back up cannot come back unnoticed.
@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     "data": 1, "augment": 1,
     "model": 2,
     "train": 3,
-    "search": 4,
+    "search": 4, "budget": 4,  # the budget plans what the search runs: each reads the other's parts
     "ensemble": 5,
     "stage_two": 6,
     "report": 7, "portable": 7, "semi_supervised": 7,

@@ -39,6 +39,8 @@ __all__ = [
     "Dimension",
     "ExportSpec",
     "PrunerSpec",
+    "RaceSpec",
+    "RungSpec",
     "STUDENT_NOISE",
     "SamplerSpec",
     "StageTwoSpec",
@@ -225,6 +227,45 @@ class BudgetSpec(StrictModel):
     max_trials: int | None = Field(None, ge=1)
     """Trials for the whole study, counted in its storage across every node, worker and restart (finished plus
     running); ``--max-trials`` overrides it. See :mod:`~melanoma_search.search.study_budget`."""
+    time_limit: float | None = Field(None, gt=0)
+    """Seconds the run may take, kept: nothing starts that its predicted cost cannot finish (``--time-limit``
+    overrides it; :mod:`melanoma_search.budget`). ``timeout`` only stops new trials from starting (Optuna's meaning)."""
+
+
+class RungSpec(StrictModel):
+    """One screening rung of a race: every candidate that reaches it trains ``folds`` fold(s) for ``epochs``."""
+
+    folds: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1)
+    tta: Literal[1, 2, 4, 8] | None = 1
+    """Views per image of the screening trial's last scoring: one ranks as well and costs a fraction (a finalist
+    uses the spec's); ``null`` keeps the spec's here too."""
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """The share of the fold's training rows the screening trial trains on (per class): cheaper screening, so more
+    candidates and more of the limit left for the finalists, which always train on all of them."""
+
+
+class RaceSpec(StrictModel):
+    """A race inside the time limit (:mod:`melanoma_search.budget.race`): many candidates screened cheaply, the best
+    promoted rung by rung, the finalists trained on every fold for as many epochs as the time left allows."""
+
+    rungs: tuple[RungSpec, ...] = (RungSpec(),)
+    """Screening rungs, cheapest first: the first screens every candidate, each later one the best 1/``eta``."""
+    eta: int = Field(3, ge=2)
+    finalists: int = Field(1, ge=1)
+    """Candidates trained on every fold at the end: the export's members."""
+    final_epochs: tuple[int, int] = (2, 12)
+    """The finalists' epochs are the most in ``[low, high]`` that fit in the time left."""
+    screen_share: float = Field(0.45, gt=0, lt=1)
+    """The share of the limit the screening rungs may use; the finalists get the rest."""
+    max_candidates: int = Field(24, ge=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RaceSpec:
+        low, high = self.final_epochs
+        if not 1 <= low <= high:
+            raise ValueError(f"final_epochs: [{low}, {high}] must be 1 <= low <= high")
+        return self
 
 
 class StudySpec(StrictModel):
@@ -245,6 +286,8 @@ class StudySpec(StrictModel):
     top_k_weights: int = Field(3, ge=0)
     """Keep model weights as artifacts for the best this-many trials only."""
     enqueue: tuple[dict[str, Any], ...] = ()
+    race: RaceSpec | None = None
+    """Search by a race inside the time limit instead of one trial after another (needs a time limit)."""
 
     def sampling_order(self) -> list[str]:
         """Parameter names with every ``when`` condition after the parameters it reads (file order otherwise)."""
@@ -325,6 +368,8 @@ def _validate(spec: StudySpec, *, source: str) -> None:
         problems.append("data.folds: chosen by the objective (cv_auc trains every fold, holdout_auc fold 0): "
                         "remove it, or write an objective whose folds() returns the ones you want")
     problems.extend(_student_problems(spec.student))
+    if spec.race is not None and "epochs" in spec.space:
+        problems.append("space.epochs: a race sets each trial's epochs (race.rungs, race.final_epochs): remove it")
     try:
         from melanoma_search.train.config import parse_config
 

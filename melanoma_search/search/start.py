@@ -8,6 +8,7 @@ would try first, without training.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 import uuid
@@ -19,6 +20,8 @@ from typing import Any
 import optuna
 
 from melanoma_search.augment.policies import check_augment_files
+from melanoma_search.budget import CostModel, TimeLimit, machine_name, minutes, read_prior
+from melanoma_search.budget.estimate import Estimator
 from melanoma_search.data.layouts import load_table
 from melanoma_search.data.prepare import load_dataset
 from melanoma_search.errors import ConfigError, StorageError
@@ -66,39 +69,34 @@ class RunSummary:
 
 
 def start_run(
-    study: str,
-    *,
-    backend: Backend | None = None,
-    data_dir: str | None = None,
-    overrides: Sequence[tuple[str, Any]] = (),
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    max_trials: int | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    storage_dir: str | Path = "storage",
-    seed: int | None = None,
-    heartbeat: int = 60,
-    verbose: bool = False,
-    artifact_home: str | None = None,
-    study_attrs: Mapping[str, Any] | None = None,
-    log: Log = _say,
+    study: str, *, backend: Backend | None = None, data_dir: str | None = None,
+    overrides: Sequence[tuple[str, Any]] = (), n_trials: int | None = None, timeout: float | None = None,
+    max_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
+    storage_dir: str | Path = "storage", seed: int | None = None, heartbeat: int = 60, verbose: bool = False,
+    artifact_home: str | None = None, study_attrs: Mapping[str, Any] | None = None,
+    time_limit: float | None = None, reserve_export: float = 0.0, cost_model: str | None = None, log: Log = _say,
 ) -> RunSummary:
     """Run ``n_trials`` trials (default: the spec's budget) of the spec ``study`` on ``backend`` (default: local).
 
-    ``overrides``: ``(key path, value)`` pairs set on every trial's config after the spec's ``fixed`` and ``data``.
-    ``verbose``: a failed trial's traceback too (else its reason in one line).
-    ``artifact_home``: the folder under ``storage_dir`` whose ``artifacts/`` the study uses (default: the study's
-    name); ``study_attrs``: user attributes set on the study (a student round's teacher and pseudo-labels).
+    ``overrides``: ``(key path, value)`` pairs set on every trial's config after the spec's ``fixed`` and ``data``;
+    ``verbose``: a failed trial's traceback too; ``artifact_home``: the folder under ``storage_dir`` whose
+    ``artifacts/`` the study uses; ``study_attrs``: user attributes set on the study (a student round's).
+    ``time_limit`` (default: the spec's): seconds the run may take, kept; a spec with a ``race`` races inside it,
+    any other runs trials (no ``n_trials`` limit by default) until the next one's predicted cost no longer fits.
+    ``reserve_export``: seconds of it kept for the export; ``cost_model``: a cost model file used as a prior.
     """
+    from melanoma_search.search.worker import process_start_time
+
+    started = process_start_time() or time.time()  # a kept limit counts the imports and the data check too
     backend = backend or LocalBackend()
     spec = load_spec(study)
     objective = load_objective(spec.objective)
     storage_dir = Path(storage_dir).resolve()
     pairs, base, base_config = _checked_base(spec, overrides=overrides, data_dir=data_dir, storage_dir=storage_dir)
-    n_trials = n_trials if n_trials is not None else spec.budget.n_trials
-    timeout = timeout if timeout is not None else spec.budget.timeout
-    study_budget = StudyBudget(max_trials if max_trials is not None else spec.budget.max_trials)
+    time_limit = _race_checked(spec, objective, time_limit if time_limit is not None else spec.budget.time_limit)
+    prior = read_prior(cost_model) if cost_model else None
+    n_trials, timeout, study_budget = _budgets(spec, n_trials=n_trials, timeout=timeout, max_trials=max_trials,
+                                               time_limit=time_limit)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or spec.name
     url = _storage_url(storage, name=name, storage_dir=storage_dir, backend=backend)
@@ -108,23 +106,93 @@ def start_run(
     opened, before = _open_for_run(spec, objective, url=url, name=name, storage=storage, storage_dir=storage_dir,
                                    heartbeat=heartbeat, seed=seed, attrs={records.DATA: data.origin,
                                    records.ARTIFACT_DIR: str(artifact_dir), **(study_attrs or {})}, log=log)
-    job, runs = _launch(study, spec, name=name, url=url, storage_dir=storage_dir, pairs=pairs, seed=seed,
-                        n_trials=n_trials, timeout=timeout, heartbeat=heartbeat, verbose=verbose,
-                        artifact_dir=artifact_dir, max_trials=study_budget.max_trials)
-    backend = backend.workers_for(n_trials)
-    log(_start_line(name, url=url, before=before, budget=study_budget, study=opened, objective=objective,
-                    n_trials=n_trials, timeout=timeout, started=job.started or time.time(),
-                    where=backend.description, launch=job.launch))
+    limit, race_id = _limit_for(opened, spec, seconds=time_limit, reserve=reserve_export, started=started)
+    launch = functools.partial(_launch, study, spec, name=name, url=url, storage_dir=storage_dir, pairs=pairs,
+                               seed=seed, timeout=timeout, heartbeat=heartbeat, verbose=verbose,
+                               artifact_dir=artifact_dir, max_trials=study_budget.max_trials, limit=limit,
+                               cost_model=cost_model)
+    line = functools.partial(_start_line, name, url=url, before=before, budget=study_budget, study=opened,
+                             objective=objective, timeout=timeout, limit=limit)
+    execute = functools.partial(_execute, launch=launch, line=line, url=url, backend=backend, data=data, log=log)
+    if spec.race is not None and limit is not None and race_id is not None:
+        outcome = _race(opened, spec, objective, base=base, limit=limit, race_id=race_id, data=data, prior=prior,
+                        workers=backend.concurrency, seed=seed, execute=execute, log=log)
+    else:
+        outcome = execute(n_trials)
+    _after_run(opened, objective, limit=limit, storage_dir=storage_dir / name, prior=prior, log=log)
+    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
+
+
+def _limit_for(study: optuna.Study, spec: StudySpec, *, seconds: float | None, reserve: float, started: float
+               ) -> tuple[TimeLimit | None, str | None]:
+    """The run's kept limit (``None``: none) and, for a spec with a race, the race it starts or resumes."""
+    from melanoma_search.budget.race import race_limit  # the race plans with the search's own parts
+
+    if seconds is None:
+        return None, None
+    if spec.race is not None:
+        return race_limit(study, seconds=seconds, reserve=reserve, started=started)
+    return TimeLimit(seconds, reserve=reserve, started=started), None
+
+
+def _race(study: optuna.Study, spec: StudySpec, objective: Objective, *, base: dict[str, Any], limit: TimeLimit,
+          race_id: str, data: Any, prior: CostModel | None, workers: int, seed: int | None,
+          execute: Callable[..., RunOutcome], log: Log) -> RunOutcome:
+    """Drive the race: it plans each rung and hands its trials to ``execute`` (one launch of workers each)."""
+    from melanoma_search.budget.race import Race
+
+    race = Race(study=study, spec=spec, objective=objective, base=base, limit=limit, race_id=race_id,
+                estimator=Estimator(study, data=data, prior=prior, log=log), workers=workers,
+                seed=seed if seed is not None else spec.sampler.seed, log=log)
+    return race.run(lambda count: execute(count, say=False)) or RunOutcome()
+
+
+def _budgets(spec: StudySpec, *, n_trials: int | None, timeout: float | None, max_trials: int | None,
+             time_limit: float | None) -> tuple[int | None, float | None, StudyBudget]:
+    """The run's trials (none counted by default under a kept time limit), Optuna timeout and study-wide budget."""
+    n_trials = n_trials if n_trials is not None else (None if time_limit else spec.budget.n_trials)
+    timeout = timeout if timeout is not None else spec.budget.timeout
+    return n_trials, timeout, StudyBudget(max_trials if max_trials is not None else spec.budget.max_trials)
+
+
+def _race_checked(spec: StudySpec, objective: Objective, time_limit: float | None) -> float | None:
+    """The run's time limit, once a spec with a race is known to have one and a single-valued objective."""
+    if spec.race is not None and len(objective.directions) > 1:
+        raise ConfigError(f"study {spec.name!r}: a race ranks candidates by one value; objective {objective.name} "
+                          f"has {len(objective.directions)} (remove race:, or choose a single-objective one)")
+    if spec.race is not None and time_limit is None:
+        raise ConfigError(f"study {spec.name!r} races inside a time limit: give --time-limit SECONDS (or set "
+                          "budget.time_limit in its spec)")
+    return time_limit
+
+
+def _execute(count: int | None, *, launch: Callable[..., tuple[WorkerJob, Path]], line: Callable[..., str],
+             url: str, backend: Backend, data: Any, log: Log, say: bool = True) -> RunOutcome:
+    """Run ``count`` trials (``None``: until a limit) as one launch of the run: its job and budget (``launch``),
+    its start line (``line``, unless ``say`` is off: a race says what it runs itself), its workers."""
+    job, runs = launch(n_trials=count)
+    workers = backend.workers_for(count)
+    if say:
+        log(line(n_trials=count, started=job.started or time.time(), where=workers.description, launch=job.launch))
     try:
-        outcome = backend.run(job, runs=runs, data=data, log=log)
+        return workers.run(job, runs=runs, data=data, log=log)
     finally:
         for leftover in runs.glob(f"*{job.launch}*"):  # nothing of a finished run stays on disk with a password
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         LaunchLock(url, job.launch).release(remove=True)  # every process of the launch has ended
-    log(leaderboard(opened, metric_names=objective.metric_names))
-    if waiting := pending_retries(opened):
+
+
+def _after_run(study: optuna.Study, objective: Objective, *, limit: TimeLimit | None, storage_dir: Path,
+               prior: CostModel | None, log: Log) -> None:
+    """What the run used of its limit, the study's cost model written for ``--cost-model`` elsewhere, the
+    leaderboard, and the re-queued trials left for the next run."""
+    if limit is not None:
+        log(f"time limit: {minutes(limit.spent())} of {minutes(limit.seconds)} used"
+            + (f" ({minutes(limit.reserve)} kept for the export)" if limit.reserve else ""))
+    _save_cost_model(study, storage_dir=storage_dir, prior=prior)
+    log(leaderboard(study, metric_names=objective.metric_names))
+    if waiting := pending_retries(study):
         log(f"{len(waiting)} re-queued trial(s) wait for the next run: {[t.number for t in waiting]}")
-    return RunSummary(study=opened, outcome=outcome, storage_url=url, artifact_dir=artifact_dir)
 
 
 def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig, *, origin: Path | None,
@@ -144,7 +212,8 @@ def _check_files(spec: StudySpec, base: dict[str, Any], base_config: TrainConfig
 
 def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Path, pairs: list[tuple[str, Any]],
             seed: int | None, n_trials: int | None, timeout: float | None, heartbeat: int, verbose: bool,
-            artifact_dir: Path, max_trials: int | None) -> tuple[WorkerJob, Path]:
+            artifact_dir: Path, max_trials: int | None, limit: TimeLimit | None = None,
+            cost_model: str | None = None) -> tuple[WorkerJob, Path]:
     """This run's name (``launch``), its trial budget file and the job every worker of it runs; the folder of its
     per-run files (owner-only: they hold the storage URL)."""
     launch = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -158,8 +227,21 @@ def _launch(study: str, spec: StudySpec, *, name: str, url: str, storage_dir: Pa
                     storage_dir=str(storage_dir), budget_path=str(budget.path), launch=launch,
                     overrides=tuple(pairs), seed=seed if seed is not None else spec.sampler.seed,
                     n_trials=n_trials, timeout=timeout, started=started, heartbeat=heartbeat,
-                    verbose=verbose, artifact_dir=str(artifact_dir), study_max_trials=max_trials)
+                    verbose=verbose, artifact_dir=str(artifact_dir), study_max_trials=max_trials,
+                    deadline=None if limit is None else limit.deadline,
+                    cost_prior=str(Path(cost_model).resolve()) if cost_model else None)
     return job, runs
+
+
+def _save_cost_model(study: optuna.Study, *, storage_dir: Path, prior: CostModel | None) -> None:
+    """``storage/NAME/cost_model.json``: what this study measured (and its prior's), for ``--cost-model`` of a
+    later study or another machine."""
+    model = CostModel.from_study(study, machine=machine_name(), prior=prior)
+    if model.observations or model.probes:
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        tmp = storage_dir / "cost_model.json.tmp"
+        tmp.write_text(model.to_json())
+        tmp.replace(storage_dir / "cost_model.json")
 
 
 def _open_for_run(spec: StudySpec, objective: Objective, *, url: str, name: str, storage: str | None,
@@ -184,29 +266,34 @@ def _open_for_run(spec: StudySpec, objective: Objective, *, url: str, name: str,
         log(f"study {name!r} was started before cross-validated values became the mean of the folds' figures: its "
             "earlier trials hold one AUC of the pooled fold predictions (lower by up to about 0.02), so they and the "
             "new trials rank on slightly different scales; a new --study-name starts a study on one definition")
-    for params in spec.enqueue:
+    for params in spec.enqueue if spec.race is None else ():  # a race screens its portfolio itself
         opened.enqueue_trial(dict(params), skip_if_exists=True)
     return opened, before
 
 
 def _start_line(name: str, *, url: str, before: int, budget: StudyBudget, study: optuna.Study,
                 objective: Objective, n_trials: int | None, timeout: float | None, started: float, where: str,
-                launch: str) -> str:
+                launch: str, limit: TimeLimit | None = None) -> str:
     study_total = ("" if budget.max_trials is None else
                    f" ({budget.used(study)} of the study's {budget.max_trials} used)")
+    kept = ("" if limit is None else f" inside a kept time limit of {limit.seconds:.0f}s (ends by "
+            f"{time.strftime('%H:%M', time.localtime(limit.deadline))}: no trial starts that cannot finish)")
     return (f"study {name!r} in {redact(url)}: {before} earlier trial(s){study_total}; objective {objective.name} "
             f"({', '.join(objective.directions)}); running {n_trials or 'unlimited'} trial(s)"
-            + (f" within {timeout:.0f}s (done by {time.strftime('%H:%M', time.localtime(started + timeout))} at the "
-               "latest)" if timeout else "") + f" on {where} (run {launch})")
+            + (f" within {timeout:.0f}s (no new trial after "
+               f"{time.strftime('%H:%M', time.localtime(started + timeout))}: Optuna's timeout)" if timeout else "")
+            + kept + f" on {where} (run {launch})")
 
 
 def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (), data_dir: str | None = None,
             seed: int | None = None, backend: Backend | None = None, storage: str | None = None,
-            study_name: str | None = None, storage_dir: str | Path = "storage", log: Log = _say) -> None:
+            study_name: str | None = None, storage_dir: str | Path = "storage", time_limit: float | None = None,
+            cost_model: str | None = None, log: Log = _say) -> None:
     """Print the first ``n`` configurations the sampler would try, each checked; nothing is trained or stored.
 
     Checks what a run checks before its first trial: the spec, the base config, the dataset folder, the pretrained
-    weights and the storage for the backend.
+    weights and the storage for the backend. A spec with a race prints the race's plan instead, for the machine of
+    ``cost_model`` (required: a dry run measures nothing) inside ``time_limit`` (default: the spec's).
     """
     spec = load_spec(study)
     objective = load_objective(spec.objective)
@@ -225,6 +312,10 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
         origin = None
     _check_files(spec, base, base_config, origin=origin, log=log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if spec.race is not None:
+        _race_plan(spec, objective, base=base, base_config=base_config, time_limit=time_limit,
+                   cost_model=cost_model, backend=backend or LocalBackend(), seed=seed, log=log)
+        return
     earlier = _existing_trials(url, name)
     sampler_study = optuna.create_study(sampler=build_sampler(spec.sampler, seed=seed),
                                         directions=list(objective.directions))  # type: ignore[arg-type]
@@ -243,6 +334,33 @@ def dry_run(study: str, *, n: int = 10, overrides: Sequence[tuple[str, Any]] = (
         except ConfigError as exc:
             status = "INVALID: " + " ".join(str(exc).split())
         log(f"  {number:>3}: " + ", ".join(f"{k}={v}" for k, v in params.items()) + f"  [{status}]")
+
+
+def _race_plan(spec: StudySpec, objective: Objective, *, base: dict[str, Any], base_config: TrainConfig,
+               time_limit: float | None, cost_model: str | None, backend: Backend, seed: int | None,
+               log: Log) -> None:
+    """The race a fresh study of ``spec`` would run on the machine ``cost_model`` was measured on."""
+    from melanoma_search.budget.race import Race
+
+    seconds = time_limit if time_limit is not None else spec.budget.time_limit
+    if seconds is None or not cost_model:
+        raise ConfigError(f"study {spec.name!r} races inside a time limit: its dry run needs --time-limit SECONDS "
+                          "(or budget.time_limit) and --cost-model FILE (the machine it plans for; it measures "
+                          "nothing)")
+    prior = read_prior(cost_model)
+    machines = sorted({o["machine"] for o in prior.observations})
+    if len(machines) != 1:
+        raise ConfigError(f"--cost-model {cost_model}: a dry run plans for one machine; the file measured "
+                          f"{len(machines)} ({', '.join(machines) or 'none'})")
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.sampler, seed=seed))
+    data = prepare_for(base_config)
+    race = Race(study=study, spec=spec, objective=objective, base=base, limit=TimeLimit(seconds), race_id="dry-run",
+                estimator=Estimator(study, data=data, prior=prior, log=log, machine=machines[0]),
+                workers=backend.concurrency, seed=seed if seed is not None else spec.sampler.seed, log=log)
+    log(f"dry run of study {spec.name!r}: the race a fresh study would run in {seconds:.0f}s on {machines[0]} "
+        "(from the cost model; candidates assumed to rank in the order they are screened)")
+    for line in race.preview():
+        log(f"  {line}")
 
 
 def _checked_base(spec: StudySpec, *, overrides: Sequence[tuple[str, Any]], data_dir: str | None,

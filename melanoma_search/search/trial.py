@@ -12,6 +12,7 @@ without a retry.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -25,6 +26,9 @@ import optuna
 import torch
 import yaml
 
+from melanoma_search.budget.cost import COST_ATTR, CostModel, observe
+from melanoma_search.budget.estimate import Estimate, Estimator
+from melanoma_search.budget.limit import minutes
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import ConfigError, DiskFullError, ImageError, MelanomaSearchError, Preempted
 from melanoma_search.search import records
@@ -41,7 +45,7 @@ from melanoma_search.train.phases import TRAINING_PHASE, PhaseClock
 from melanoma_search.train.results import EpochStats, FoldResult, RunResult, weight_files
 from melanoma_search.train.steps import Precision
 
-__all__ = ["TrialRunner", "sample_params", "trial_config"]
+__all__ = ["NotStarted", "TrialRunner", "sample_params", "trial_config"]
 
 Log = Callable[[str], None]
 
@@ -79,11 +83,20 @@ def sample_params(trial: optuna.Trial, spec: StudySpec, base: Mapping[str, Any])
     return params
 
 
-def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], objective: Objective) -> TrainConfig:
-    """The trial's full config: base, then sampled parameters, then the objective's folds."""
+def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], objective: Objective, *,
+                 fidelity: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The trial's full config: base, then sampled parameters, then the objective's folds; a race trial's
+    ``fidelity`` (its ``folds``, ``epochs`` and a screening trial's ``tta`` and ``train_fraction``,
+    :mod:`melanoma_search.budget.race`) last."""
     data = apply_overrides(base, params)
     n_folds = int(data.get("data", {}).get("n_folds", 5))
     data = apply_overrides(data, {"data.folds": list(objective.folds(n_folds))})
+    if fidelity:
+        data = apply_overrides(data, {"data.folds": list(fidelity["folds"]), "epochs": int(fidelity["epochs"])})
+        if fidelity.get("tta") is not None:
+            data = apply_overrides(data, {"tta": int(fidelity["tta"])})
+        if fidelity.get("train_fraction") is not None:
+            data = apply_overrides(data, {"train_fraction": float(fidelity["train_fraction"])})
     return parse_config(data, source="trial config")
 
 
@@ -102,12 +115,21 @@ class TrialRunner:
         data: PreparedData | None = None,
         process_started: float | None = None,
         gpu_share: GpuShare | None = None,
+        deadline: float | None = None,
+        cost_prior: CostModel | None = None,
     ) -> None:
         """``process_started``: Unix time this process started; the first trial's breakdown counts the time from
         then to its start as ``startup`` (imports, storage, study), the fixed cost a process pays once.
         ``gpu_share``: this worker's lease on a GPU it shares with other workers; a trial out of memory even at half
-        its batch is retried once more alone on the card."""
+        its batch is retried once more alone on the card.
+        ``deadline``: Unix time of a kept time limit (``run --time-limit``): a trial whose predicted cost cannot
+        finish before it does not start (it ends FAIL with the one-line reason, and the worker stops);
+        ``cost_prior``: a cost model file's measurements, beneath the study's own (:mod:`melanoma_search.budget`)."""
         self.spec, self.objective, self.base = spec, objective, dict(base)
+        self.deadline, self.cost_prior = deadline, cost_prior
+        self._estimators: dict[int, Estimator] = {}
+        self.not_started: str | None = None
+        """Set when a trial did not start for want of time: the worker stops the run with this line."""
         self.artifacts, self.work_dir, self.log = artifacts, work_dir, log
         self._startup = None if process_started is None else max(0.0, time.time() - process_started)
         self.gpu_share = gpu_share
@@ -136,7 +158,7 @@ class TrialRunner:
         if self._startup is not None:  # the process's start-up, paid by its first trial
             clock.add("startup", self._startup)
             self._startup = None
-        config = self._begin(trial, clock)
+        config, estimate = self._begin(trial, clock)
         folder = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number:05d}-", dir=self._ensure(self.work_dir)))
         ran = [config]  # the config of the last attempt: an out-of-memory retry trains another batch size
         resume = self.resume_folder(trial)
@@ -144,6 +166,12 @@ class TrialRunner:
         try:
             result, config = self._fit_with_oom_retry(trial, config, folder, clock, ran=ran, resume=resume)
             values = self.objective.score(result)
+            self._record_cost(trial, clock, estimate, start=start, epochs=sum(len(f.history) for f in result.folds))
+            if (race := _race(trial)) is not None and race.get("rung") != "final":
+                trial.set_user_attr("race", {**race, "score": round(values[0], 5)})
+                trial.set_user_attr("fold_aucs", [round(a, 5) for a in result.fold_aucs])
+                self.log(f"trial {trial.number} screened (race rung {race['rung']}): {values[0]:.4f}")
+                raise optuna.TrialPruned(f"race: screened at rung {race['rung']}")
             with clock.phase("artifacts"):
                 self._record(trial, result, config, start)
                 self._save_outputs(trial, result, config, folder, values[0])
@@ -181,21 +209,54 @@ class TrialRunner:
             if not retried and not _taken_over(trial):
                 shutil.rmtree(resume, ignore_errors=True)  # the trial ended and no retry will continue it
 
-    def _begin(self, trial: optuna.Trial, clock: PhaseClock) -> TrainConfig:
-        """The trial's config, sampled, and its start line: folds, epochs, parameters and the precision it runs in
-        (``amp: auto`` decides per machine, backbone and size, so the line says what was decided)."""
+    def _begin(self, trial: optuna.Trial, clock: PhaseClock) -> tuple[TrainConfig, Estimate]:
+        """The trial's config, sampled, its predicted cost, and its start line: folds, epochs, parameters, the
+        precision it runs in (``amp: auto`` decides per machine, backbone and size, so the line says what was
+        decided) and the prediction. Under a kept time limit a trial that cannot finish does not start."""
         try:
             with clock.phase("config"):
                 params = sample_params(trial, self.spec, self.base)
-                config = trial_config(self.base, params, self.objective)
+                config = trial_config(self.base, params, self.objective, fidelity=_race(trial))
         except ConfigError as exc:
             _fail(trial, f"impossible config: {exc}")
             raise
         precision = _precision(config)
         trial.set_user_attr("precision", precision)
+        ends = [t for t in (self.deadline, (_race(trial) or {}).get("until")) if t is not None]
+        with clock.phase("config"):  # probed only where a limit needs the figure
+            estimate = self._estimator(trial, config, clock).predict(config, probe=bool(ends))
+        trial.set_user_attr("cost_predicted", estimate.record())
+        left = min(ends) - time.time() if ends else None  # a screening trial: inside the screening share too
+        if left is not None and estimate.seconds is not None and estimate.seconds > left:
+            line = f"not started: trial {trial.number} predicted {minutes(estimate.seconds)}, {minutes(left)} left"
+            _fail(trial, line)
+            if _race(trial) is None:  # the sampler's next trial would not fit either; a race's next one may
+                self.not_started = line
+            else:
+                self.log(line)
+            raise NotStarted(line)
+        predicted = "" if estimate.seconds is None else f" | predicted {minutes(estimate.seconds)} ({estimate.source})"
         self.log(f"trial {trial.number} started: {len(config.data.fold_list())} fold(s) x {config.epochs} epoch(s) | "
-                 f"{format_params(params)} | {precision}")
-        return config
+                 f"{format_params(params)} | {precision}{predicted}")
+        return config, estimate
+
+    def _estimator(self, trial: optuna.Trial, config: TrainConfig, clock: PhaseClock) -> Estimator:
+        key = id(trial.study)
+        if key not in self._estimators:
+            self._estimators[key] = Estimator(trial.study, data=self.data_for(config, clock=clock),
+                                              prior=self.cost_prior, log=self.log)
+        estimator = self._estimators[key]
+        estimator.refresh()  # the trials finished since (here or on other nodes) measured this machine
+        return estimator
+
+    def _record_cost(self, trial: optuna.Trial, clock: PhaseClock, estimate: Estimate, *, start: float,
+                     epochs: int) -> None:
+        """The trial's measured rates (``cost``) beside its prediction: the study's cost model learns from it."""
+        wall = time.perf_counter() - start  # the process's start-up, paid before the trial, is nobody's to predict
+        shape = dataclasses.replace(estimate.shape, epochs=max(1, round(epochs / max(1, estimate.shape.folds))))
+        phases = {k: v for k, v in clock.seconds.items() if k != "startup"}
+        trial.set_user_attr(COST_ATTR, observe(key=shape.key, machine=estimate.machine, phases=phases, wall=wall,
+                                               shape=shape, predicted=estimate.seconds))
 
     def resume_folder(self, trial: optuna.Trial) -> Path:
         """Where this trial's retry chain saves its training state: keyed by the first trial of the chain (a
@@ -219,7 +280,8 @@ class TrialRunner:
         alone = False
         reported: set[int] = set()  # steps an earlier attempt reported: Optuna keeps a step's first value
         for attempt in range(3):
-            reporter = _Reporter(trial, objective=self.objective, earlier=set(reported), log=self.log)
+            reporter = _Reporter(trial, objective=self.objective, earlier=set(reported), log=self.log,
+                                 prune=_race(trial) is None)  # a race's trials are stopped by the race
             try:
                 with self.gpu_share.alone() if alone and self.gpu_share else contextlib.nullcontext():
                     result = fit(config, data=self.data_for(config, clock=clock), callback=reporter.epoch,
@@ -309,8 +371,9 @@ class _Reporter:
     study that reported from 0 before keeps doing so (``records.first_step``): its trials stay comparable.
     """
 
-    def __init__(self, trial: optuna.Trial, *, objective: Objective, earlier: set[int], log: Log) -> None:
-        self.trial, self.objective, self.earlier, self.log = trial, objective, earlier, log
+    def __init__(self, trial: optuna.Trial, *, objective: Objective, earlier: set[int], log: Log,
+                 prune: bool = True) -> None:
+        self.trial, self.objective, self.earlier, self.log, self.prune = trial, objective, earlier, log, prune
         self.first = records.first_step(trial.study)
         self.reported: set[int] = set()
         self.epochs_run = 0
@@ -341,9 +404,19 @@ class _Reporter:
             return
         self.trial.report(value, step=step)
         self.reported.add(step)
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             self.log(f"trial {self.trial.number} pruned at {where} ({name} {value:.4f})")
             raise optuna.TrialPruned(f"pruned at step {step} with {name} {value:.4f}")
+
+
+class NotStarted(MelanomaSearchError):
+    """A trial whose predicted cost cannot finish inside the kept time limit: it trains nothing."""
+
+
+def _race(trial: optuna.Trial) -> dict[str, Any] | None:
+    """The trial's place in a race (its rung, folds and epochs), or ``None`` for an ordinary trial."""
+    race = trial.user_attrs.get("race")
+    return race if isinstance(race, dict) and "folds" in race and "epochs" in race else None
 
 
 def _precision(config: TrainConfig) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from melanoma_search.budget import read_prior
 from melanoma_search.data.prepare import PreparedData
 from melanoma_search.errors import DiskFullError, MelanomaSearchError, Preempted, preempt_on_sigterm
 from melanoma_search.search.artifacts import ArtifactWriter
@@ -84,6 +85,11 @@ class WorkerJob:
     artifact_dir: str | None = None
     """The artifact store (default ``<storage_dir>/<study_name>/artifacts``; student rounds share their first
     study's, so one dashboard shows every round's artifacts)."""
+    deadline: float | None = None
+    """Unix time of the run's kept time limit (``--time-limit``): no trial starts that its predicted cost cannot
+    finish before it (:mod:`melanoma_search.budget`)."""
+    cost_prior: str | None = None
+    """A cost model file (``--cost-model``) whose measurements the study's own correct."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -119,9 +125,11 @@ def _open(job: WorkerJob, *, log: Callable[[str], None], data: PreparedData | No
     artifacts = ArtifactWriter(job.artifact_dir or Path(job.storage_dir) / job.study_name / "artifacts",
                                weights_root=own / "weights", top_k=spec.top_k_weights)
     share = GpuShare(job.gpu_lock) if job.gpu_lock else None
+    prior = read_prior(job.cost_prior) if job.cost_prior else None
     runner = TrialRunner(spec=spec, objective=objective, base=spec.base_config(overrides=job.overrides),
                          artifacts=artifacts, work_dir=own / "work", log=log, data=data,
-                         process_started=process_start_time(), gpu_share=share)
+                         process_started=_unpaid_startup(), gpu_share=share, deadline=job.deadline,
+                         cost_prior=prior)
     return _Session(study=study, runner=runner, budget=TrialBudget(job.budget_path) if job.budget_path else None,
                     study_budget=StudyBudget(job.study_max_trials), heartbeat=job.heartbeat if storage_beats else 0)
 
@@ -193,6 +201,9 @@ def _trials(job: WorkerJob, session: _Session, *, log: Callable[[str], None]) ->
         with share.shared() if share is not None else contextlib.nullcontext():
             study.optimize(tagged, n_trials=1, catch=(Exception,), callbacks=[progress, finished],
                            gc_after_trial=True)
+        if session.runner.not_started is not None:  # the next trial would not fit either: the limit is kept
+            log(session.runner.not_started)
+            break
         if (fault := session.runner.run_fault) is not None:  # the next trial would fail on the same disk or image
             if ran and (retry_number := requeue(study, ran[-1].number)) is not None:
                 what = "a full disk" if isinstance(fault, DiskFullError) else "an image that cannot be decoded"
@@ -232,6 +243,19 @@ def _wait_for_places(study: optuna.Study, study_budget: StudyBudget, *, budget: 
                 "running elsewhere to finish (or to go stale and be retried here)")
             said = True
         time.sleep(max(1.0, heartbeat / 2))
+
+
+_startup_paid: list[bool] = []
+"""Set once a worker of this process has charged its start-up to a trial: a race runs one in-process worker per
+rung, and only the first trial of the process paid for its imports."""
+
+
+def _unpaid_startup() -> float | None:
+    """This process's start time, the first time a worker asks; ``None`` after (nothing left to charge)."""
+    if _startup_paid:
+        return None
+    _startup_paid.append(True)
+    return process_start_time()
 
 
 def process_start_time() -> float | None:

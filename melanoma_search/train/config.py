@@ -113,6 +113,9 @@ class TrainConfig(StrictModel):
     it took 16 to 30 s against 1.4 s once tuned: more than a short search trial's whole training, so it is off unless
     the trials are long."""
     tta: Literal[1, 2, 4, 8] = 1
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """The share of each fold's training rows a model trains on, drawn per class with the seed: a race's cheap
+    screening fidelity (:mod:`melanoma_search.budget.race`); 1 (all) for anything meant to be a member."""
     device: str = "auto"
     seed: int = 0
     output_dir: str = "storage/runs/train"

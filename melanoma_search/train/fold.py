@@ -71,6 +71,9 @@ class _Rows:
 def _select_rows(config: TrainConfig, data: PreparedData, fold: int, layout: OutputLayout) -> _Rows:
     table = data.table
     train = table[table["split"].eq("train") & table["fold"].ne(fold)]
+    if config.train_fraction < 1:  # a screening fidelity: the same share of each class, in the table's order
+        train = train.groupby("target", group_keys=False).sample(
+            frac=config.train_fraction, random_state=config.seed + fold).sort_index()
     val = table[table["fold"].eq(fold)]
     test = table[table["split"].eq("test")]
     if val["target"].nunique() < 2:

@@ -63,6 +63,11 @@ class Backend(abc.ABC):
         """How the run's header names where trials run ("1 worker", "Ray Tune")."""
         return self.name
 
+    @property
+    def concurrency(self) -> int:
+        """How many trials run at once (a race plans its rungs for this many)."""
+        return 1
+
     def workers_for(self, n_trials: int | None) -> Backend:
         """This backend with no more workers than trials to run (no worker without a trial)."""
         return self

@@ -114,6 +114,10 @@ class LocalBackend(Backend):
         return bool(self.gpus) if self.workers == "auto" else int(self.workers) > 1
 
     @property
+    def concurrency(self) -> int:
+        return max(1, len(self.gpus)) if self.workers == "auto" else int(self.workers)
+
+    @property
     def description(self) -> str:
         if self.workers == "auto":
             return f"{len(self.gpus)} GPU(s), trials per GPU from measured memory" if self.gpus else "1 worker"

@@ -90,6 +90,11 @@ class RayBackend(Backend):
     def description(self) -> str:
         return "Ray Tune"
 
+    @property
+    def concurrency(self) -> int:
+        """``--max-concurrent`` (a race on a cluster plans for that many at once; 1 when it is not given)."""
+        return self.options.max_concurrent or 1
+
     def run(self, job: WorkerJob, *, runs: Path, data: PreparedData | None,
             log: Callable[[str], None]) -> RunOutcome:
         return run_on_ray(job, options=self.options, experiment_dir=runs, log=log)
