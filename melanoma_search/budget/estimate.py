@@ -68,7 +68,11 @@ class Estimator:
         if got is None and not probe:
             return Estimate(None, "nothing measured yet", shape, machine)
         if got is None:
-            got = self._probed(config, shape=shape, machine=machine, model=model)
+            try:
+                got = self._probed(config, shape=shape, machine=machine, model=model)
+            except Exception as exc:  # the network cannot even take a step here: the trial itself will say why
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                return Estimate(None, f"probe failed: {reason}", shape, machine)
         return Estimate(got[0], got[1], shape, machine)
 
     def _probed(self, config: TrainConfig, *, shape: TrialShape, machine: str, model: CostModel

@@ -184,7 +184,11 @@ class Race:
                     for i, r in enumerate(self.race.rungs[1:]))  # later rungs' cost per rung-0 candidate
         planned: list[_Entry] = []
         for params in candidates(self.study, self.spec, self.base, seen=seen, seed=self.seed):
-            entry = self._entry(len(planned), params, rung=0, folds=folds, epochs=epochs)
+            try:
+                entry = self._entry(len(planned), params, rung=0, folds=folds, epochs=epochs)
+            except _Unpriced as exc:  # its network cannot take a step here: no trial would either
+                self.log(f"race: {_short(params)} not raced: {exc}")
+                continue
             spent = sum(e.predicted for e in planned) + entry.predicted
             if spent * (1 + later) > budget:
                 if not planned:
@@ -269,8 +273,10 @@ class Race:
         fraction = None if screening is None or screening.train_fraction == 1 else screening.train_fraction
         config = trial_config(self.base, params, self.objective, fidelity={
             "folds": folds, "epochs": epochs, "tta": tta, "train_fraction": fraction})
-        seconds = self.estimator.predict(config).seconds  # probed where nothing was measured: never None here
-        assert seconds is not None
+        estimate = self.estimator.predict(config)  # probed where nothing was measured
+        if estimate.seconds is None:
+            raise _Unpriced(estimate.source)
+        seconds = estimate.seconds
         return _Entry(candidate=candidate, params=dict(params), rung=rung, folds=folds, epochs=epochs, tta=tta,
                       train_fraction=fraction, predicted=seconds)
 
@@ -329,6 +335,10 @@ class Race:
         if done is not None:
             state["done"] = done
         self.study.set_user_attr(RACE, state)
+
+
+class _Unpriced(Exception):
+    """A candidate with no predicted cost: nothing measured its key and its probe failed."""
 
 
 class _SpentClock(threading.Thread):
