@@ -66,22 +66,25 @@ def test_the_race_screens_many_trains_the_best_on_every_fold_and_keeps_its_limit
     trials = study.trials
     rung0 = [t for t in trials if t.user_attrs[RACE]["rung"] == 0]
     finals = [t for t in trials if t.user_attrs[RACE]["rung"] == "final"]
-    assert len(rung0) >= 4, run.stdout  # many candidates, each one fold x one epoch ...
-    assert all(t.state == TrialState.PRUNED and t.user_attrs[RACE]["folds"] == [0] for t in rung0)
-    assert all(len(t.user_attrs["fold_aucs"]) == 1 and "score" in t.user_attrs[RACE] for t in rung0)
+    screened = [t for t in rung0 if t.state == TrialState.PRUNED]
+    assert len(rung0) >= 4 and len(screened) >= 3, run.stdout  # many candidates, each one fold x one epoch ...
+    assert all(t.user_attrs[RACE]["folds"] == [0] and len(t.user_attrs["fold_aucs"]) == 1
+               and "score" in t.user_attrs[RACE] for t in screened)
+    # on a busy machine the screening share can run out: the rest did not start, and said so
+    assert all(t.user_attrs["fail_reason"].startswith("not started: ") for t in rung0 if t not in screened)
     assert rung0[0].params == RACING["enqueue"][0]  # the portfolio first
     assert len({tuple(sorted(t.params.items())) for t in rung0}) == len(rung0)  # no candidate raced twice
     assert finals and all(t.state == TrialState.COMPLETE for t in finals)  # ... the best trained on every fold
     assert all(len(t.user_attrs["fold_aucs"]) == 3 for t in finals)
-    best_screened = max(rung0, key=lambda t: t.user_attrs[RACE]["score"])
+    best_screened = max(screened, key=lambda t: t.user_attrs[RACE]["score"])
     assert finals[0].params == best_screened.params
     # nothing started that its prediction (made at its start) said would end after the limit
     for trial in trials:
         predicted = trial.user_attrs["cost_predicted"]["seconds"]
         assert trial.datetime_start.timestamp() + predicted <= started + limit, (trial.number, predicted)
         assert trial.user_attrs["cost"]["predicted"] == pytest.approx(predicted, abs=0.1)  # beside its real cost
-    overrun = max(t.user_attrs["cost"]["wall"] - t.user_attrs["cost_predicted"]["seconds"] for t in trials)
-    assert elapsed <= limit + max(0.0, overrun) + 15, (elapsed, overrun)  # the limit, up to the prediction's error
+    overrun = sum(max(0.0, t.user_attrs["cost"]["wall"] - t.user_attrs["cost_predicted"]["seconds"]) for t in trials)
+    assert elapsed <= limit + overrun + 15, (elapsed, overrun)  # the limit, up to the predictions' errors
     assert study.user_attrs[RACE]["done"] is True
     assert set(study.user_attrs[RACE_AGREEMENT]) == {"rung 0 (1 fold(s) x 1 epoch(s))"}
     assert study.user_attrs[RACE_AGREEMENT]["rung 0 (1 fold(s) x 1 epoch(s))"]["n"] == len(finals)
@@ -91,7 +94,7 @@ def test_the_race_screens_many_trains_the_best_on_every_fold_and_keeps_its_limit
 
 def test_a_preempted_race_resumes_inside_what_is_left_of_its_limit(tmp_path: Path) -> None:
     spec, cost = _spec(tmp_path, race={**RACING["race"], "final_epochs": [3, 3], "finalists": 1}), _cost_file(tmp_path)
-    args = ["--study", str(spec), "--time-limit", "120", "--cost-model", str(cost)]
+    args = ["--study", str(spec), "--time-limit", "300", "--cost-model", str(cost)]  # room on a busy machine too
     process = subprocess.Popen([sys.executable, "-m", "melanoma_search.run", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
