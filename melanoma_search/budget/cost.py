@@ -37,12 +37,10 @@ PROBE_PREFIX = "cost_probe:"
 
 def machine_name(device: str = "cpu") -> str:
     """What sets the speed of a step besides the configuration: the GPU's name, or the CPU model and thread count."""
-    if device.startswith("cuda"):
-        import torch
-
-        return f"cuda {torch.cuda.get_device_name(torch.device(device))}"
     import torch
 
+    if device.startswith("cuda"):
+        return f"cuda {torch.cuda.get_device_name(torch.device(device))}"
     model = platform.processor() or "cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

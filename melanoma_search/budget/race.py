@@ -37,6 +37,7 @@ from melanoma_search.budget.estimate import Estimator
 from melanoma_search.budget.limit import TimeLimit, minutes
 from melanoma_search.errors import ConfigError
 from melanoma_search.search.objective import Objective
+from melanoma_search.search.progress import format_params
 from melanoma_search.search.spec import RungSpec, StudySpec
 from melanoma_search.search.trial import trial_config
 
@@ -150,7 +151,7 @@ class Race:
                 chosen.append(final)
                 room -= final.predicted
                 lines.append(f"finalist {len(chosen)}: {len(self.all_folds)} fold(s) x {final.epochs} epoch(s), "
-                             f"predicted {minutes(final.predicted)} | {_short(final.params)}")
+                             f"predicted {minutes(final.predicted)} | {format_params(final.params)}")
         used = (spent + sum(e.predicted for e in chosen)) / self.workers
         lines.append(f"planned {minutes(used)} of the {minutes(self.limit.left())} left on {self.workers} "
                      f"worker(s), {len(first)} candidate(s) screened, {len(chosen)} finalist(s)")
@@ -187,7 +188,7 @@ class Race:
             try:
                 entry = self._entry(len(planned), params, rung=0, folds=folds, epochs=epochs)
             except _Unpriced as exc:  # its network cannot take a step here: no trial would either
-                self.log(f"race: {_short(params)} not raced: {exc}")
+                self.log(f"race: {format_params(params)} not raced: {exc}")
                 continue
             spent = sum(e.predicted for e in planned) + entry.predicted
             if spent * (1 + later) > budget:
@@ -246,7 +247,7 @@ class Race:
             room -= entry.predicted
             if not plan_only:
                 self.log(f"race: finalist candidate {candidate}: {len(self.all_folds)} folds x {entry.epochs} "
-                         f"epoch(s), predicted {minutes(entry.predicted)} | {_short(params)}")
+                         f"epoch(s), predicted {minutes(entry.predicted)} | {format_params(params)}")
         if not chosen and not plan_only:
             self.log(f"race: no finalist fits in the {minutes(max(0.0, self.limit.left()))} left")
         return chosen
@@ -367,7 +368,3 @@ def _stopped(outcome: Any) -> bool:
 
 def _rows(rung: RungSpec) -> str:
     return "" if rung.train_fraction == 1 else f" on {rung.train_fraction:.0%} of the rows"
-
-
-def _short(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
